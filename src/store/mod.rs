@@ -1,0 +1,297 @@
+//! The store boundary: typed records over a key-value backend with atomic, durable batches.
+//!
+//! [`Store`] is what a backend implements: byte values in a few named collections ([`Tree`]),
+//! prefix scans, and [`Batch`]es that apply all-or-nothing and are on disk when `commit`
+//! returns. [`Db`] puts typed records on top. sled is the embedded backend ([`sled::SledStore`]);
+//! the trait is async and speaks in keys, revision-free conditions and batches so that a NATS
+//! JetStream KV backend (atomic batch publish, per-key expected state) can implement it too.
+
+pub mod sled;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::model::{AccountRecord, OperatorRecord, PendingUpdate, RoleRecord, UserRecord};
+
+/// The schema version this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A named collection of records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tree {
+    /// Store-wide values: schema version, master-key check.
+    Meta,
+    Operator,
+    Accounts,
+    Users,
+    Roles,
+    /// Account JWT pushes waiting for the publisher.
+    Pending,
+}
+
+impl Tree {
+    /// Every tree, in a fixed order.
+    pub const ALL: [Tree; 6] = [
+        Tree::Meta,
+        Tree::Operator,
+        Tree::Accounts,
+        Tree::Users,
+        Tree::Roles,
+        Tree::Pending,
+    ];
+
+    /// The backend's name for the tree.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Meta => "meta",
+            Tree::Operator => "operator",
+            Tree::Accounts => "accounts",
+            Tree::Users => "users",
+            Tree::Roles => "roles",
+            Tree::Pending => "pending",
+        }
+    }
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (or handle) holds the data dir.
+    #[error("data dir {path} is in use by another nats-authd process (lock file {lock})")]
+    Locked { path: String, lock: String },
+    /// `serve`/`up` pointed at a dir where `init` never ran.
+    #[error("no nats-authd store in {path}; run `nats-authd init --data-dir {path}` first")]
+    NotInitialized { path: String },
+    /// The data dir was written by a newer nats-authd.
+    #[error("store schema version {found} is newer than this build supports ({supported})")]
+    SchemaTooNew { found: u32, supported: u32 },
+    /// A batch condition failed; nothing in the batch was written.
+    #[error("{tree:?} record {key:?} {reason}")]
+    Conflict {
+        tree: Tree,
+        key: String,
+        reason: &'static str,
+    },
+    /// A stored value does not decode as its record type.
+    #[error("{tree:?} record {key:?} is corrupt: {message}")]
+    Corrupt {
+        tree: Tree,
+        key: String,
+        message: String,
+    },
+    /// The backend failed.
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+/// A condition a batch operation needs to hold for the whole batch to apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// No condition.
+    Any,
+    /// The key must not exist (create).
+    Absent,
+    /// The key must exist (update, delete).
+    Present,
+    /// The key must hold exactly these bytes (compare-and-swap).
+    Value(Vec<u8>),
+}
+
+/// One write in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Write `value` under `key`.
+    Put {
+        tree: Tree,
+        key: String,
+        value: Vec<u8>,
+        expect: Expect,
+    },
+    /// Remove `key`.
+    Delete {
+        tree: Tree,
+        key: String,
+        expect: Expect,
+    },
+}
+
+/// Writes that apply together or not at all.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    ops: Vec<Op>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Batch::default()
+    }
+
+    /// The operations, in order.
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    /// Adds a raw operation.
+    pub fn push(&mut self, op: Op) -> &mut Self {
+        self.ops.push(op);
+        self
+    }
+
+    /// Writes `record`, which must not exist yet.
+    pub fn create<R: Record>(&mut self, record: &R) -> &mut Self {
+        self.put_with(record, Expect::Absent)
+    }
+
+    /// Writes `record`, whatever was there.
+    pub fn put<R: Record>(&mut self, record: &R) -> &mut Self {
+        self.put_with(record, Expect::Any)
+    }
+
+    /// Writes `record` under a condition.
+    pub fn put_with<R: Record>(&mut self, record: &R, expect: Expect) -> &mut Self {
+        let value = serde_json::to_vec(record).expect("records serialize to JSON");
+        self.push(Op::Put {
+            tree: R::TREE,
+            key: record.key(),
+            value,
+            expect,
+        })
+    }
+
+    /// Removes the `R` stored under `key`, which must exist.
+    pub fn delete<R: Record>(&mut self, key: &str) -> &mut Self {
+        self.push(Op::Delete {
+            tree: R::TREE,
+            key: key.to_string(),
+            expect: Expect::Present,
+        })
+    }
+}
+
+/// A backend: byte values in trees, atomic and durable batches.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The value under `key`.
+    async fn get(&self, tree: Tree, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every key and value whose key starts with `prefix`, in key order.
+    async fn scan(&self, tree: Tree, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Applies every operation or none; durable when it returns `Ok`.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when a condition fails (nothing is written).
+    async fn commit(&self, batch: Batch) -> Result<(), StoreError>;
+    /// Makes everything written so far durable.
+    async fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// A type kept in one tree, under a key derived from its content.
+pub trait Record: Serialize + DeserializeOwned + Send {
+    /// The tree it lives in.
+    const TREE: Tree;
+    /// Its key in that tree.
+    fn key(&self) -> String;
+}
+
+/// Key of the single operator record.
+pub const OPERATOR_KEY: &str = "operator";
+
+impl Record for OperatorRecord {
+    const TREE: Tree = Tree::Operator;
+    fn key(&self) -> String {
+        OPERATOR_KEY.to_string()
+    }
+}
+
+impl Record for AccountRecord {
+    const TREE: Tree = Tree::Accounts;
+    fn key(&self) -> String {
+        self.name.to_string()
+    }
+}
+
+impl Record for UserRecord {
+    const TREE: Tree = Tree::Users;
+    fn key(&self) -> String {
+        UserRecord::key_of(&self.account, &self.name)
+    }
+}
+
+impl Record for RoleRecord {
+    const TREE: Tree = Tree::Roles;
+    fn key(&self) -> String {
+        format!("{}/{}", self.account, self.name)
+    }
+}
+
+impl Record for PendingUpdate {
+    const TREE: Tree = Tree::Pending;
+    fn key(&self) -> String {
+        self.account.to_string()
+    }
+}
+
+/// Typed access to a [`Store`]; cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    store: Arc<dyn Store>,
+}
+
+impl Db {
+    /// Wraps a backend.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Db { store }
+    }
+
+    /// The backend.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The `R` under `key`.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if the stored bytes are not an `R`.
+    pub async fn get<R: Record>(&self, key: &str) -> Result<Option<R>, StoreError> {
+        match self.store.get(R::TREE, key).await? {
+            None => Ok(None),
+            Some(bytes) => decode::<R>(key, &bytes).map(Some),
+        }
+    }
+
+    /// Every `R` whose key starts with `prefix`, in key order.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if a stored value is not an `R`.
+    pub async fn list<R: Record>(&self, prefix: &str) -> Result<Vec<R>, StoreError> {
+        let rows = self.store.scan(R::TREE, prefix).await?;
+        rows.iter().map(|(k, v)| decode::<R>(k, v)).collect()
+    }
+
+    /// Applies `batch` atomically and durably.
+    ///
+    /// # Errors
+    /// As [`Store::commit`].
+    pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        self.store.commit(batch).await
+    }
+
+    /// A meta value.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.get(Tree::Meta, key).await
+    }
+}
+
+fn decode<R: Record>(key: &str, bytes: &[u8]) -> Result<R, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        tree: R::TREE,
+        key: key.to_string(),
+        message: e.to_string(),
+    })
+}

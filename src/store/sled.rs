@@ -1,0 +1,367 @@
+//! The embedded backend: one sled database in the data dir, one sled tree per [`Tree`].
+
+use std::fs::{File, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+
+use super::{Batch, Expect, Op, Store, StoreError, Tree, SCHEMA_VERSION};
+
+const LOCK_FILE: &str = "nats-authd.lock";
+const SCHEMA_KEY: &str = "schema_version";
+
+/// Whether [`SledStore::open`] may create a new store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create the store if the dir has none (`init`).
+    CreateIfMissing,
+    /// The store must exist (`serve`): a typo in a path must not start an empty service.
+    MustExist,
+}
+
+/// sled-backed [`Store`]. Holds an exclusive lock on the dir while open.
+pub struct SledStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+    // Held for the store's lifetime; the OS releases it when the process dies, even on kill -9.
+    _lock: Option<File>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] if another process has it open, [`StoreError::NotInitialized`]
+    /// with [`OpenMode::MustExist`] on an empty dir, [`StoreError::SchemaTooNew`] for a store
+    /// written by a newer build.
+    pub fn open(dir: &Path, mode: OpenMode) -> Result<Self, StoreError> {
+        let display = dir.display().to_string();
+        let exists = dir.join("db").exists();
+        if !exists && mode == OpenMode::MustExist {
+            return Err(StoreError::NotInitialized { path: display });
+        }
+        std::fs::create_dir_all(dir).map_err(backend)?;
+        let lock = take_lock(&dir.join(LOCK_FILE), &display)?;
+        let db = sled::Config::new().path(dir).open().map_err(backend)?;
+        Self::from_db(db, Some(lock))
+    }
+
+    /// An in-memory store that vanishes on drop, for tests.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub fn temporary() -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .open()
+            .map_err(backend)?;
+        Self::from_db(db, None)
+    }
+
+    fn from_db(db: sled::Db, lock: Option<File>) -> Result<Self, StoreError> {
+        let trees = Tree::ALL
+            .iter()
+            .map(|t| db.open_tree(t.name()).map_err(backend))
+            .collect::<Result<Vec<_>, _>>()?;
+        let meta = &trees[index(Tree::Meta)];
+        match meta.get(SCHEMA_KEY).map_err(backend)? {
+            Some(v) => {
+                let found = std::str::from_utf8(&v)
+                    .ok()
+                    .and_then(|s| s.parse::<u32>().ok())
+                    .ok_or_else(|| StoreError::Corrupt {
+                        tree: Tree::Meta,
+                        key: SCHEMA_KEY.into(),
+                        message: "not a number".into(),
+                    })?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::SchemaTooNew {
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+            }
+            None => {
+                meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
+                    .map_err(backend)?;
+                db.flush().map_err(backend)?;
+            }
+        }
+        Ok(SledStore {
+            inner: Arc::new(Inner {
+                db,
+                trees,
+                _lock: lock,
+            }),
+        })
+    }
+}
+
+fn take_lock(path: &Path, dir: &str) -> Result<File, StoreError> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(backend)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(StoreError::Locked {
+            path: dir.to_string(),
+            lock: PathBuf::from(path).display().to_string(),
+        }),
+        Err(TryLockError::Error(e)) => Err(backend(e)),
+    }
+}
+
+fn index(tree: Tree) -> usize {
+    Tree::ALL
+        .iter()
+        .position(|t| *t == tree)
+        .expect("every tree is in ALL")
+}
+
+fn check(
+    view: &TransactionalTree,
+    tree: Tree,
+    key: &str,
+    expect: &Expect,
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    let conflict = |reason| {
+        ConflictableTransactionError::Abort(StoreError::Conflict {
+            tree,
+            key: key.into(),
+            reason,
+        })
+    };
+    let current = view.get(key)?;
+    match (expect, current) {
+        (Expect::Any, _) => Ok(()),
+        (Expect::Absent, Some(_)) => Err(conflict("already exists")),
+        (Expect::Present, None) => Err(conflict("does not exist")),
+        (Expect::Value(want), Some(have)) if have.as_ref() != want.as_slice() => {
+            Err(conflict("changed concurrently"))
+        }
+        (Expect::Value(_), None) => Err(conflict("changed concurrently")),
+        _ => Ok(()),
+    }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    // Reads are served from sled's page cache in microseconds and never fsync, so they run on
+    // the caller's task; only commits (which fsync) go to the blocking pool.
+    async fn get(&self, tree: Tree, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let value = self.inner.trees[index(tree)].get(key).map_err(backend)?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+
+    async fn scan(&self, tree: Tree, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.inner.trees[index(tree)]
+            .scan_prefix(prefix)
+            .map(|row| {
+                let (k, v) = row.map_err(backend)?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let result = inner.trees[..].transaction(|views| {
+                for op in batch.ops() {
+                    match op {
+                        Op::Put {
+                            tree,
+                            key,
+                            value,
+                            expect,
+                        } => {
+                            let view = &views[index(*tree)];
+                            check(view, *tree, key, expect)?;
+                            view.insert(key.as_bytes(), value.as_slice())?;
+                        }
+                        Op::Delete { tree, key, expect } => {
+                            let view = &views[index(*tree)];
+                            check(view, *tree, key, expect)?;
+                            view.remove(key.as_bytes())?;
+                        }
+                    }
+                }
+                Ok(())
+            });
+            match result {
+                Ok(()) => {}
+                Err(TransactionError::Abort(e)) => return Err(e),
+                Err(TransactionError::Storage(e)) => return Err(backend(e)),
+            }
+            // Acknowledged means on disk: a kill -9 after this returns loses nothing.
+            inner.db.flush().map_err(backend)?;
+            Ok(())
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.db.flush().map(|_| ()).map_err(backend))
+            .await
+            .map_err(backend)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Db, Record};
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Thing {
+        name: String,
+        n: u32,
+    }
+    impl Record for Thing {
+        const TREE: Tree = Tree::Roles;
+        fn key(&self) -> String {
+            self.name.clone()
+        }
+    }
+
+    fn thing(name: &str, n: u32) -> Thing {
+        Thing {
+            name: name.into(),
+            n,
+        }
+    }
+
+    #[tokio::test]
+    async fn batch_is_all_or_nothing() {
+        let db = Db::new(Arc::new(SledStore::temporary().unwrap()));
+        let mut b = Batch::new();
+        b.create(&thing("a", 1));
+        db.commit(b).await.unwrap();
+
+        let mut b = Batch::new();
+        b.create(&thing("b", 2)).create(&thing("a", 3));
+        let err = db.commit(b).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Conflict {
+                    reason: "already exists",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            db.get::<Thing>("b").await.unwrap(),
+            None,
+            "b must not be written"
+        );
+        assert_eq!(db.get::<Thing>("a").await.unwrap(), Some(thing("a", 1)));
+    }
+
+    #[tokio::test]
+    async fn conditions_guard_updates_and_deletes() {
+        let db = Db::new(Arc::new(SledStore::temporary().unwrap()));
+        let mut b = Batch::new();
+        b.delete::<Thing>("missing");
+        assert!(matches!(
+            db.commit(b).await,
+            Err(StoreError::Conflict { .. })
+        ));
+
+        let mut b = Batch::new();
+        b.put(&thing("a", 1));
+        db.commit(b).await.unwrap();
+        let stale = serde_json::to_vec(&thing("a", 0)).unwrap();
+        let mut b = Batch::new();
+        b.put_with(&thing("a", 2), Expect::Value(stale));
+        assert!(matches!(
+            db.commit(b).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        let current = serde_json::to_vec(&thing("a", 1)).unwrap();
+        let mut b = Batch::new();
+        b.put_with(&thing("a", 2), Expect::Value(current));
+        db.commit(b).await.unwrap();
+        assert_eq!(db.get::<Thing>("a").await.unwrap().unwrap().n, 2);
+    }
+
+    #[tokio::test]
+    async fn list_scans_by_prefix_in_order() {
+        let db = Db::new(Arc::new(SledStore::temporary().unwrap()));
+        let mut b = Batch::new();
+        b.put(&thing("acme/b", 2))
+            .put(&thing("acme/a", 1))
+            .put(&thing("other/a", 3));
+        db.commit(b).await.unwrap();
+        let names: Vec<_> = db
+            .list::<Thing>("acme/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(names, ["acme/a", "acme/b"]);
+    }
+
+    #[tokio::test]
+    async fn second_open_is_refused_and_missing_store_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = SledStore::open(dir.path(), OpenMode::MustExist);
+        assert!(matches!(missing, Err(StoreError::NotInitialized { .. })));
+        let _first = SledStore::open(dir.path(), OpenMode::CreateIfMissing).unwrap();
+        let second = SledStore::open(dir.path(), OpenMode::CreateIfMissing);
+        assert!(matches!(second, Err(StoreError::Locked { .. })));
+    }
+
+    #[tokio::test]
+    async fn committed_data_survives_reopen_and_schema_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Db::new(Arc::new(
+                SledStore::open(dir.path(), OpenMode::CreateIfMissing).unwrap(),
+            ));
+            let mut b = Batch::new();
+            b.put(&thing("a", 1));
+            db.commit(b).await.unwrap();
+        }
+        {
+            let store = SledStore::open(dir.path(), OpenMode::MustExist).unwrap();
+            let db = Db::new(Arc::new(store));
+            assert_eq!(db.get::<Thing>("a").await.unwrap(), Some(thing("a", 1)));
+            db.store()
+                .commit({
+                    let mut b = Batch::new();
+                    b.push(Op::Put {
+                        tree: Tree::Meta,
+                        key: SCHEMA_KEY.into(),
+                        value: b"99".to_vec(),
+                        expect: Expect::Any,
+                    });
+                    b
+                })
+                .await
+                .unwrap();
+        }
+        let err = SledStore::open(dir.path(), OpenMode::MustExist)
+            .err()
+            .unwrap();
+        assert!(matches!(err, StoreError::SchemaTooNew { found: 99, .. }));
+    }
+}
