@@ -13,7 +13,7 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use crate::authority::{self, Authority, AuthorityError, ADMIN_ACCOUNT, AUTH_ACCOUNT, SYS_ACCOUNT};
-use crate::claims::{Export, Import, OperatorLimits, ResponseType};
+use crate::claims::{Export, Import, ResponseType};
 use crate::keys::{KeyRole, SealedKey};
 use crate::model::{
     AccountKind, AccountName, AccountRecord, OperatorRecord, UnixTime, UserKind, UserName,
@@ -224,21 +224,8 @@ pub async fn open(
 }
 
 fn account(name: &str, kind: AccountKind, master: &MasterKey, now: UnixTime) -> AccountRecord {
-    AccountRecord {
-        name: AccountName::new(name).expect("built-in account names are valid"),
-        kind,
-        description: String::new(),
-        active: true,
-        identity: SealedKey::generate(KeyRole::Account, master),
-        signing_keys: vec![SealedKey::generate(KeyRole::AccountSigning, master)],
-        xkey: None,
-        limits: OperatorLimits::default(),
-        imports: Vec::new(),
-        exports: Vec::new(),
-        revocations: Default::default(),
-        created_at: now,
-        updated_at: now,
-    }
+    let name = AccountName::new(name).expect("built-in account names are valid");
+    AccountRecord::new(name, kind, master, now)
 }
 
 fn user(
@@ -248,20 +235,8 @@ fn user(
     master: &MasterKey,
     now: UnixTime,
 ) -> UserRecord {
-    UserRecord {
-        account: account.name.clone(),
-        name: UserName::new(name).expect("built-in user names are valid"),
-        kind,
-        role: None,
-        description: String::new(),
-        active: true,
-        identity: SealedKey::generate(KeyRole::User, master),
-        password_hash: None,
-        jwt_ttl_secs: None,
-        bearer_token: false,
-        created_at: now,
-        updated_at: now,
-    }
+    let name = UserName::new(name).expect("built-in user names are valid");
+    UserRecord::new(account.name.clone(), name, kind, master, now)
 }
 
 /// Every record of a fresh trust chain, as one batch: operator, SYS/AUTH/ADMIN, the service,

@@ -13,12 +13,16 @@ use crate::server_config::ServerSettings;
 /// Environment variable holding the master key itself (base64). Not a flag: flags show in `ps`.
 pub const MASTER_KEY_ENV: &str = "NATS_AUTHD_MASTER_KEY";
 
+/// Log filter when none is given. async-nats logs every connection event at info; ours say the
+/// same once, in our words.
+pub const DEFAULT_LOG: &str = "info,async_nats=warn";
+
 /// nats-authd: accounts, users, roles and auth callout for NATS, managed over NATS.
 #[derive(Debug, Parser)]
 #[command(name = "nats-authd", version, about, long_about = None)]
 pub struct Cli {
     /// Log filter (tracing syntax), e.g. `info` or `nats_authd=debug`.
-    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
+    #[arg(long, env = "RUST_LOG", default_value = DEFAULT_LOG, global = true)]
     pub log: String,
     #[command(subcommand)]
     pub command: Command,

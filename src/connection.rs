@@ -140,9 +140,12 @@ pub async fn connect(
 
 fn log_event(event: Event) {
     match event {
-        Event::Connected => tracing::info!("NATS connection restored"),
+        Event::Connected => tracing::info!("NATS connection up"),
         Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
         Event::LameDuckMode => tracing::warn!("NATS server entering lame duck mode"),
+        Event::Draining | Event::Closed => {
+            tracing::info!(event = %event, "NATS connection closing")
+        }
         other => tracing::warn!(event = %other, "NATS connection event"),
     }
 }

@@ -1,23 +1,29 @@
 //! The `nats-authd` binary: parses the command line, sets up logging, calls the library.
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use nats_authd::bootstrap::{self, InitOutcome};
-use nats_authd::cli::{Cli, ClientArgs, Command, InitArgs, ServeArgs, UpArgs, MASTER_KEY_ENV};
+use nats_authd::cli::{
+    Cli, ClientArgs, Command, InitArgs, ServeArgs, UpArgs, DEFAULT_LOG, MASTER_KEY_ENV,
+};
 use nats_authd::connection::ConnectionSettings;
 use nats_authd::{app, claims, model, nats_server};
 
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
+        eprintln!("nats-authd: ignoring log filter {:?}: {e}", cli.log);
+        tracing_subscriber::EnvFilter::new(DEFAULT_LOG)
+    });
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     if let Err(e) = run(cli.command).await {
         eprintln!("nats-authd: {e:#}");
@@ -26,6 +32,7 @@ async fn main() {
 }
 
 async fn run(command: Command) -> Result<()> {
+    let shutdown = shutdown_signal()?;
     let env_key = std::env::var(MASTER_KEY_ENV).ok();
     match command {
         Command::Init(args) => {
@@ -42,8 +49,8 @@ async fn run(command: Command) -> Result<()> {
             println!("Or both at once:    nats-authd up");
             Ok(())
         }
-        Command::Up(args) => up(args, env_key).await,
-        Command::Serve(args) => serve(args, env_key).await,
+        Command::Up(args) => up(args, env_key, shutdown).await,
+        Command::Serve(args) => serve(args, env_key, shutdown).await,
         Command::Status(args) => status(args).await,
     }
 }
@@ -79,7 +86,11 @@ fn print_init(outcome: &InitOutcome) {
     println!("  sentinel creds:  {}", o.sentinel_creds.display());
 }
 
-async fn up(args: UpArgs, env_key: Option<String>) -> Result<()> {
+async fn up(
+    args: UpArgs,
+    env_key: Option<String>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
     let bin = nats_server::find(args.nats_server.as_deref())?;
     let outcome = init(&args.init, env_key).await?;
     print_init(&outcome);
@@ -108,12 +119,16 @@ async fn up(args: UpArgs, env_key: Option<String>) -> Result<()> {
         urls: vec![url],
         ..ConnectionSettings::default()
     };
-    let result = app::run(outcome.authority, connection, shutdown_signal()).await;
+    let result = app::run(outcome.authority, connection, shutdown).await;
     server.stop(Duration::from_secs(10)).await;
     result.context("service")
 }
 
-async fn serve(args: ServeArgs, env_key: Option<String>) -> Result<()> {
+async fn serve(
+    args: ServeArgs,
+    env_key: Option<String>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
     let layout = bootstrap::Layout {
         data_dir: args.store.data_dir.clone(),
         out_dir: Default::default(),
@@ -121,7 +136,7 @@ async fn serve(args: ServeArgs, env_key: Option<String>) -> Result<()> {
     let authority = bootstrap::open(&layout, &args.store.master_key(env_key))
         .await
         .with_context(|| format!("opening {}", args.store.data_dir.display()))?;
-    app::run(authority, args.connection(), shutdown_signal()).await?;
+    app::run(authority, args.connection(), shutdown).await?;
     Ok(())
 }
 
@@ -148,13 +163,18 @@ async fn connect_with_creds(creds: &Path, url: &str) -> Result<async_nats::Clien
         .with_context(|| format!("connecting to {url}"))
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutdown requested");
+/// Completes on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is called,
+/// not when the future is first polled, so a signal during start-up is not fatal: it is
+/// remembered and ends the service as soon as it runs.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("shutdown requested");
+    })
 }

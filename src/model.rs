@@ -6,7 +6,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::claims::{Export, Import, OperatorLimits, Permissions};
-use crate::keys::SealedKey;
+use crate::keys::{KeyRole, SealedKey};
+use crate::vault::MasterKey;
 
 /// Unix time in seconds.
 pub type UnixTime = i64;
@@ -175,6 +176,26 @@ pub struct AccountRecord {
 }
 
 impl AccountRecord {
+    /// A new active account with fresh identity and signing keys, default limits, no
+    /// imports or exports.
+    pub fn new(name: AccountName, kind: AccountKind, master: &MasterKey, now: UnixTime) -> Self {
+        AccountRecord {
+            name,
+            kind,
+            description: String::new(),
+            active: true,
+            identity: SealedKey::generate(KeyRole::Account, master),
+            signing_keys: vec![SealedKey::generate(KeyRole::AccountSigning, master)],
+            xkey: None,
+            limits: OperatorLimits::default(),
+            imports: Vec::new(),
+            exports: Vec::new(),
+            revocations: BTreeMap::new(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// The account's public key.
     pub fn public_key(&self) -> &str {
         &self.identity.public
@@ -226,6 +247,30 @@ pub struct UserRecord {
 }
 
 impl UserRecord {
+    /// A new active user of `account` with a fresh nkey, no role, password or expiry.
+    pub fn new(
+        account: AccountName,
+        name: UserName,
+        kind: UserKind,
+        master: &MasterKey,
+        now: UnixTime,
+    ) -> Self {
+        UserRecord {
+            account,
+            name,
+            kind,
+            role: None,
+            description: String::new(),
+            active: true,
+            identity: SealedKey::generate(KeyRole::User, master),
+            password_hash: None,
+            jwt_ttl_secs: None,
+            bearer_token: false,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// Store key: `account/name`.
     pub fn key_of(account: &AccountName, name: &UserName) -> String {
         format!("{account}/{name}")

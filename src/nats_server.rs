@@ -126,6 +126,9 @@ impl NatsServer {
             .stdout(log_file)
             .stderr(log_err)
             .kill_on_drop(true)
+            // Its own process group: a Ctrl-C in the terminal reaches only nats-authd, which
+            // stops the service first and then the server, in that order.
+            .process_group(0)
             .spawn()
             .map_err(spawn_err)?;
         let mut server = NatsServer {

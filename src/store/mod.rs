@@ -279,6 +279,21 @@ impl Db {
         self.store.commit(batch).await
     }
 
+    /// Every key and value of every tree: for backups, and for tests that prove a failed
+    /// request changed nothing.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub async fn export(&self) -> Result<Vec<(Tree, String, Vec<u8>)>, StoreError> {
+        let mut rows = Vec::new();
+        for tree in Tree::ALL {
+            for (key, value) in self.store.scan(tree, "").await? {
+                rows.push((tree, key, value));
+            }
+        }
+        Ok(rows)
+    }
+
     /// A meta value.
     ///
     /// # Errors

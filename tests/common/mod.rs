@@ -1,0 +1,188 @@
+//! Test harness: a fresh `init` in a temp dir and a real nats-server on free loopback ports.
+//!
+//! Each test gets its own stack, so tests run in parallel. The server is killed when the
+//! [`Stack`] is dropped, panics included (the child is `kill_on_drop`).
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_nats::{Client, Event};
+use nats_authd::authority::Authority;
+use nats_authd::bootstrap::{self, InitOptions, Layout, MasterKeyOptions};
+use nats_authd::connection::{self, ConnectionSettings};
+use nats_authd::model;
+use nats_authd::nats_server::{self, NatsServer};
+use nats_authd::server_config::ServerSettings;
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+
+/// The nats-server binary: `NATS_SERVER_BIN`, then the project's `.tools/`, then `PATH`.
+pub fn nats_server_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
+        return PathBuf::from(path);
+    }
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/nats-server");
+    if local.is_file() {
+        return local;
+    }
+    nats_server::find(None).expect(
+        "nats-server not found: run `scripts/test` (installs it into .tools/) or set NATS_SERVER_BIN",
+    )
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A data dir, its outputs, and (while running) a nats-server using them.
+pub struct Stack {
+    pub dir: TempDir,
+    pub layout: Layout,
+    pub settings: ServerSettings,
+    pub authority: Option<Authority>,
+    pub server: Option<NatsServer>,
+}
+
+impl Stack {
+    /// `init` in a fresh temp dir, with free ports; no server yet.
+    pub async fn init() -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout {
+            data_dir: dir.path().join("data"),
+            out_dir: dir.path().join("out"),
+        };
+        let settings = ServerSettings {
+            host: "127.0.0.1".into(),
+            port: free_port(),
+            http_port: free_port(),
+            server_name: "authd-test".into(),
+        };
+        let options = InitOptions {
+            layout: layout.clone(),
+            master_key: MasterKeyOptions::default(),
+            server: settings.clone(),
+            operator_name: "test-operator".into(),
+            xkey: true,
+        };
+        let outcome = bootstrap::init(&options, model::now()).await.unwrap();
+        Stack {
+            dir,
+            layout,
+            settings,
+            authority: Some(outcome.authority),
+            server: None,
+        }
+    }
+
+    /// `init` and a running server.
+    pub async fn start() -> Stack {
+        let mut stack = Stack::init().await;
+        stack.start_server().await;
+        stack
+    }
+
+    /// Starts nats-server with the generated config (again, after `stop_server`).
+    pub async fn start_server(&mut self) {
+        let log = self.dir.path().join("nats-server.log");
+        let server = NatsServer::start(
+            &nats_server_bin(),
+            &self.layout.config_file(),
+            &log,
+            &self.addr(),
+            &[],
+            Duration::from_secs(15),
+        )
+        .await
+        .unwrap();
+        self.server = Some(server);
+    }
+
+    /// `host:port` of the server.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.settings.host, self.settings.port)
+    }
+
+    /// Client URL of the server.
+    pub fn url(&self) -> String {
+        self.settings.client_url()
+    }
+
+    /// The authority (store + master key) of this stack.
+    pub fn authority(&self) -> &Authority {
+        self.authority.as_ref().expect("authority was released")
+    }
+
+    /// Releases the store so another process can open the data dir.
+    pub fn release_store(&mut self) {
+        self.authority = None;
+    }
+
+    /// Connects with a creds file's text; returns the client and its server-error events.
+    pub async fn connect_creds(&self, creds: &str) -> (Client, mpsc::UnboundedReceiver<String>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let client = async_nats::ConnectOptions::with_credentials(creds)
+            .unwrap()
+            .event_callback(move |event| {
+                let tx = tx.clone();
+                async move {
+                    if let Event::ServerError(e) = event {
+                        let _ = tx.send(e.to_string());
+                    }
+                }
+            })
+            .connect(self.url())
+            .await
+            .unwrap();
+        (client, rx)
+    }
+
+    /// The service's own connection (service user of AUTH).
+    pub async fn service_client(&self) -> Client {
+        let settings = ConnectionSettings {
+            urls: vec![self.url()],
+            require_nats: true,
+            ..ConnectionSettings::default()
+        };
+        connection::connect(self.authority(), &settings, std::future::pending())
+            .await
+            .unwrap()
+    }
+}
+
+/// Every regular file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// Account public key of the connection, from `$SYS.REQ.USER.INFO` (imported by every account).
+pub async fn account_of(client: &Client) -> String {
+    let reply = client
+        .request("$SYS.REQ.USER.INFO", "".into())
+        .await
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    info["data"]["account"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no account in {info}"))
+        .to_string()
+}

@@ -1,0 +1,249 @@
+//! The generated trust chain against a real nats-server 2.15: config check, who lands where,
+//! and a library-minted tenant user holding exactly its permissions.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{account_of, nats_server_bin, Stack};
+use futures::StreamExt;
+use nats_authd::authority::{ADMIN_ACCOUNT, AUTH_ACCOUNT};
+use nats_authd::claims::{Permission, Permissions, UserPermissionLimits};
+use nats_authd::model::{
+    self, AccountKind, AccountName, AccountRecord, UserKind, UserName, UserRecord,
+};
+use nats_authd::nats_server;
+use nats_authd::trust;
+
+#[tokio::test]
+async fn nats_server_accepts_the_generated_config() {
+    let stack = Stack::init().await;
+    nats_server::check_config(&nats_server_bin(), &stack.layout.config_file())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn admin_creds_land_in_admin_and_the_service_in_auth() {
+    let stack = Stack::start().await;
+    let admin = stack
+        .authority()
+        .account(&AccountName::new(ADMIN_ACCOUNT).unwrap())
+        .await
+        .unwrap();
+    let auth = stack
+        .authority()
+        .account(&AccountName::new(AUTH_ACCOUNT).unwrap())
+        .await
+        .unwrap();
+
+    let creds = std::fs::read_to_string(stack.layout.admin_creds()).unwrap();
+    let (client, _) = stack.connect_creds(&creds).await;
+    assert_eq!(account_of(&client).await, admin.public_key());
+
+    let service = stack.service_client().await;
+    assert_eq!(account_of(&service).await, auth.public_key());
+}
+
+#[tokio::test]
+async fn sentinel_alone_is_not_let_in() {
+    // Every AUTH user but the service goes through the callout; with no callout answering,
+    // the sentinel's creds must not be a way in.
+    let stack = Stack::start().await;
+    let creds = std::fs::read_to_string(stack.layout.sentinel_creds()).unwrap();
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        async_nats::ConnectOptions::with_credentials(&creds)
+            .unwrap()
+            .connect(stack.url()),
+    )
+    .await
+    .expect("connect must fail, not hang");
+    assert!(
+        result.is_err(),
+        "sentinel connected without a callout answer"
+    );
+}
+
+#[tokio::test]
+async fn library_minted_tenant_user_has_exactly_its_permissions() {
+    let stack = Stack::start().await;
+    let authority = stack.authority();
+    let master = authority.master();
+    let now = model::now();
+    let operator = authority.operator().await.unwrap();
+
+    // A tenant account, pushed the way the service will push it: over its own connection,
+    // through AUTH's import of $SYS.REQ.CLAIMS.UPDATE.
+    let acme = AccountRecord::new(
+        AccountName::new("acme").unwrap(),
+        AccountKind::Tenant,
+        master,
+        now,
+    );
+    let account_jwt = trust::account_jwt(&operator, &acme, None, master, now).unwrap();
+    trust::verify_account_jwt(&operator, &account_jwt, now).unwrap();
+    let service = stack.service_client().await;
+    let reply = service
+        .request("$SYS.REQ.CLAIMS.UPDATE", account_jwt.clone().into())
+        .await
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["data"]["code"], 200, "{reply}");
+    let lookup = format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.LOOKUP", acme.public_key());
+    let held = service.request(lookup, "".into()).await.unwrap();
+    assert_eq!(std::str::from_utf8(&held.payload).unwrap(), account_jwt);
+
+    let user = UserRecord::new(
+        acme.name.clone(),
+        UserName::new("dev1").unwrap(),
+        UserKind::Member,
+        master,
+        now,
+    );
+    let permissions = UserPermissionLimits {
+        permissions: Permissions {
+            // USER.INFO only so the test can ask the server which account it is in.
+            publish: Permission {
+                allow: vec!["orders.>".into(), "$SYS.REQ.USER.INFO".into()],
+                deny: vec![],
+            },
+            subscribe: Permission {
+                allow: vec!["orders.>".into(), "_INBOX.>".into()],
+                deny: vec![],
+            },
+            response: None,
+        },
+        ..UserPermissionLimits::default()
+    };
+    let creds = trust::user_creds(&acme, &user, permissions, master, now).unwrap();
+    let (client, mut violations) = stack.connect_creds(&creds).await;
+    assert_eq!(account_of(&client).await, acme.public_key());
+
+    // Allowed: delivered.
+    let mut sub = client.subscribe("orders.>").await.unwrap();
+    client.flush().await.unwrap();
+    client.publish("orders.new", "42".into()).await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg.payload.as_ref(), b"42");
+
+    // Outside: a permissions violation, and nothing delivered.
+    client.publish("secret.plans", "x".into()).await.unwrap();
+    client.flush().await.unwrap();
+    let violation = tokio::time::timeout(Duration::from_secs(5), violations.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        violation.to_lowercase().contains("permissions violation"),
+        "{violation}"
+    );
+    assert!(violation.contains("secret.plans"), "{violation}");
+
+    let _denied_sub = client.subscribe("secret.>").await.unwrap();
+    client.flush().await.unwrap();
+    let violation = tokio::time::timeout(Duration::from_secs(5), violations.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        violation.contains("Subscription to \"secret.>\""),
+        "{violation}"
+    );
+}
+
+#[tokio::test]
+async fn tenant_accounts_do_not_share_subjects() {
+    let stack = Stack::start().await;
+    let authority = stack.authority();
+    let (master, now) = (authority.master(), model::now());
+    let operator = authority.operator().await.unwrap();
+    let service = stack.service_client().await;
+
+    let mut clients = Vec::new();
+    for name in ["acme", "globex"] {
+        let account = AccountRecord::new(
+            AccountName::new(name).unwrap(),
+            AccountKind::Tenant,
+            master,
+            now,
+        );
+        let jwt = trust::account_jwt(&operator, &account, None, master, now).unwrap();
+        service
+            .request("$SYS.REQ.CLAIMS.UPDATE", jwt.into())
+            .await
+            .unwrap();
+        let user = UserRecord::new(
+            account.name.clone(),
+            UserName::new("u").unwrap(),
+            UserKind::Member,
+            master,
+            now,
+        );
+        let creds = trust::user_creds(
+            &account,
+            &user,
+            UserPermissionLimits::default(),
+            master,
+            now,
+        )
+        .unwrap();
+        clients.push(stack.connect_creds(&creds).await.0);
+    }
+    let mut globex_sub = clients[1].subscribe("orders.>").await.unwrap();
+    let mut acme_sub = clients[0].subscribe("orders.>").await.unwrap();
+    clients[1].flush().await.unwrap();
+    clients[0].flush().await.unwrap();
+    clients[0]
+        .publish("orders.new", "acme".into())
+        .await
+        .unwrap();
+    clients[0].flush().await.unwrap();
+    let own = tokio::time::timeout(Duration::from_secs(5), acme_sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(own.payload.as_ref(), b"acme");
+    let leaked = tokio::time::timeout(Duration::from_millis(300), globex_sub.next()).await;
+    assert!(leaked.is_err(), "globex saw acme's message");
+}
+
+#[tokio::test]
+async fn claims_delete_makes_the_server_forget_an_account() {
+    let stack = Stack::start().await;
+    let authority = stack.authority();
+    let (master, now) = (authority.master(), model::now());
+    let operator = authority.operator().await.unwrap();
+    let service = stack.service_client().await;
+
+    let acme = AccountRecord::new(
+        AccountName::new("acme").unwrap(),
+        AccountKind::Tenant,
+        master,
+        now,
+    );
+    let jwt = trust::account_jwt(&operator, &acme, None, master, now).unwrap();
+    service
+        .request("$SYS.REQ.CLAIMS.UPDATE", jwt.into())
+        .await
+        .unwrap();
+
+    let delete =
+        trust::delete_accounts_jwt(&operator, vec![acme.public_key().to_string()], master, now)
+            .unwrap();
+    let reply = service
+        .request("$SYS.REQ.CLAIMS.DELETE", delete.into())
+        .await
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["data"]["code"], 200, "{reply}");
+    let lookup = format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.LOOKUP", acme.public_key());
+    let held = service.request(lookup, "".into()).await.unwrap();
+    assert!(
+        held.payload.is_empty(),
+        "server still holds the deleted account"
+    );
+}

@@ -1,0 +1,315 @@
+//! Durability, exclusivity and secrecy of the data dir.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use common::Stack;
+use nats_authd::authority::AuthorityError;
+use nats_authd::bootstrap::{self, BootstrapError, InitOptions, MasterKeyOptions};
+use nats_authd::model::{self, AccountRecord, OperatorRecord, UserRecord};
+use nats_authd::store::sled::{OpenMode, SledStore};
+use nats_authd::store::{Batch, Db, Expect, Op, Tree};
+use nats_authd::vault::{MasterKey, VaultError};
+use zeroize::Zeroizing;
+
+const WRITER_ENV: &str = "AUTHD_TEST_WRITER_DIR";
+
+/// Not a test on its own: the child process of `acknowledged_writes_survive_kill_9`. It commits
+/// records one by one and prints `acked N` after each commit returns.
+#[tokio::test]
+async fn writer_child() {
+    let Some(dir) = std::env::var_os(WRITER_ENV) else {
+        return;
+    };
+    let db = Db::new(Arc::new(
+        SledStore::open(dir.as_ref(), OpenMode::CreateIfMissing).unwrap(),
+    ));
+    for i in 0..100_000u32 {
+        let mut batch = Batch::new();
+        batch.push(Op::Put {
+            tree: Tree::Pending,
+            key: format!("k{i:06}"),
+            value: i.to_be_bytes().to_vec(),
+            expect: Expect::Absent,
+        });
+        db.commit(batch).await.unwrap();
+        println!("acked {i}");
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["writer_child", "--exact", "--nocapture", "--test-threads=1"])
+        .env(WRITER_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut last_acked = None;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        if let Some(n) = line.unwrap().strip_prefix("acked ") {
+            let n: u32 = n.parse().unwrap();
+            last_acked = Some(n);
+            if n >= 300 {
+                break;
+            }
+        }
+    }
+    // SIGKILL: no destructors, no flush on the way out.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let last_acked = last_acked.expect("the writer acknowledged nothing");
+
+    let db = Db::new(Arc::new(
+        SledStore::open(dir.path(), OpenMode::MustExist).unwrap(),
+    ));
+    for i in 0..=last_acked {
+        let value = db
+            .store()
+            .get(Tree::Pending, &format!("k{i:06}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            value,
+            Some(i.to_be_bytes().to_vec()),
+            "acknowledged write {i} was lost"
+        );
+    }
+}
+
+#[tokio::test]
+async fn init_twice_keeps_every_key() {
+    let mut stack = Stack::init().await;
+    let before = stack.authority().db().export().await.unwrap();
+    let operator = stack.authority().operator().await.unwrap().identity.public;
+    stack.release_store();
+
+    let outcome = bootstrap::init(&options(&stack, MasterKeyOptions::default()), model::now())
+        .await
+        .unwrap();
+    assert!(!outcome.created);
+    assert!(outcome.created_master_key.is_none());
+    assert_eq!(outcome.operator_public_key, operator);
+    assert_eq!(
+        outcome.authority.db().export().await.unwrap(),
+        before,
+        "re-init changed the store"
+    );
+}
+
+fn options(stack: &Stack, master_key: MasterKeyOptions) -> InitOptions {
+    InitOptions {
+        layout: stack.layout.clone(),
+        master_key,
+        server: stack.settings.clone(),
+        operator_name: "test-operator".into(),
+        xkey: true,
+    }
+}
+
+#[tokio::test]
+async fn missing_or_wrong_master_key_is_a_clear_error_and_changes_nothing() {
+    let mut stack = Stack::init().await;
+    let before = stack.authority().db().export().await.unwrap();
+    stack.release_store();
+    let key_file = stack.layout.default_master_key_file();
+    let moved = stack.dir.path().join("master.key.moved");
+    std::fs::rename(&key_file, &moved).unwrap();
+
+    let err = bootstrap::init(&options(&stack, MasterKeyOptions::default()), model::now())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BootstrapError::Vault(VaultError::MissingMasterKey { .. })
+        ),
+        "{err}"
+    );
+    assert!(
+        !key_file.exists(),
+        "a new master key must not be made for an existing store"
+    );
+    let err = bootstrap::open(&stack.layout, &MasterKeyOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BootstrapError::Vault(VaultError::MissingMasterKey { .. })
+        ),
+        "{err}"
+    );
+
+    let wrong = MasterKeyOptions {
+        inline: Some(MasterKey::generate().to_text()),
+        file: None,
+    };
+    let err = bootstrap::init(&options(&stack, wrong.clone()), model::now())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BootstrapError::Authority(AuthorityError::Vault(VaultError::WrongMasterKey))
+        ),
+        "{err}"
+    );
+    let err = bootstrap::open(&stack.layout, &wrong).await.unwrap_err();
+    assert!(matches!(
+        err,
+        BootstrapError::Authority(AuthorityError::Vault(VaultError::WrongMasterKey))
+    ));
+
+    let garbage = MasterKeyOptions {
+        inline: Some(Zeroizing::new("not a key".into())),
+        file: None,
+    };
+    let err = bootstrap::open(&stack.layout, &garbage).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BootstrapError::Vault(VaultError::InvalidMasterKey { .. })
+        ),
+        "{err}"
+    );
+
+    std::fs::rename(&moved, &key_file).unwrap();
+    let authority = bootstrap::open(&stack.layout, &MasterKeyOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(authority.db().export().await.unwrap(), before);
+}
+
+/// Every seed the store holds, opened with the master key, as text and as raw key bytes.
+async fn every_seed(db: &Db, master: &MasterKey) -> Vec<(String, Vec<String>)> {
+    let mut keys = Vec::new();
+    let op: OperatorRecord = db.get("operator").await.unwrap().unwrap();
+    keys.push(op.identity.clone());
+    keys.push(op.signing_key.clone());
+    for account in db.list::<AccountRecord>("").await.unwrap() {
+        keys.push(account.identity.clone());
+        keys.extend(account.signing_keys.iter().cloned());
+        keys.extend(account.xkey.iter().cloned());
+    }
+    for user in db.list::<UserRecord>("").await.unwrap() {
+        keys.push(user.identity.clone());
+    }
+    assert_eq!(
+        keys.len(),
+        2 + 3 * 2 + 1 + 3,
+        "operator 2, accounts 3x2 + xkey, users 3"
+    );
+    keys.iter()
+        .map(|k| {
+            let seed = k.open_seed(master).unwrap();
+            let (_, raw) = nkeys::decode_seed(seed.expose()).unwrap();
+            let needles = vec![
+                seed.expose().to_string(),
+                data_encoding::BASE64.encode(&raw),
+                data_encoding::HEXLOWER.encode(&raw),
+            ];
+            (k.public.clone(), needles)
+        })
+        .collect()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn no_seed_is_readable_in_the_data_dir_or_the_logs() {
+    let mut stack = Stack::start().await;
+    stack.release_store();
+    let bin = env!("CARGO_BIN_EXE_nats-authd");
+    let data_dir = stack.layout.data_dir.clone();
+
+    // Run the real binary with verbose logs: init again, then serve until it is up.
+    let init = Command::new(bin)
+        .args(["--log", "trace", "init", "--data-dir"])
+        .arg(&data_dir)
+        .arg("--out-dir")
+        .arg(&stack.layout.out_dir)
+        .args(["--port", &stack.settings.port.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let log_file = stack.dir.path().join("serve.log");
+    let mut serve = Command::new(bin)
+        .args(["--log", "trace", "serve", "--data-dir"])
+        .arg(&data_dir)
+        .args(["--nats-url", &stack.url()])
+        .stderr(std::fs::File::create(&log_file).unwrap())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_to_string(&log_file)
+        .unwrap()
+        .contains("serving")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not come up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(serve.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(serve.wait().unwrap().success());
+
+    let mut logs = init.stdout.clone();
+    logs.extend_from_slice(&init.stderr);
+    logs.extend_from_slice(&std::fs::read(&log_file).unwrap());
+
+    let authority = bootstrap::open(&stack.layout, &MasterKeyOptions::default())
+        .await
+        .unwrap();
+    let seeds = every_seed(authority.db(), authority.master()).await;
+    drop(authority);
+    // The search finds seeds where they are meant to be: the admin's, in the creds handed out.
+    let admin_creds = std::fs::read(stack.layout.admin_creds()).unwrap();
+    let handed_out = seeds
+        .iter()
+        .filter(|(_, n)| contains(&admin_creds, n[0].as_bytes()))
+        .count();
+    assert_eq!(
+        handed_out, 1,
+        "the admin seed must be found in admin.creds (outside the data dir)"
+    );
+
+    let files = common::files_under(&data_dir);
+    assert!(
+        files.len() > 3,
+        "expected the store's files, found {files:?}"
+    );
+    for (public, needles) in &seeds {
+        for needle in needles {
+            for file in &files {
+                let bytes = std::fs::read(file).unwrap();
+                assert!(
+                    !contains(&bytes, needle.as_bytes()),
+                    "seed of {public} readable in {}",
+                    file.display()
+                );
+            }
+            assert!(
+                !contains(&logs, needle.as_bytes()),
+                "seed of {public} in the logs"
+            );
+        }
+    }
+}
