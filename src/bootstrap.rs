@@ -68,14 +68,24 @@ pub struct Layout {
     pub out_dir: PathBuf,
 }
 
+/// The sled store inside a data dir.
+pub fn store_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("store")
+}
+
+/// The master key file used when none is given.
+pub fn default_master_key_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("master.key")
+}
+
 impl Layout {
     /// The sled store.
     pub fn store_dir(&self) -> PathBuf {
-        self.data_dir.join("store")
+        store_dir(&self.data_dir)
     }
     /// The master key file used when none is given.
     pub fn default_master_key_file(&self) -> PathBuf {
-        self.data_dir.join("master.key")
+        default_master_key_file(&self.data_dir)
     }
     /// The nats-server config.
     pub fn config_file(&self) -> PathBuf {
@@ -97,10 +107,10 @@ impl Layout {
     pub fn sentinel_creds(&self) -> PathBuf {
         self.out_dir.join("sentinel.creds")
     }
-    /// Whether a store exists here.
-    pub fn store_exists(&self) -> bool {
-        self.store_dir().join("db").exists()
-    }
+}
+
+fn store_exists(data_dir: &Path) -> bool {
+    store_dir(data_dir).join("db").exists()
 }
 
 /// Where the master key comes from; the first that is set wins.
@@ -113,12 +123,12 @@ pub struct MasterKeyOptions {
 }
 
 impl MasterKeyOptions {
-    /// The source to use for `layout`.
-    pub fn source(&self, layout: &Layout) -> MasterKeySource {
+    /// The source to use for the store in `data_dir`.
+    pub fn source(&self, data_dir: &Path) -> MasterKeySource {
         match (&self.inline, &self.file) {
             (Some(text), _) => MasterKeySource::Inline(text.clone()),
             (None, Some(path)) => MasterKeySource::File(path.clone()),
-            (None, None) => MasterKeySource::File(layout.default_master_key_file()),
+            (None, None) => MasterKeySource::File(default_master_key_file(data_dir)),
         }
     }
 }
@@ -168,12 +178,12 @@ pub struct Outputs {
 /// it, I/O errors writing outputs.
 pub async fn init(opts: &InitOptions, now: UnixTime) -> Result<InitOutcome, BootstrapError> {
     let layout = &opts.layout;
-    let source = opts.master_key.source(layout);
+    let source = opts.master_key.source(&layout.data_dir);
     let mut created_master_key = None;
     let master = match &source {
         // Only a brand-new data dir may get a brand-new key: creating one for an existing
         // store would lock its seeds away for good.
-        MasterKeySource::File(path) if !layout.store_exists() && !path.exists() => {
+        MasterKeySource::File(path) if !store_exists(&layout.data_dir) && !path.exists() => {
             let key = MasterKey::create_file(path)?;
             created_master_key = Some(path.clone());
             key
@@ -206,21 +216,17 @@ pub async fn init(opts: &InitOptions, now: UnixTime) -> Result<InitOutcome, Boot
 /// # Errors
 /// [`StoreError::NotInitialized`], [`StoreError::Locked`], master-key errors.
 pub async fn open(
-    layout: &Layout,
+    data_dir: &Path,
     master_key: &MasterKeyOptions,
 ) -> Result<Authority, BootstrapError> {
-    if !layout.store_exists() {
-        return Err(StoreError::NotInitialized {
-            path: layout.data_dir.display().to_string(),
-        }
-        .into());
+    // Checked before the key is read, so a mistyped path says "run init", not "no key".
+    if !store_exists(data_dir) {
+        let path = data_dir.display().to_string();
+        return Err(StoreError::NotInitialized { path }.into());
     }
-    let master = master_key.source(layout).load()?;
-    let db = Db::new(Arc::new(SledStore::open(
-        &layout.store_dir(),
-        OpenMode::MustExist,
-    )?));
-    Ok(Authority::open(db, master).await?)
+    let master = master_key.source(data_dir).load()?;
+    let store = SledStore::open(&store_dir(data_dir), OpenMode::MustExist)?;
+    Ok(Authority::open(Db::new(Arc::new(store)), master).await?)
 }
 
 fn account(name: &str, kind: AccountKind, master: &MasterKey, now: UnixTime) -> AccountRecord {
@@ -323,47 +329,57 @@ pub async fn write_outputs(
         admin_creds: layout.admin_creds(),
         sentinel_creds: layout.sentinel_creds(),
     };
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| BootstrapError::Write { path, source }
-    };
-    std::fs::create_dir_all(&outputs.resolver_dir).map_err(io(&outputs.resolver_dir))?;
-    let out_dir = std::fs::canonicalize(&layout.out_dir).map_err(io(&layout.out_dir))?;
-
-    let operator = authority.operator().await?;
-    write_file(
-        &outputs.operator_jwt,
-        authority.operator_jwt(now).await?.as_bytes(),
-        false,
-    )?;
+    let system_account = authority.operator().await?.system_account;
+    let operator_jwt = authority.operator_jwt(now).await?;
     let mut preload = Vec::new();
     for name in [SYS_ACCOUNT, AUTH_ACCOUNT, ADMIN_ACCOUNT] {
         let account = authority
             .account(&AccountName::new(name).expect("valid"))
             .await?;
-        preload.push((
-            account.public_key().to_string(),
-            authority.account_jwt(&account, now).await?,
-        ));
+        let jwt = authority.account_jwt(&account, now).await?;
+        preload.push((account.public_key().to_string(), jwt));
     }
-    let config = server_config::render(&ConfigInputs {
-        settings,
-        operator_jwt_file: &out_dir.join("operator.jwt"),
-        system_account: &operator.system_account,
-        resolver_dir: &out_dir.join("jwt"),
-        preload: &preload,
-    });
-    write_file(&outputs.config, config.as_bytes(), false)?;
-
+    let mut creds = Vec::new();
     for (account, user, path) in [
         (AUTH_ACCOUNT, SENTINEL_USER, &outputs.sentinel_creds),
         (ADMIN_ACCOUNT, ADMIN_USER, &outputs.admin_creds),
     ] {
         let account = AccountName::new(account).expect("valid");
         let user = UserName::new(user).expect("valid");
-        let creds = Zeroizing::new(authority.user_creds(&account, &user, now).await?);
-        write_file(path, creds.as_bytes(), true)?;
+        let text = Zeroizing::new(authority.user_creds(&account, &user, now).await?);
+        creds.push((path.clone(), text));
     }
+
+    // File-system work off the async runtime.
+    let (out_dir, settings, written) = (layout.out_dir.clone(), settings.clone(), outputs.clone());
+    tokio::task::spawn_blocking(move || {
+        let outputs = written;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BootstrapError::Write { path, source }
+        };
+        std::fs::create_dir_all(&outputs.resolver_dir).map_err(io(&outputs.resolver_dir))?;
+        // Absolute paths, so nats-server can be started from any directory.
+        let out_dir = std::fs::canonicalize(&out_dir).map_err(io(&out_dir))?;
+        write_file(&outputs.operator_jwt, operator_jwt.as_bytes(), false)?;
+        let config = server_config::render(&ConfigInputs {
+            settings: &settings,
+            operator_jwt_file: &out_dir.join("operator.jwt"),
+            system_account: &system_account,
+            resolver_dir: &out_dir.join("jwt"),
+            preload: &preload,
+        });
+        write_file(&outputs.config, config.as_bytes(), false)?;
+        for (path, text) in &creds {
+            write_file(path, text.as_bytes(), true)?;
+        }
+        Ok::<_, BootstrapError>(())
+    })
+    .await
+    .map_err(|e| BootstrapError::Write {
+        path: layout.out_dir.clone(),
+        source: std::io::Error::other(e),
+    })??;
     Ok(outputs)
 }
 

@@ -129,11 +129,7 @@ async fn serve(
     env_key: Option<String>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let layout = bootstrap::Layout {
-        data_dir: args.store.data_dir.clone(),
-        out_dir: Default::default(),
-    };
-    let authority = bootstrap::open(&layout, &args.store.master_key(env_key))
+    let authority = bootstrap::open(&args.store.data_dir, &args.store.master_key(env_key))
         .await
         .with_context(|| format!("opening {}", args.store.data_dir.display()))?;
     app::run(authority, args.connection(), shutdown).await?;

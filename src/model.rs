@@ -295,6 +295,13 @@ pub struct RoleRecord {
     pub updated_at: UnixTime,
 }
 
+impl RoleRecord {
+    /// Store key: `account/name`.
+    pub fn key_of(account: &AccountName, name: &RoleName) -> String {
+        format!("{account}/{name}")
+    }
+}
+
 /// State of a queued claims push.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]

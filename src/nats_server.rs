@@ -33,6 +33,9 @@ pub enum NatsServerError {
     /// The process exited before it accepted connections.
     #[error("nats-server exited ({status}) before it was ready; its log:\n{log}")]
     Exited { status: String, log: String },
+    /// Something already answers on the address: another server would be mistaken for ours.
+    #[error("{addr} is already in use; stop what listens there or pick another --port")]
+    AddressInUse { addr: String },
     /// It did not accept connections in time.
     #[error("nats-server did not accept connections on {addr} within {secs}s")]
     NotReady { addr: String, secs: u64 },
@@ -112,6 +115,11 @@ impl NatsServer {
         extra_args: &[&str],
         ready_within: Duration,
     ) -> Result<Self, NatsServerError> {
+        if TcpStream::connect(addr).await.is_ok() {
+            return Err(NatsServerError::AddressInUse {
+                addr: addr.to_string(),
+            });
+        }
         let spawn_err = |source| NatsServerError::Spawn {
             bin: bin.to_path_buf(),
             source,

@@ -247,3 +247,25 @@ async fn claims_delete_makes_the_server_forget_an_account() {
         "server still holds the deleted account"
     );
 }
+
+#[tokio::test]
+async fn a_busy_port_is_reported_not_mistaken_for_our_server() {
+    let stack = Stack::start().await;
+    let log = stack.dir.path().join("second.log");
+    let result = nats_server::NatsServer::start(
+        &nats_server_bin(),
+        &stack.layout.config_file(),
+        &log,
+        &stack.addr(),
+        &[],
+        Duration::from_secs(5),
+    )
+    .await;
+    let err = result
+        .err()
+        .expect("a second server on a busy port must not start");
+    assert!(
+        matches!(err, nats_server::NatsServerError::AddressInUse { .. }),
+        "{err}"
+    );
+}

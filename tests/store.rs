@@ -135,7 +135,7 @@ async fn missing_or_wrong_master_key_is_a_clear_error_and_changes_nothing() {
         !key_file.exists(),
         "a new master key must not be made for an existing store"
     );
-    let err = bootstrap::open(&stack.layout, &MasterKeyOptions::default())
+    let err = bootstrap::open(&stack.layout.data_dir, &MasterKeyOptions::default())
         .await
         .unwrap_err();
     assert!(
@@ -160,7 +160,9 @@ async fn missing_or_wrong_master_key_is_a_clear_error_and_changes_nothing() {
         ),
         "{err}"
     );
-    let err = bootstrap::open(&stack.layout, &wrong).await.unwrap_err();
+    let err = bootstrap::open(&stack.layout.data_dir, &wrong)
+        .await
+        .unwrap_err();
     assert!(matches!(
         err,
         BootstrapError::Authority(AuthorityError::Vault(VaultError::WrongMasterKey))
@@ -170,7 +172,9 @@ async fn missing_or_wrong_master_key_is_a_clear_error_and_changes_nothing() {
         inline: Some(Zeroizing::new("not a key".into())),
         file: None,
     };
-    let err = bootstrap::open(&stack.layout, &garbage).await.unwrap_err();
+    let err = bootstrap::open(&stack.layout.data_dir, &garbage)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -180,7 +184,7 @@ async fn missing_or_wrong_master_key_is_a_clear_error_and_changes_nothing() {
     );
 
     std::fs::rename(&moved, &key_file).unwrap();
-    let authority = bootstrap::open(&stack.layout, &MasterKeyOptions::default())
+    let authority = bootstrap::open(&stack.layout.data_dir, &MasterKeyOptions::default())
         .await
         .unwrap();
     assert_eq!(authority.db().export().await.unwrap(), before);
@@ -275,7 +279,7 @@ async fn no_seed_is_readable_in_the_data_dir_or_the_logs() {
     logs.extend_from_slice(&init.stderr);
     logs.extend_from_slice(&std::fs::read(&log_file).unwrap());
 
-    let authority = bootstrap::open(&stack.layout, &MasterKeyOptions::default())
+    let authority = bootstrap::open(&stack.layout.data_dir, &MasterKeyOptions::default())
         .await
         .unwrap();
     let seeds = every_seed(authority.db(), authority.master()).await;

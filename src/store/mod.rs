@@ -223,7 +223,7 @@ impl Record for UserRecord {
 impl Record for RoleRecord {
     const TREE: Tree = Tree::Roles;
     fn key(&self) -> String {
-        format!("{}/{}", self.account, self.name)
+        RoleRecord::key_of(&self.account, &self.name)
     }
 }
 
