@@ -23,8 +23,21 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// A running `nats-authd up`; on drop (a failed assertion included) it gets SIGTERM, so it
+/// stops its nats-server instead of leaving it behind.
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            signal(&self.0, nix::sys::signal::Signal::SIGTERM);
+            let _ = wait_exit(&mut self.0, Duration::from_secs(20));
+        }
+    }
+}
+
 /// Starts `nats-authd up` in `dir` and waits until it says the server is up.
-fn up(dir: &Path, port: u16) -> Child {
+fn up(dir: &Path, port: u16) -> Up {
     let mut child = nats_authd(dir)
         .args([
             "up",
@@ -42,7 +55,7 @@ fn up(dir: &Path, port: u16) -> Child {
         if line.unwrap().starts_with("nats-server is up") {
             // Keep reading, or `up` dies of a closed pipe at its next line of output.
             std::thread::spawn(move || lines.for_each(drop));
-            return child;
+            return Up(child);
         }
     }
     panic!("`up` exited before the server was up: {:?}", child.wait());
@@ -70,7 +83,7 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
 fn up_brings_up_a_working_stack_and_ctrl_c_stops_it() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = up(dir.path(), port);
+    let mut up = up(dir.path(), port);
 
     // The defaults `up` printed: admin creds in ./authd, the service answering.
     let url = format!("nats://127.0.0.1:{port}");
@@ -94,8 +107,8 @@ fn up_brings_up_a_working_stack_and_ctrl_c_stops_it() {
     assert_eq!(status["accounts"], 3, "{status}");
     assert_eq!(status["server_name"], "authd-local");
 
-    signal(&child, nix::sys::signal::Signal::SIGINT);
-    assert!(wait_exit(&mut child, Duration::from_secs(20)).success());
+    signal(&up.0, nix::sys::signal::Signal::SIGINT);
+    assert!(wait_exit(&mut up.0, Duration::from_secs(20)).success());
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "nats-server still running"
@@ -115,8 +128,8 @@ fn a_second_process_on_the_same_data_dir_gets_a_clear_error() {
             stderr(&out)
         );
     }
-    signal(&first, nix::sys::signal::Signal::SIGTERM);
-    assert!(wait_exit(&mut first, Duration::from_secs(20)).success());
+    signal(&first.0, nix::sys::signal::Signal::SIGTERM);
+    assert!(wait_exit(&mut first.0, Duration::from_secs(20)).success());
 }
 
 #[test]
