@@ -34,23 +34,12 @@ fn main() -> Result<()> {
         verified.issuer
     );
 
-    let user = UserRecord::new(
-        acme.name.clone(),
-        UserName::new("dev1")?,
-        UserKind::Member,
-        &master,
-        now,
-    );
+    let user =
+        UserRecord::new(acme.name.clone(), UserName::new("dev1")?, UserKind::Member, &master, now);
     let permissions = UserPermissionLimits {
         permissions: Permissions {
-            publish: Permission {
-                allow: vec!["sensors.*.telemetry".into()],
-                deny: vec![],
-            },
-            subscribe: Permission {
-                allow: vec!["_INBOX.>".into()],
-                deny: vec![],
-            },
+            publish: Permission { allow: vec!["sensors.*.telemetry".into()], deny: vec![] },
+            subscribe: Permission { allow: vec!["_INBOX.>".into()], deny: vec![] },
             response: None,
         },
         ..UserPermissionLimits::default()

@@ -1,19 +1,24 @@
 //! `serve`: the running service. Owns every task it starts and waits for them on the way out.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use async_nats::service::ServiceExt;
 use futures::StreamExt;
-use serde::Serialize;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::authority::Authority;
 use crate::bootstrap::API_PREFIX;
 use crate::connection::{self, ConnectionError, ConnectionSettings};
-use crate::model::{AccountRecord, PendingUpdate, UserRecord};
+use crate::manage::Manager;
+use crate::password::PasswordHasher;
+use crate::publisher::{Publisher, PublisherSettings, PublisherStats};
+use crate::service::{self, reply, Context};
 use crate::store::StoreError;
 
-/// Name of the micro service, as `$SRV.PING` shows it.
-pub const SERVICE_NAME: &str = "nats-authd";
+/// How long shutdown waits for requests already being handled.
+pub const IN_FLIGHT_GRACE: Duration = Duration::from_secs(10);
 
 /// Why the service stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -27,101 +32,105 @@ pub enum AppError {
     Service(String),
 }
 
-/// The `authd.status` reply.
-#[derive(Debug, Serialize)]
-struct Status {
-    version: &'static str,
-    server_name: String,
-    accounts: usize,
-    users: usize,
-    queue_depth: usize,
+/// Everything `run` needs besides the store.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub connection: ConnectionSettings,
+    pub publisher: PublisherSettings,
 }
 
-/// Runs the service until `shutdown` completes, then stops taking requests, drains the
-/// connection and flushes the store.
+/// Runs the service until `shutdown` completes; then stops taking requests, finishes the ones
+/// in flight (bounded by [`IN_FLIGHT_GRACE`]), stops the publisher, drains the connection and
+/// flushes the store.
 ///
 /// # Errors
 /// [`AppError::Connection`] in fail-fast mode when no server answers, service or store errors.
 pub async fn run(
     authority: Authority,
-    settings: ConnectionSettings,
+    settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
     tokio::pin!(shutdown);
-    let client = match connection::connect(&authority, &settings, &mut shutdown).await {
-        Ok(client) => client,
-        Err(ConnectionError::Cancelled) => {
-            authority.db().store().flush().await?;
-            return Ok(());
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let connection =
+        match connection::connect(&authority, &settings.connection, &mut shutdown).await {
+            Ok(connection) => connection,
+            Err(ConnectionError::Cancelled) => {
+                authority.db().store().flush().await?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+    let client = connection.client.clone();
+    let manager = Manager::new(authority.clone(), PasswordHasher::default());
+    let stats = Arc::new(PublisherStats::default());
+    let stop = CancellationToken::new();
 
-    let service = client
-        .service_builder()
-        .description("nats-authd: accounts, users and auth callout for NATS")
-        .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
-        .await
-        .map_err(|e| AppError::Service(e.to_string()))?;
-    let mut status = service
-        .group(API_PREFIX)
-        .endpoint("status")
-        .await
-        .map_err(|e| AppError::Service(e.to_string()))?;
+    let publisher = Publisher::new(
+        manager.clone(),
+        client.clone(),
+        connection.state.clone(),
+        settings.publisher.clone(),
+        Arc::clone(&stats),
+    );
+    let publisher = tokio::spawn({
+        let stop = stop.clone();
+        async move { publisher.run(stop.cancelled_owned()).await }
+    });
+
+    let mut api = service::start(&client, API_PREFIX).await.map_err(AppError::Service)?;
+    let ctx = Context {
+        manager,
+        client: client.clone(),
+        connected: connection.state.clone(),
+        stats,
+        started: Instant::now(),
+    };
     tracing::info!(prefix = API_PREFIX, "serving");
 
+    let mut in_flight = JoinSet::new();
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            request = status.next() => {
-                let Some(request) = request else { break };
-                let reply = status_reply(&authority, &client).await;
-                if let Err(e) = request.respond(reply).await {
-                    tracing::warn!(error = %e, "could not answer a status request");
+            next = api.requests.next() => {
+                let Some((endpoint, request)) = next else { break };
+                let ctx = ctx.clone();
+                in_flight.spawn(async move {
+                    let result = service::handle(&ctx, endpoint, &request.message.payload).await;
+                    reply::respond(&request, endpoint.subject(), result).await;
+                });
+            }
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "a request handler failed");
                 }
             }
         }
     }
 
-    tracing::info!("shutting down");
-    let _ = status.stop().await;
-    let _ = service.stop().await;
+    tracing::info!(in_flight = in_flight.len(), "shutting down");
+    // No new requests: unsubscribe the endpoints first, then let the running ones finish.
+    drop(api.requests);
+    if let Err(e) = api.service.stop().await {
+        tracing::warn!(error = %e, "stopping the NATS service failed");
+    }
+    let finished = tokio::time::timeout(IN_FLIGHT_GRACE, async {
+        while in_flight.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!(
+            abandoned = in_flight.len(),
+            "requests still running after the grace period"
+        );
+        in_flight.shutdown().await;
+    }
+    stop.cancel();
+    if let Err(e) = publisher.await {
+        tracing::error!(error = %e, "the claims publisher failed");
+    }
     if let Err(e) = client.drain().await {
         tracing::warn!(error = %e, "draining the NATS connection failed");
     }
     authority.db().store().flush().await?;
     Ok(())
-}
-
-async fn status_reply(
-    authority: &Authority,
-    client: &async_nats::Client,
-) -> Result<bytes::Bytes, async_nats::service::error::Error> {
-    let counts = async {
-        let accounts = authority.db().list::<AccountRecord>("").await?.len();
-        let users = authority.db().list::<UserRecord>("").await?.len();
-        let queue_depth = authority.db().list::<PendingUpdate>("").await?.len();
-        Ok::<_, StoreError>((accounts, users, queue_depth))
-    };
-    match counts.await {
-        Ok((accounts, users, queue_depth)) => {
-            let status = Status {
-                version: env!("CARGO_PKG_VERSION"),
-                server_name: client.server_info().server_name,
-                accounts,
-                users,
-                queue_depth,
-            };
-            Ok(serde_json::to_vec(&status)
-                .expect("status serializes")
-                .into())
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "status: store read failed");
-            Err(async_nats::service::error::Error {
-                status: "store unavailable".into(),
-                code: 500,
-            })
-        }
-    }
 }

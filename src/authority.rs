@@ -72,13 +72,8 @@ impl Authority {
             return Err(AuthorityError::NotInitialized);
         };
         let sealed = serde_json::from_slice(&check).map_err(|_| VaultError::Malformed)?;
-        master
-            .open(&sealed, KEY_CHECK.as_bytes())
-            .map_err(|_| VaultError::WrongMasterKey)?;
-        Ok(Authority {
-            db,
-            master: Arc::new(master),
-        })
+        master.open(&sealed, KEY_CHECK.as_bytes()).map_err(|_| VaultError::WrongMasterKey)?;
+        Ok(Authority { db, master: Arc::new(master) })
     }
 
     /// The store.
@@ -96,10 +91,7 @@ impl Authority {
     /// # Errors
     /// [`AuthorityError::NotInitialized`] if there is none.
     pub async fn operator(&self) -> Result<OperatorRecord, AuthorityError> {
-        self.db
-            .get(OPERATOR_KEY)
-            .await?
-            .ok_or(AuthorityError::NotInitialized)
+        self.db.get(OPERATOR_KEY).await?.ok_or(AuthorityError::NotInitialized)
     }
 
     /// An account by name.
@@ -123,10 +115,7 @@ impl Authority {
         name: &UserName,
     ) -> Result<UserRecord, AuthorityError> {
         let key = UserRecord::key_of(account, name);
-        self.db
-            .get(&key)
-            .await?
-            .ok_or(AuthorityError::NoSuchUser(key))
+        self.db.get(&key).await?.ok_or(AuthorityError::NoSuchUser(key))
     }
 
     /// The callout settings of the AUTH account as the records stand now.
@@ -152,10 +141,7 @@ impl Authority {
             .filter(|a| a.kind == AccountKind::Tenant && a.active)
             .map(|a| a.identity.public)
             .collect();
-        Ok(CalloutSettings {
-            auth_users,
-            allowed_accounts,
-        })
+        Ok(CalloutSettings { auth_users, allowed_accounts })
     }
 
     /// The current JWT of `account`, signed now.
@@ -172,13 +158,7 @@ impl Authority {
             AccountKind::Auth => Some(self.callout_settings().await?),
             _ => None,
         };
-        Ok(trust::account_jwt(
-            &op,
-            account,
-            callout.as_ref(),
-            &self.master,
-            now,
-        )?)
+        Ok(trust::account_jwt(&op, account, callout.as_ref(), &self.master, now)?)
     }
 
     /// The operator JWT, signed now.
@@ -186,11 +166,7 @@ impl Authority {
     /// # Errors
     /// Store or key failures.
     pub async fn operator_jwt(&self, now: UnixTime) -> Result<String, AuthorityError> {
-        Ok(trust::operator_jwt(
-            &self.operator().await?,
-            &self.master,
-            now,
-        )?)
+        Ok(trust::operator_jwt(&self.operator().await?, &self.master, now)?)
     }
 
     /// A creds file for a stored user, with a JWT signed now.
@@ -206,20 +182,10 @@ impl Authority {
         let account = self.account(account).await?;
         let user = self.user(&account.name, name).await?;
         let role = match &user.role {
-            Some(role) => {
-                self.db
-                    .get::<RoleRecord>(&format!("{}/{}", account.name, role))
-                    .await?
-            }
+            Some(role) => self.db.get::<RoleRecord>(&format!("{}/{}", account.name, role)).await?,
             None => None,
         };
         let permissions = policy::user_permissions(&user, role.as_ref());
-        Ok(trust::user_creds(
-            &account,
-            &user,
-            permissions,
-            &self.master,
-            now,
-        )?)
+        Ok(trust::user_creds(&account, &user, permissions, &self.master, now)?)
     }
 }

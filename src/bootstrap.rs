@@ -53,10 +53,7 @@ pub enum BootstrapError {
     Authority(#[from] AuthorityError),
     /// Writing an output file failed.
     #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
 }
 
 /// Where things live on disk.
@@ -190,25 +187,15 @@ pub async fn init(opts: &InitOptions, now: UnixTime) -> Result<InitOutcome, Boot
         }
         other => other.load()?,
     };
-    let db = Db::new(Arc::new(SledStore::open(
-        &layout.store_dir(),
-        OpenMode::CreateIfMissing,
-    )?));
+    let db = Db::new(Arc::new(SledStore::open(&layout.store_dir(), OpenMode::CreateIfMissing)?));
     let created = db.meta(authority::KEY_CHECK).await?.is_none();
     if created {
-        db.commit(topology(&master, &opts.operator_name, opts.xkey, now))
-            .await?;
+        db.commit(topology(&master, &opts.operator_name, opts.xkey, now)).await?;
     }
     let authority = Authority::open(db, master).await?;
     let outputs = write_outputs(&authority, layout, &opts.server, now).await?;
     let operator_public_key = authority.operator().await?.identity.public;
-    Ok(InitOutcome {
-        created,
-        created_master_key,
-        operator_public_key,
-        outputs,
-        authority,
-    })
+    Ok(InitOutcome { created, created_master_key, operator_public_key, outputs, authority })
 }
 
 /// Opens an initialized data dir for `serve`.
@@ -254,10 +241,7 @@ fn topology(master: &MasterKey, operator_name: &str, xkey: bool, now: UnixTime) 
 
     let mut auth = account(AUTH_ACCOUNT, AccountKind::Auth, master, now);
     auth.description = "nats-authd callout and management service".into();
-    auth.imports = SYS_SERVICES
-        .iter()
-        .map(|s| Import::service(s, s, sys.public_key()))
-        .collect();
+    auth.imports = SYS_SERVICES.iter().map(|s| Import::service(s, s, sys.public_key())).collect();
     let api = format!("{API_PREFIX}.>");
     auth.exports = vec![Export::service("nats-authd API", &api), {
         // Stream, or service discovery from ADMIN sees only the first responder (DESIGN.md).
@@ -271,16 +255,13 @@ fn topology(master: &MasterKey, operator_name: &str, xkey: bool, now: UnixTime) 
 
     let mut admin = account(ADMIN_ACCOUNT, AccountKind::Admin, master, now);
     admin.description = "operators of nats-authd".into();
-    admin.imports = [
-        ("nats-authd API", api.as_str()),
-        ("micro discovery", "$SRV.>"),
-    ]
-    .iter()
-    .map(|(name, subject)| Import {
-        share: true,
-        ..Import::service(name, subject, auth.public_key())
-    })
-    .collect();
+    admin.imports = [("nats-authd API", api.as_str()), ("micro discovery", "$SRV.>")]
+        .iter()
+        .map(|(name, subject)| Import {
+            share: true,
+            ..Import::service(name, subject, auth.public_key())
+        })
+        .collect();
 
     let operator = OperatorRecord {
         name: operator_name.to_string(),
@@ -333,9 +314,7 @@ pub async fn write_outputs(
     let operator_jwt = authority.operator_jwt(now).await?;
     let mut preload = Vec::new();
     for name in [SYS_ACCOUNT, AUTH_ACCOUNT, ADMIN_ACCOUNT] {
-        let account = authority
-            .account(&AccountName::new(name).expect("valid"))
-            .await?;
+        let account = authority.account(&AccountName::new(name).expect("valid")).await?;
         let jwt = authority.account_jwt(&account, now).await?;
         preload.push((account.public_key().to_string(), jwt));
     }
@@ -386,10 +365,7 @@ pub async fn write_outputs(
 /// Writes through a temp file and a rename, so a reader never sees half a file; `private`
 /// files get mode 0600 from the start.
 fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), BootstrapError> {
-    let err = |source| BootstrapError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
+    let err = |source| BootstrapError::Write { path: path.to_path_buf(), source };
     let tmp = path.with_extension("tmp");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -400,8 +376,7 @@ fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), Bootstr
     if private {
         // The mode above applies only to new files; a stale temp file keeps its old mode.
         use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(err)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     }
     file.write_all(contents).map_err(err)?;
     file.sync_all().map_err(err)?;

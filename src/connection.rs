@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, Event};
+use tokio::sync::watch;
 
 use crate::authority::{Authority, AuthorityError, AUTH_ACCOUNT};
 use crate::bootstrap::SERVICE_USER;
@@ -46,6 +47,15 @@ impl Default for ConnectionSettings {
     }
 }
 
+/// The service's connection and whether it is up right now.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The client; async-nats reconnects it by itself.
+    pub client: Client,
+    /// `true` while connected; the publisher's circuit breaker watches it.
+    pub state: watch::Receiver<bool>,
+}
+
 /// Why no connection was made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
@@ -70,12 +80,12 @@ pub async fn connect(
     authority: &Authority,
     settings: &ConnectionSettings,
     shutdown: impl Future<Output = ()>,
-) -> Result<Client, ConnectionError> {
+) -> Result<Connection, ConnectionError> {
+    let (state_tx, state) = watch::channel(false);
+    let state_tx = Arc::new(state_tx);
     let auth = AccountName::new(AUTH_ACCOUNT).expect("valid");
     let account = authority.account(&auth).await?;
-    let user = authority
-        .user(&auth, &UserName::new(SERVICE_USER).expect("valid"))
-        .await?;
+    let user = authority.user(&auth, &UserName::new(SERVICE_USER).expect("valid")).await?;
     let now = crate::model::now();
     let jwt = trust::user_jwt(
         &account,
@@ -103,7 +113,20 @@ pub async fn connect(
         .connection_timeout(settings.connect_timeout)
         .request_timeout(Some(settings.request_timeout))
         .max_reconnects(None)
-        .event_callback(|event| async move { log_event(event) });
+        .event_callback({
+            let state_tx = Arc::clone(&state_tx);
+            move |event| {
+                let state_tx = Arc::clone(&state_tx);
+                async move {
+                    match event {
+                        Event::Connected => state_tx.send_replace(true),
+                        Event::Disconnected | Event::Closed => state_tx.send_replace(false),
+                        _ => false,
+                    };
+                    log_event(event);
+                }
+            }
+        });
         let attempt = options.connect(settings.urls.as_slice());
         let result = tokio::select! {
             r = attempt => r,
@@ -113,13 +136,11 @@ pub async fn connect(
             Ok(client) => {
                 let info = client.server_info();
                 tracing::info!(server = %info.server_name, url = %urls, "connected to NATS");
-                return Ok(client);
+                state_tx.send_replace(true);
+                return Ok(Connection { client, state });
             }
             Err(e) if settings.require_nats => {
-                return Err(ConnectionError::Unreachable {
-                    url: urls,
-                    cause: e.to_string(),
-                });
+                return Err(ConnectionError::Unreachable { url: urls, cause: e.to_string() });
             }
             Err(e) => {
                 if !announced {

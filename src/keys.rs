@@ -113,11 +113,7 @@ impl SealedKey {
     /// Seals an existing seed for `public`.
     pub fn seal(role: KeyRole, public: String, seed: &Seed, master: &MasterKey) -> Self {
         let sealed = master.seal(seed.expose().as_bytes(), public.as_bytes());
-        SealedKey {
-            role,
-            public,
-            seed: sealed,
-        }
+        SealedKey { role, public, seed: sealed }
     }
 
     /// Opens the seed.
@@ -138,9 +134,7 @@ impl SealedKey {
         let seed = self.open_seed(master)?;
         let kp = KeyPair::from_seed(seed.expose()).map_err(|_| KeyError::InvalidSeed)?;
         if kp.public_key() != self.public || kp.key_pair_type() != self.role.kind() {
-            return Err(KeyError::Mismatch {
-                public: self.public.clone(),
-            });
+            return Err(KeyError::Mismatch { public: self.public.clone() });
         }
         Ok(kp)
     }
@@ -153,9 +147,7 @@ impl SealedKey {
         let seed = self.open_seed(master)?;
         let xkey = XKey::from_seed(seed.expose()).map_err(|_| KeyError::InvalidSeed)?;
         if xkey.public_key() != self.public {
-            return Err(KeyError::Mismatch {
-                public: self.public.clone(),
-            });
+            return Err(KeyError::Mismatch { public: self.public.clone() });
         }
         Ok(xkey)
     }
@@ -200,19 +192,13 @@ mod tests {
         let master = MasterKey::generate();
         let a = SealedKey::generate(KeyRole::User, &master);
         let b = SealedKey::generate(KeyRole::User, &master);
-        let forged = SealedKey {
-            seed: a.seed.clone(),
-            ..b
-        };
+        let forged = SealedKey { seed: a.seed.clone(), ..b };
         assert!(matches!(forged.key_pair(&master), Err(KeyError::Vault(_))));
     }
 
     #[test]
     fn wrong_master_key_does_not_open() {
         let key = SealedKey::generate(KeyRole::Account, &MasterKey::generate());
-        assert!(matches!(
-            key.key_pair(&MasterKey::generate()),
-            Err(KeyError::Vault(_))
-        ));
+        assert!(matches!(key.key_pair(&MasterKey::generate()), Err(KeyError::Vault(_))));
     }
 }

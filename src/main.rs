@@ -1,15 +1,18 @@
 //! The `nats-authd` binary: parses the command line, sets up logging, calls the library.
 
+use std::future::Future;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use nats_authd::bootstrap::{self, InitOutcome};
+use nats_authd::bootstrap::{self, InitOutcome, API_PREFIX};
+use nats_authd::cli::admin::{read_password, Call};
 use nats_authd::cli::{
-    Cli, ClientArgs, Command, InitArgs, ServeArgs, UpArgs, DEFAULT_LOG, MASTER_KEY_ENV,
+    output, Cli, ClientArgs, Command, InitArgs, ServeArgs, UpArgs, DEFAULT_LOG, MASTER_KEY_ENV,
 };
+use nats_authd::client::AdminClient;
 use nats_authd::connection::ConnectionSettings;
 use nats_authd::{app, claims, model, nats_server};
 
@@ -32,16 +35,12 @@ async fn main() {
 }
 
 async fn run(command: Command) -> Result<()> {
-    let shutdown = shutdown_signal()?;
     let env_key = std::env::var(MASTER_KEY_ENV).ok();
     match command {
         Command::Init(args) => {
             let outcome = init(&args, env_key).await?;
             print_init(&outcome);
-            println!(
-                "\nStart nats-server:  nats-server -c {}",
-                outcome.outputs.config.display()
-            );
+            println!("\nStart nats-server:  nats-server -c {}", outcome.outputs.config.display());
             println!(
                 "Then the service:   nats-authd serve --data-dir {}",
                 args.store.data_dir.display()
@@ -49,9 +48,26 @@ async fn run(command: Command) -> Result<()> {
             println!("Or both at once:    nats-authd up");
             Ok(())
         }
-        Command::Up(args) => up(args, env_key, shutdown).await,
-        Command::Serve(args) => serve(args, env_key, shutdown).await,
-        Command::Status(args) => status(args).await,
+        Command::Up(args) => up(args, env_key, shutdown_signal()?).await,
+        Command::Serve(args) => serve(args, env_key, shutdown_signal()?).await,
+        Command::Account(a) => admin(&a.client, a.cmd.call()?).await,
+        Command::User(a) => {
+            let call = a.cmd.call(&mut || read_password(&mut std::io::stdin().lock()))?;
+            admin(&a.client, call).await
+        }
+        Command::Role(a) => admin(&a.client, a.cmd.call()).await,
+        Command::Pending(a) => admin(&a.client, a.cmd.call()).await,
+        Command::Operator(client) => {
+            admin(
+                &client,
+                Call { endpoint: "operator.get", body: serde_json::json!({}), out: None },
+            )
+            .await
+        }
+        Command::Status(client) => {
+            admin(&client, Call { endpoint: "status", body: serde_json::json!({}), out: None })
+                .await
+        }
     }
 }
 
@@ -63,10 +79,7 @@ async fn init(args: &InitArgs, env_key: Option<String>) -> Result<InitOutcome> {
 
 fn print_init(outcome: &InitOutcome) {
     if outcome.created {
-        println!(
-            "Created a new trust chain (operator {}).",
-            outcome.operator_public_key
-        );
+        println!("Created a new trust chain (operator {}).", outcome.operator_public_key);
     } else {
         println!(
             "Kept the existing trust chain (operator {}); files rewritten.",
@@ -86,11 +99,7 @@ fn print_init(outcome: &InitOutcome) {
     println!("  sentinel creds:  {}", o.sentinel_creds.display());
 }
 
-async fn up(
-    args: UpArgs,
-    env_key: Option<String>,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<()> {
+async fn up(args: UpArgs, env_key: Option<String>, signal: impl Future<Output = ()>) -> Result<()> {
     let bin = nats_server::find(args.nats_server.as_deref())?;
     let outcome = init(&args.init, env_key).await?;
     print_init(&outcome);
@@ -98,53 +107,90 @@ async fn up(
     nats_server::check_config(&bin, config).await?;
     let settings = args.init.server.settings();
     let log = args.init.server.out_dir.join("nats-server.log");
-    let addr = format!("{}:{}", settings.host, settings.port);
-    let server =
-        nats_server::NatsServer::start(&bin, config, &log, &addr, &[], Duration::from_secs(15))
-            .await
-            .with_context(|| format!("starting {}", bin.display()))?;
+    let server = nats_server::NatsServer::start(
+        &bin,
+        config,
+        &log,
+        &settings.listen_addr(),
+        &[],
+        Duration::from_secs(15),
+    )
+    .await
+    .with_context(|| format!("starting {}", bin.display()))?;
     let url = settings.client_url();
+    let creds = outcome.outputs.admin_creds.display();
     println!("\nnats-server is up at {url} (log: {}).", log.display());
-    println!(
-        "Admins connect with {}:",
-        outcome.outputs.admin_creds.display()
-    );
-    println!(
-        "  nats-authd status --creds {} --nats-url {url}",
-        outcome.outputs.admin_creds.display()
-    );
+    println!("Admins connect with {creds}:");
+    println!("  nats-authd status --creds {creds} --nats-url {url}");
+    println!("  nats-authd account create acme --creds {creds} --nats-url {url}");
     println!("Ctrl-C stops the service and the server.\n");
 
-    let connection = ConnectionSettings {
-        urls: vec![url],
-        ..ConnectionSettings::default()
+    // The service stops on a signal or when the server dies under it.
+    let died = server.exited();
+    let shutdown = async move {
+        tokio::select! {
+            () = signal => {}
+            status = died => tracing::error!(%status, "nats-server exited; stopping"),
+        }
     };
-    let result = app::run(outcome.authority, connection, shutdown).await;
-    server.stop(Duration::from_secs(10)).await;
-    result.context("service")
+    let settings = app::Settings {
+        connection: ConnectionSettings { urls: vec![url], ..ConnectionSettings::default() },
+        publisher: args.publisher.settings(),
+    };
+    let result = app::run(outcome.authority, settings, shutdown).await;
+    let server_status = server.stop(Duration::from_secs(10)).await;
+    result.context("service")?;
+    if let Some(status) = server_status.filter(|s| !s.is_empty()) {
+        anyhow::bail!("nats-server exited on its own ({status}); see {}", log.display());
+    }
+    Ok(())
 }
 
 async fn serve(
     args: ServeArgs,
     env_key: Option<String>,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let authority = bootstrap::open(&args.store.data_dir, &args.store.master_key(env_key))
         .await
         .with_context(|| format!("opening {}", args.store.data_dir.display()))?;
-    app::run(authority, args.connection(), shutdown).await?;
+    app::run(authority, args.settings(), shutdown).await?;
     Ok(())
 }
 
-async fn status(args: ClientArgs) -> Result<()> {
+async fn admin(args: &ClientArgs, call: Call) -> Result<()> {
     let client = connect_with_creds(&args.creds, &args.nats_url).await?;
-    let reply = client
-        .request("authd.status", "".into())
-        .await
-        .with_context(|| format!("asking {} for authd.status", args.nats_url))?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&reply.payload).context("status reply is not JSON")?;
-    println!("{}", serde_json::to_string_pretty(&value)?);
+    let timeout = Duration::try_from_secs_f64(args.timeout).context("--timeout")?;
+    let api = AdminClient::new(client, API_PREFIX, timeout);
+    let answer = api.call(call.endpoint, &call.body).await?;
+    if let Some(creds) = answer.get("creds").and_then(|c| c.as_str()).filter(|_| !args.json) {
+        return match &call.out {
+            Some(path) => {
+                write_private(path, creds)?;
+                println!("creds written to {}", path.display());
+                Ok(())
+            }
+            None => {
+                print!("{creds}");
+                Ok(())
+            }
+        };
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        println!("{}", output::render(call.endpoint, &answer));
+    }
+    Ok(())
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -162,7 +208,7 @@ async fn connect_with_creds(creds: &Path, url: &str) -> Result<async_nats::Clien
 /// Completes on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is called,
 /// not when the future is first polled, so a signal during start-up is not fatal: it is
 /// remembered and ends the service as soon as it runs.
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+fn shutdown_signal() -> Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;

@@ -37,11 +37,7 @@ pub const MAX_NAME_LEN: usize = 64;
 
 fn normalize(what: &'static str, input: &str) -> Result<String, NameError> {
     let name = input.trim().to_ascii_lowercase();
-    let err = |reason| NameError {
-        what,
-        name: input.to_string(),
-        reason,
-    };
+    let err = |reason| NameError { what, name: input.to_string(), reason };
     if name.is_empty() {
         return Err(err("must not be empty"));
     }
@@ -51,10 +47,7 @@ fn normalize(what: &'static str, input: &str) -> Result<String, NameError> {
     if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
         return Err(err("must start with a letter or digit"));
     }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
         return Err(err("only letters, digits, '-', '_' and '.' are allowed"));
     }
     Ok(name)
@@ -171,6 +164,9 @@ pub struct AccountRecord {
     /// User public key -> unix time before which its JWTs are revoked.
     #[serde(default)]
     pub revocations: BTreeMap<String, i64>,
+    /// Role of users created without one.
+    #[serde(default)]
+    pub default_role: Option<RoleName>,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
 }
@@ -191,6 +187,7 @@ impl AccountRecord {
             imports: Vec::new(),
             exports: Vec::new(),
             revocations: BTreeMap::new(),
+            default_role: None,
             created_at: now,
             updated_at: now,
         }
@@ -312,20 +309,139 @@ pub enum PendingState {
     Failed { reason: String, failed_at: UnixTime },
 }
 
-/// One account whose JWT must be (re)pushed to the servers. One entry per account: later
-/// changes to the same account coalesce into it by bumping `generation`.
+/// One account whose JWT must be (re)pushed to the servers, keyed by the account's public
+/// key (a deleted account and a new one of the same name are different entries). Later
+/// changes to the same account coalesce into the entry by replacing `generation`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingUpdate {
+    /// Public key of the account.
+    pub account_key: String,
+    /// Its name, to find the record (and for people reading the queue).
     pub account: AccountName,
     /// Push a claims delete rather than an update.
     pub delete: bool,
-    /// Bumped on every enqueue; the publisher clears the entry only if it is unchanged.
+    /// New on every enqueue; the publisher clears the entry only if it is unchanged.
     pub generation: u64,
+    /// Failed pushes since the last enqueue.
     pub attempts: u32,
+    /// Not before this time (backoff after a failure).
+    pub next_attempt_at: UnixTime,
+    /// Why the last attempt failed.
+    #[serde(default)]
+    pub last_error: Option<String>,
     #[serde(flatten)]
     pub state: PendingState,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
+}
+
+impl PendingUpdate {
+    /// A fresh entry for `account`, due now.
+    pub fn new(account: &AccountRecord, delete: bool, generation: u64, now: UnixTime) -> Self {
+        PendingUpdate {
+            account_key: account.public_key().to_string(),
+            account: account.name.clone(),
+            delete,
+            generation,
+            attempts: 0,
+            next_attempt_at: now,
+            last_error: None,
+            state: PendingState::Pending,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+/// Longest subject accepted in a permission or an import/export.
+pub const MAX_SUBJECT_LEN: usize = 512;
+
+/// A NATS subject or subject pattern: dot-separated non-empty tokens without white space,
+/// `*` only as a whole token, `>` only as the whole last token.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Subject(String);
+
+/// Why a subject was refused.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("invalid subject {subject:?}: {reason}")]
+pub struct SubjectError {
+    /// The rejected input.
+    pub subject: String,
+    /// What rule it broke.
+    pub reason: &'static str,
+}
+
+impl Subject {
+    /// Validates a subject pattern.
+    ///
+    /// # Errors
+    /// [`SubjectError`] naming the pattern and the rule it broke.
+    pub fn new(input: &str) -> Result<Self, SubjectError> {
+        let err = |reason| SubjectError { subject: input.to_string(), reason };
+        if input.is_empty() {
+            return Err(err("must not be empty"));
+        }
+        if input.len() > MAX_SUBJECT_LEN {
+            return Err(err("longer than 512 bytes"));
+        }
+        if input.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(err("must not contain white space"));
+        }
+        let tokens: Vec<&str> = input.split('.').collect();
+        for (i, token) in tokens.iter().enumerate() {
+            if token.is_empty() {
+                return Err(err("has an empty token (leading, trailing or double dot)"));
+            }
+            if token.len() > 1 && token.contains(['*', '>']) {
+                return Err(err("wildcards must be whole tokens"));
+            }
+            if *token == ">" && i + 1 != tokens.len() {
+                return Err(err("'>' may only be the last token"));
+            }
+        }
+        Ok(Subject(input.to_string()))
+    }
+
+    /// The subject text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether every subject matched by `other` is matched by `self` (an import of `other`
+    /// fits an export of `self`).
+    pub fn covers(&self, other: &Subject) -> bool {
+        let mut mine = self.0.split('.');
+        let mut theirs = other.0.split('.');
+        loop {
+            match (mine.next(), theirs.next()) {
+                (Some(">"), Some(_)) => return true,
+                (Some("*"), Some(t)) if t != ">" => {}
+                (Some(m), Some(t)) if m == t => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+}
+
+impl TryFrom<String> for Subject {
+    type Error = SubjectError;
+    fn try_from(s: String) -> Result<Self, SubjectError> {
+        Subject::new(&s)
+    }
+}
+
+impl From<Subject> for String {
+    fn from(s: Subject) -> String {
+        s.0
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 #[cfg(test)]
@@ -335,15 +451,48 @@ mod tests {
     #[test]
     fn names_are_normalized_and_validated() {
         assert_eq!(AccountName::new("  ACME ").unwrap().as_str(), "acme");
-        assert_eq!(
-            UserName::new("dev-1.eu_west").unwrap().as_str(),
-            "dev-1.eu_west"
-        );
+        assert_eq!(UserName::new("dev-1.eu_west").unwrap().as_str(), "dev-1.eu_west");
         for bad in ["", "-x", "a b", "a/b", "a*", "a>", &"x".repeat(65)] {
             assert!(AccountName::new(bad).is_err(), "{bad:?} should be rejected");
         }
         let json = serde_json::to_string(&AccountName::new("Acme").unwrap()).unwrap();
         assert_eq!(json, "\"acme\"");
         assert!(serde_json::from_str::<AccountName>("\"a b\"").is_err());
+    }
+
+    #[test]
+    fn subjects_follow_nats_rules() {
+        for good in [
+            "a",
+            "a.b",
+            "a.*.c",
+            "a.>",
+            ">",
+            "*",
+            "$SYS.REQ.USER.INFO",
+            "_INBOX.>",
+            "user.{{name()}}.>",
+        ] {
+            assert!(Subject::new(good).is_ok(), "{good:?} should be accepted");
+        }
+        for bad in
+            ["", ".a", "a.", "a..b", "a b", "a.>.b", "a*", "a.b*", ">a", "a.\tb", &"a".repeat(513)]
+        {
+            assert!(Subject::new(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn covers_is_subset_matching() {
+        let s = |x| Subject::new(x).unwrap();
+        assert!(s("a.>").covers(&s("a.b.c")));
+        assert!(s("a.>").covers(&s("a.*")));
+        assert!(s("a.*").covers(&s("a.b")));
+        assert!(s("a.*").covers(&s("a.*")));
+        assert!(!s("a.*").covers(&s("a.>")));
+        assert!(!s("a.*").covers(&s("a.b.c")));
+        assert!(!s("a.b").covers(&s("a.*")));
+        assert!(s(">").covers(&s("x")));
+        assert!(!s("a.b").covers(&s("a")));
     }
 }

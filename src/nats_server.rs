@@ -1,5 +1,6 @@
 //! Finding and running a local nats-server: for `up` and for the integration tests.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -7,6 +8,8 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
 
 /// Environment variable naming the nats-server binary.
 pub const NATS_SERVER_BIN_ENV: &str = "NATS_SERVER_BIN";
@@ -26,10 +29,7 @@ pub enum NatsServerError {
     Missing(PathBuf),
     /// Spawning failed.
     #[error("cannot start {bin}: {source}")]
-    Spawn {
-        bin: PathBuf,
-        source: std::io::Error,
-    },
+    Spawn { bin: PathBuf, source: std::io::Error },
     /// The process exited before it accepted connections.
     #[error("nats-server exited ({status}) before it was ready; its log:\n{log}")]
     Exited { status: String, log: String },
@@ -71,40 +71,49 @@ pub fn find(explicit: Option<&Path>) -> Result<PathBuf, NatsServerError> {
 /// # Errors
 /// [`NatsServerError::BadConfig`] with the server's output if it rejects the file.
 pub async fn check_config(bin: &Path, config: &Path) -> Result<(), NatsServerError> {
-    let output = Command::new(bin)
+    let output = server_command(bin)
         .arg("-c")
         .arg(config)
         .arg("-t")
         .output()
         .await
-        .map_err(|source| NatsServerError::Spawn {
-            bin: bin.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| NatsServerError::Spawn { bin: bin.to_path_buf(), source })?;
     if output.status.success() {
         Ok(())
     } else {
         let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&output.stderr));
-        Err(NatsServerError::BadConfig {
-            config: config.to_path_buf(),
-            output: text,
-        })
+        Err(NatsServerError::BadConfig { config: config.to_path_buf(), output: text })
     }
 }
 
-/// A nats-server child process. Killed when dropped, so a panicking test leaves none behind.
+/// How a running server is asked to stop.
+#[derive(Debug)]
+enum Stop {
+    /// SIGTERM, then SIGKILL after the grace period.
+    Term(Duration),
+    /// SIGKILL at once.
+    Kill,
+}
+
+/// A nats-server child process, watched by a task that owns it. Killed when dropped, so a
+/// panicking test leaves none behind.
 pub struct NatsServer {
-    child: Child,
+    pid: Option<u32>,
     log: PathBuf,
     addr: String,
+    stop_tx: Option<oneshot::Sender<Stop>>,
+    /// `Some(status)` once the process has exited on its own.
+    died: watch::Receiver<Option<String>>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl NatsServer {
     /// Starts `bin -c config`, logging to `log`, and waits until `addr` (host:port) accepts
-    /// NATS connections.
+    /// NATS connections. The child gets no NATS_AUTHD_* variables: the master key stays ours.
     ///
     /// # Errors
+    /// [`NatsServerError::AddressInUse`] if something already answers on `addr`,
     /// [`NatsServerError::Exited`] with the log if it dies, [`NatsServerError::NotReady`] if it
     /// is not up within `ready_within`.
     pub async fn start(
@@ -116,17 +125,12 @@ impl NatsServer {
         ready_within: Duration,
     ) -> Result<Self, NatsServerError> {
         if TcpStream::connect(addr).await.is_ok() {
-            return Err(NatsServerError::AddressInUse {
-                addr: addr.to_string(),
-            });
+            return Err(NatsServerError::AddressInUse { addr: addr.to_string() });
         }
-        let spawn_err = |source| NatsServerError::Spawn {
-            bin: bin.to_path_buf(),
-            source,
-        };
+        let spawn_err = |source| NatsServerError::Spawn { bin: bin.to_path_buf(), source };
         let log_file = std::fs::File::create(log).map_err(spawn_err)?;
         let log_err = log_file.try_clone().map_err(spawn_err)?;
-        let child = Command::new(bin)
+        let mut child = server_command(bin)
             .arg("-c")
             .arg(config)
             .args(extra_args)
@@ -139,13 +143,42 @@ impl NatsServer {
             .process_group(0)
             .spawn()
             .map_err(spawn_err)?;
-        let mut server = NatsServer {
-            child,
+        wait_ready(&mut child, log, addr, ready_within).await?;
+
+        let pid = child.id();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (died_tx, died) = watch::channel(None);
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                status = child.wait() => {
+                    let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                    died_tx.send_replace(Some(status));
+                }
+                stop = stop_rx => match stop {
+                    Ok(Stop::Term(grace)) => {
+                        if let Some(pid) = child.id() {
+                            let pid = nix::unistd::Pid::from_raw(pid as i32);
+                            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                        }
+                        if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                            let _ = child.kill().await;
+                        }
+                    }
+                    // Asked to, or the handle was dropped.
+                    Ok(Stop::Kill) | Err(_) => {
+                        let _ = child.kill().await;
+                    }
+                },
+            }
+        });
+        Ok(NatsServer {
+            pid,
             log: log.to_path_buf(),
             addr: addr.to_string(),
-        };
-        server.wait_ready(ready_within).await?;
-        Ok(server)
+            stop_tx: Some(stop_tx),
+            died,
+            task: Some(task),
+        })
     }
 
     /// The `host:port` clients connect to.
@@ -155,7 +188,7 @@ impl NatsServer {
 
     /// The process id.
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        self.pid
     }
 
     /// The log file.
@@ -163,44 +196,75 @@ impl NatsServer {
         &self.log
     }
 
-    async fn wait_ready(&mut self, within: Duration) -> Result<(), NatsServerError> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().ok().flatten() {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                return Err(NatsServerError::Exited {
-                    status: status.to_string(),
-                    log,
-                });
+    /// Completes with the exit status if the server exits on its own.
+    pub fn exited(&self) -> impl Future<Output = String> + Send + 'static {
+        let mut died = self.died.clone();
+        async move {
+            let status =
+                died.wait_for(Option::is_some).await.map(|s| s.clone().unwrap_or_default());
+            match status {
+                Ok(status) => status,
+                // The watcher is gone: the server was stopped on purpose; never complete.
+                Err(_) => std::future::pending().await,
             }
-            if greets(&self.addr).await {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(NatsServerError::NotReady {
-                    addr: self.addr.clone(),
-                    secs: within.as_secs(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
     /// Asks the server to shut down (SIGTERM) and waits up to `grace` before killing it.
-    pub async fn stop(mut self, grace: Duration) {
-        if let Some(pid) = self.child.id() {
-            let pid = nix::unistd::Pid::from_raw(pid as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            if tokio::time::timeout(grace, self.child.wait()).await.is_ok() {
-                return;
-            }
-        }
-        let _ = self.child.kill().await;
+    /// Returns the exit status if it had already exited on its own.
+    pub async fn stop(mut self, grace: Duration) -> Option<String> {
+        self.finish(Stop::Term(grace)).await
     }
 
     /// Kills the server at once (SIGKILL), as a crash would.
     pub async fn kill(mut self) {
-        let _ = self.child.kill().await;
+        self.finish(Stop::Kill).await;
+    }
+
+    async fn finish(&mut self, how: Stop) -> Option<String> {
+        if let Some(tx) = self.stop_tx.take() {
+            let _ = tx.send(how);
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.died.borrow().clone()
+    }
+}
+
+/// A command for the nats-server binary with our secrets removed from its environment.
+fn server_command(bin: &Path) -> Command {
+    let mut command = Command::new(bin);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("NATS_AUTHD_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+async fn wait_ready(
+    child: &mut Child,
+    log: &Path,
+    addr: &str,
+    within: Duration,
+) -> Result<(), NatsServerError> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().ok().flatten() {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(NatsServerError::Exited { status: status.to_string(), log });
+        }
+        if greets(addr).await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(NatsServerError::NotReady {
+                addr: addr.to_string(),
+                secs: within.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
@@ -212,8 +276,5 @@ async fn greets(addr: &str) -> bool {
         stream.read_exact(&mut buf).await.ok()?;
         Some(&buf == b"INFO")
     };
-    matches!(
-        tokio::time::timeout(Duration::from_millis(500), attempt).await,
-        Ok(Some(true))
-    )
+    matches!(tokio::time::timeout(Duration::from_millis(500), attempt).await, Ok(Some(true)))
 }

@@ -5,16 +5,9 @@ use crate::model::{RoleRecord, UserKind, UserRecord};
 
 /// Everything denied: for users with nothing granted and for the sentinel.
 pub fn deny_all() -> UserPermissionLimits {
-    let deny = Permission {
-        allow: Vec::new(),
-        deny: vec![">".to_string()],
-    };
+    let deny = Permission { allow: Vec::new(), deny: vec![">".to_string()] };
     UserPermissionLimits {
-        permissions: Permissions {
-            publish: deny.clone(),
-            subscribe: deny,
-            response: None,
-        },
+        permissions: Permissions { publish: deny.clone(), subscribe: deny, response: None },
         ..UserPermissionLimits::default()
     }
 }

@@ -30,14 +30,22 @@ impl Default for ServerSettings {
 }
 
 impl ServerSettings {
+    /// `host:port` of the client listener, bracketing an IPv6 host.
+    pub fn listen_addr(&self) -> String {
+        join_host_port(&self.host, self.port)
+    }
+
     /// The client URL of this server.
     pub fn client_url(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        format!("nats://{host}:{}", self.port)
+        format!("nats://{}", self.listen_addr())
+    }
+}
+
+fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -63,24 +71,15 @@ pub fn render(inputs: &ConfigInputs<'_>) -> String {
     let s = inputs.settings;
     [
         ("{{server_name}}", quote_safe(&s.server_name)),
-        ("{{host}}", quote_safe(&s.host)),
-        ("{{port}}", s.port.to_string()),
-        ("{{http_port}}", s.http_port.to_string()),
-        (
-            "{{operator_jwt}}",
-            quote_safe(&inputs.operator_jwt_file.display().to_string()),
-        ),
+        ("{{listen}}", quote_safe(&s.listen_addr())),
+        ("{{http}}", quote_safe(&join_host_port(&s.host, s.http_port))),
+        ("{{operator_jwt}}", quote_safe(&inputs.operator_jwt_file.display().to_string())),
         ("{{system_account}}", inputs.system_account.to_string()),
-        (
-            "{{resolver_dir}}",
-            quote_safe(&inputs.resolver_dir.display().to_string()),
-        ),
+        ("{{resolver_dir}}", quote_safe(&inputs.resolver_dir.display().to_string())),
         ("{{preload}}", preload),
     ]
     .iter()
-    .fold(TEMPLATE.to_string(), |text, (placeholder, value)| {
-        text.replace(placeholder, value)
-    })
+    .fold(TEMPLATE.to_string(), |text, (placeholder, value)| text.replace(placeholder, value))
 }
 
 /// Escapes what would end or break a double-quoted config string.

@@ -76,11 +76,7 @@ pub fn account_body(account: &AccountRecord, callout: Option<&CalloutSettings>) 
         body.authorization = claims::ExternalAuthorization {
             auth_users: callout.auth_users.clone(),
             allowed_accounts: callout.allowed_accounts.clone(),
-            xkey: account
-                .xkey
-                .as_ref()
-                .map(|k| k.public.clone())
-                .unwrap_or_default(),
+            xkey: account.xkey.as_ref().map(|k| k.public.clone()).unwrap_or_default(),
         };
     }
     body
@@ -115,9 +111,7 @@ pub fn verify_account_jwt(
 ) -> Result<Claims<claims::Account>, TrustError> {
     let claims = claims::decode::<claims::Account>(token, &Validation::at(now))?;
     if claims.issuer != op.signing_key.public && claims.issuer != op.identity.public {
-        return Err(TrustError::ForeignIssuer {
-            issuer: claims.issuer,
-        });
+        return Err(TrustError::ForeignIssuer { issuer: claims.issuer });
     }
     Ok(claims)
 }
@@ -145,11 +139,8 @@ pub fn user_jwt(
     } else {
         String::new()
     };
-    let body = claims::User {
-        permission_limits: permissions,
-        issuer_account,
-        ..claims::User::default()
-    };
+    let body =
+        claims::User { permission_limits: permissions, issuer_account, ..claims::User::default() };
     let mut claims = Claims::new(subject, body, now).with_name(name);
     claims.expires = expires;
     Ok(claims::encode(&claims, &signer.key_pair(master)?)?)
@@ -192,10 +183,7 @@ pub fn delete_accounts_jwt(
     master: &MasterKey,
     now: UnixTime,
 ) -> Result<String, TrustError> {
-    let claims = Claims::new(
-        op.signing_key.public.clone(),
-        Generic::delete_accounts(accounts),
-        now,
-    );
+    let claims =
+        Claims::new(op.signing_key.public.clone(), Generic::delete_accounts(accounts), now);
     Ok(claims::encode(&claims, &op.signing_key.key_pair(master)?)?)
 }

@@ -43,10 +43,7 @@ pub enum VaultError {
     Malformed,
     /// Reading or writing the key file failed.
     #[error("master key file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 /// Where the master key comes from.
@@ -82,12 +79,7 @@ impl MasterKeySource {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         return Err(VaultError::MissingMasterKey { path: path.clone() })
                     }
-                    Err(source) => {
-                        return Err(VaultError::Io {
-                            path: path.clone(),
-                            source,
-                        })
-                    }
+                    Err(source) => return Err(VaultError::Io { path: path.clone(), source }),
                 };
                 MasterKey::from_text(&text, &path.display().to_string())
             }
@@ -107,9 +99,7 @@ impl fmt::Debug for MasterKey {
 impl MasterKey {
     /// A fresh random key.
     pub fn generate() -> Self {
-        MasterKey(Zeroizing::new(
-            XChaCha20Poly1305::generate_key(&mut OsRng).into(),
-        ))
+        MasterKey(Zeroizing::new(XChaCha20Poly1305::generate_key(&mut OsRng).into()))
     }
 
     /// A key from raw bytes (tests and known-answer checks).
@@ -122,14 +112,8 @@ impl MasterKey {
     /// # Errors
     /// [`VaultError::InvalidMasterKey`] naming `origin` if it is not 32 bytes of base64.
     pub fn from_text(text: &str, origin: &str) -> Result<Self, VaultError> {
-        let invalid = || VaultError::InvalidMasterKey {
-            origin: origin.to_string(),
-        };
-        let bytes = Zeroizing::new(
-            BASE64
-                .decode(text.trim().as_bytes())
-                .map_err(|_| invalid())?,
-        );
+        let invalid = || VaultError::InvalidMasterKey { origin: origin.to_string() };
+        let bytes = Zeroizing::new(BASE64.decode(text.trim().as_bytes()).map_err(|_| invalid())?);
         let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| invalid())?;
         Ok(MasterKey(Zeroizing::new(key)))
     }
@@ -144,10 +128,7 @@ impl MasterKey {
     /// # Errors
     /// [`VaultError::Io`] if the file exists or cannot be written.
     pub fn create_file(path: &Path) -> Result<Self, VaultError> {
-        let io = |source| VaultError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io = |source| VaultError::Io { path: path.to_path_buf(), source };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
@@ -172,13 +153,7 @@ impl MasterKey {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let ciphertext = self
             .cipher()
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
+            .encrypt(&nonce, Payload { msg: plaintext, aad })
             .expect("XChaCha20-Poly1305 encryption does not fail for in-memory input");
         let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
         out.extend_from_slice(&nonce);
@@ -192,25 +167,14 @@ impl MasterKey {
     /// [`VaultError::Decrypt`] for a wrong key, wrong `aad` or tampering;
     /// [`VaultError::Malformed`] if it is not a sealed value.
     pub fn open(&self, sealed: &Sealed, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, VaultError> {
-        let body = sealed
-            .0
-            .strip_prefix(SEALED_PREFIX)
-            .ok_or(VaultError::Malformed)?;
-        let raw = BASE64
-            .decode(body.as_bytes())
-            .map_err(|_| VaultError::Malformed)?;
+        let body = sealed.0.strip_prefix(SEALED_PREFIX).ok_or(VaultError::Malformed)?;
+        let raw = BASE64.decode(body.as_bytes()).map_err(|_| VaultError::Malformed)?;
         if raw.len() < NONCE_LEN {
             return Err(VaultError::Malformed);
         }
         let (nonce, ciphertext) = raw.split_at(NONCE_LEN);
         self.cipher()
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad,
-                },
-            )
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad })
             .map(Zeroizing::new)
             .map_err(|_| VaultError::Decrypt)
     }
@@ -231,18 +195,9 @@ mod tests {
         let sealed = key.seal(b"SUSECRET", b"UABC");
         assert!(!sealed.0.contains("SUSECRET"));
         assert_eq!(key.open(&sealed, b"UABC").unwrap().as_slice(), b"SUSECRET");
-        assert!(matches!(
-            key.open(&sealed, b"UXYZ"),
-            Err(VaultError::Decrypt)
-        ));
-        assert!(matches!(
-            MasterKey::generate().open(&sealed, b"UABC"),
-            Err(VaultError::Decrypt)
-        ));
-        assert!(matches!(
-            key.open(&Sealed("v1:!!".into()), b"UABC"),
-            Err(VaultError::Malformed)
-        ));
+        assert!(matches!(key.open(&sealed, b"UXYZ"), Err(VaultError::Decrypt)));
+        assert!(matches!(MasterKey::generate().open(&sealed, b"UABC"), Err(VaultError::Decrypt)));
+        assert!(matches!(key.open(&Sealed("v1:!!".into()), b"UABC"), Err(VaultError::Malformed)));
     }
 
     #[test]
@@ -274,10 +229,7 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        assert!(matches!(
-            MasterKey::create_file(&path),
-            Err(VaultError::Io { .. })
-        ));
+        assert!(matches!(MasterKey::create_file(&path), Err(VaultError::Io { .. })));
         let loaded = MasterKeySource::File(path).load().unwrap();
         assert_eq!(*loaded.0, *key.0);
         let missing = MasterKeySource::File(dir.path().join("nope")).load();

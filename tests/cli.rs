@@ -39,13 +39,7 @@ impl Drop for Up {
 /// Starts `nats-authd up` in `dir` and waits until it says the server is up.
 fn up(dir: &Path, port: u16) -> Up {
     let mut child = nats_authd(dir)
-        .args([
-            "up",
-            "--port",
-            &port.to_string(),
-            "--http-port",
-            &free_port().to_string(),
-        ])
+        .args(["up", "--port", &port.to_string(), "--http-port", &free_port().to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -71,10 +65,7 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(
-            Instant::now() < deadline,
-            "process did not exit within {within:?}"
-        );
+        assert!(Instant::now() < deadline, "process did not exit within {within:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -89,18 +80,12 @@ fn up_brings_up_a_working_stack_and_ctrl_c_stops_it() {
     let url = format!("nats://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
-        let out = nats_authd(dir.path())
-            .args(["status", "--nats-url", &url])
-            .output()
-            .unwrap();
+        let out =
+            nats_authd(dir.path()).args(["status", "--json", "--nats-url", &url]).output().unwrap();
         if out.status.success() {
             break out;
         }
-        assert!(
-            Instant::now() < deadline,
-            "status never answered: {}",
-            stderr(&out)
-        );
+        assert!(Instant::now() < deadline, "status never answered: {}", stderr(&out));
         std::thread::sleep(Duration::from_millis(100));
     };
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
@@ -122,11 +107,7 @@ fn a_second_process_on_the_same_data_dir_gets_a_clear_error() {
     for args in [&["serve", "--require-nats"][..], &["init"][..]] {
         let out = nats_authd(dir.path()).args(args).output().unwrap();
         assert!(!out.status.success());
-        assert!(
-            stderr(&out).contains("in use by another nats-authd process"),
-            "{}",
-            stderr(&out)
-        );
+        assert!(stderr(&out).contains("in use by another nats-authd process"), "{}", stderr(&out));
     }
     signal(&first.0, nix::sys::signal::Signal::SIGTERM);
     assert!(wait_exit(&mut first.0, Duration::from_secs(20)).success());
@@ -135,31 +116,20 @@ fn a_second_process_on_the_same_data_dir_gets_a_clear_error() {
 #[test]
 fn serve_without_init_says_to_run_init() {
     let dir = tempfile::tempdir().unwrap();
-    let out = nats_authd(dir.path())
-        .args(["serve", "--data-dir", "nowhere"])
-        .output()
-        .unwrap();
+    let out = nats_authd(dir.path()).args(["serve", "--data-dir", "nowhere"]).output().unwrap();
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("run `nats-authd init --data-dir nowhere` first"),
         "{}",
         stderr(&out)
     );
-    assert!(
-        !dir.path().join("nowhere").exists(),
-        "serve must not create a data dir"
-    );
+    assert!(!dir.path().join("nowhere").exists(), "serve must not create a data dir");
 }
 
 #[test]
 fn require_nats_fails_fast_with_one_line_naming_the_url() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(nats_authd(dir.path())
-        .arg("init")
-        .output()
-        .unwrap()
-        .status
-        .success());
+    assert!(nats_authd(dir.path()).arg("init").output().unwrap().status.success());
     let url = format!("nats://127.0.0.1:{}", free_port());
     let started = Instant::now();
     let out = nats_authd(dir.path())
@@ -185,12 +155,7 @@ fn require_nats_fails_fast_with_one_line_naming_the_url() {
 #[test]
 fn wrong_master_key_in_the_environment_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(nats_authd(dir.path())
-        .arg("init")
-        .output()
-        .unwrap()
-        .status
-        .success());
+    assert!(nats_authd(dir.path()).arg("init").output().unwrap().status.success());
     let wrong = nats_authd_key();
     let out = nats_authd(dir.path())
         .env("NATS_AUTHD_MASTER_KEY", wrong)
@@ -206,7 +171,5 @@ fn wrong_master_key_in_the_environment_is_named() {
 }
 
 fn nats_authd_key() -> String {
-    nats_authd::vault::MasterKey::generate()
-        .to_text()
-        .to_string()
+    nats_authd::vault::MasterKey::generate().to_text().to_string()
 }

@@ -18,24 +18,14 @@ use nats_authd::trust;
 #[tokio::test]
 async fn nats_server_accepts_the_generated_config() {
     let stack = Stack::init().await;
-    nats_server::check_config(&nats_server_bin(), &stack.layout.config_file())
-        .await
-        .unwrap();
+    nats_server::check_config(&nats_server_bin(), &stack.layout.config_file()).await.unwrap();
 }
 
 #[tokio::test]
 async fn admin_creds_land_in_admin_and_the_service_in_auth() {
     let stack = Stack::start().await;
-    let admin = stack
-        .authority()
-        .account(&AccountName::new(ADMIN_ACCOUNT).unwrap())
-        .await
-        .unwrap();
-    let auth = stack
-        .authority()
-        .account(&AccountName::new(AUTH_ACCOUNT).unwrap())
-        .await
-        .unwrap();
+    let admin = stack.authority().account(&AccountName::new(ADMIN_ACCOUNT).unwrap()).await.unwrap();
+    let auth = stack.authority().account(&AccountName::new(AUTH_ACCOUNT).unwrap()).await.unwrap();
 
     let creds = std::fs::read_to_string(stack.layout.admin_creds()).unwrap();
     let (client, _) = stack.connect_creds(&creds).await;
@@ -53,16 +43,11 @@ async fn sentinel_alone_is_not_let_in() {
     let creds = std::fs::read_to_string(stack.layout.sentinel_creds()).unwrap();
     let result = tokio::time::timeout(
         Duration::from_secs(10),
-        async_nats::ConnectOptions::with_credentials(&creds)
-            .unwrap()
-            .connect(stack.url()),
+        async_nats::ConnectOptions::with_credentials(&creds).unwrap().connect(stack.url()),
     )
     .await
     .expect("connect must fail, not hang");
-    assert!(
-        result.is_err(),
-        "sentinel connected without a callout answer"
-    );
+    assert!(result.is_err(), "sentinel connected without a callout answer");
 }
 
 #[tokio::test]
@@ -75,19 +60,13 @@ async fn library_minted_tenant_user_has_exactly_its_permissions() {
 
     // A tenant account, pushed the way the service will push it: over its own connection,
     // through AUTH's import of $SYS.REQ.CLAIMS.UPDATE.
-    let acme = AccountRecord::new(
-        AccountName::new("acme").unwrap(),
-        AccountKind::Tenant,
-        master,
-        now,
-    );
+    let acme =
+        AccountRecord::new(AccountName::new("acme").unwrap(), AccountKind::Tenant, master, now);
     let account_jwt = trust::account_jwt(&operator, &acme, None, master, now).unwrap();
     trust::verify_account_jwt(&operator, &account_jwt, now).unwrap();
     let service = stack.service_client().await;
-    let reply = service
-        .request("$SYS.REQ.CLAIMS.UPDATE", account_jwt.clone().into())
-        .await
-        .unwrap();
+    let reply =
+        service.request("$SYS.REQ.CLAIMS.UPDATE", account_jwt.clone().into()).await.unwrap();
     let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(reply["data"]["code"], 200, "{reply}");
     let lookup = format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.LOOKUP", acme.public_key());
@@ -124,35 +103,22 @@ async fn library_minted_tenant_user_has_exactly_its_permissions() {
     let mut sub = client.subscribe("orders.>").await.unwrap();
     client.flush().await.unwrap();
     client.publish("orders.new", "42".into()).await.unwrap();
-    let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
     assert_eq!(msg.payload.as_ref(), b"42");
 
     // Outside: a permissions violation, and nothing delivered.
     client.publish("secret.plans", "x".into()).await.unwrap();
     client.flush().await.unwrap();
-    let violation = tokio::time::timeout(Duration::from_secs(5), violations.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        violation.to_lowercase().contains("permissions violation"),
-        "{violation}"
-    );
+    let violation =
+        tokio::time::timeout(Duration::from_secs(5), violations.recv()).await.unwrap().unwrap();
+    assert!(violation.to_lowercase().contains("permissions violation"), "{violation}");
     assert!(violation.contains("secret.plans"), "{violation}");
 
     let _denied_sub = client.subscribe("secret.>").await.unwrap();
     client.flush().await.unwrap();
-    let violation = tokio::time::timeout(Duration::from_secs(5), violations.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        violation.contains("Subscription to \"secret.>\""),
-        "{violation}"
-    );
+    let violation =
+        tokio::time::timeout(Duration::from_secs(5), violations.recv()).await.unwrap().unwrap();
+    assert!(violation.contains("Subscription to \"secret.>\""), "{violation}");
 }
 
 #[tokio::test]
@@ -165,17 +131,10 @@ async fn tenant_accounts_do_not_share_subjects() {
 
     let mut clients = Vec::new();
     for name in ["acme", "globex"] {
-        let account = AccountRecord::new(
-            AccountName::new(name).unwrap(),
-            AccountKind::Tenant,
-            master,
-            now,
-        );
+        let account =
+            AccountRecord::new(AccountName::new(name).unwrap(), AccountKind::Tenant, master, now);
         let jwt = trust::account_jwt(&operator, &account, None, master, now).unwrap();
-        service
-            .request("$SYS.REQ.CLAIMS.UPDATE", jwt.into())
-            .await
-            .unwrap();
+        service.request("$SYS.REQ.CLAIMS.UPDATE", jwt.into()).await.unwrap();
         let user = UserRecord::new(
             account.name.clone(),
             UserName::new("u").unwrap(),
@@ -183,29 +142,18 @@ async fn tenant_accounts_do_not_share_subjects() {
             master,
             now,
         );
-        let creds = trust::user_creds(
-            &account,
-            &user,
-            UserPermissionLimits::default(),
-            master,
-            now,
-        )
-        .unwrap();
+        let creds =
+            trust::user_creds(&account, &user, UserPermissionLimits::default(), master, now)
+                .unwrap();
         clients.push(stack.connect_creds(&creds).await.0);
     }
     let mut globex_sub = clients[1].subscribe("orders.>").await.unwrap();
     let mut acme_sub = clients[0].subscribe("orders.>").await.unwrap();
     clients[1].flush().await.unwrap();
     clients[0].flush().await.unwrap();
-    clients[0]
-        .publish("orders.new", "acme".into())
-        .await
-        .unwrap();
+    clients[0].publish("orders.new", "acme".into()).await.unwrap();
     clients[0].flush().await.unwrap();
-    let own = tokio::time::timeout(Duration::from_secs(5), acme_sub.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let own = tokio::time::timeout(Duration::from_secs(5), acme_sub.next()).await.unwrap().unwrap();
     assert_eq!(own.payload.as_ref(), b"acme");
     let leaked = tokio::time::timeout(Duration::from_millis(300), globex_sub.next()).await;
     assert!(leaked.is_err(), "globex saw acme's message");
@@ -219,33 +167,20 @@ async fn claims_delete_makes_the_server_forget_an_account() {
     let operator = authority.operator().await.unwrap();
     let service = stack.service_client().await;
 
-    let acme = AccountRecord::new(
-        AccountName::new("acme").unwrap(),
-        AccountKind::Tenant,
-        master,
-        now,
-    );
+    let acme =
+        AccountRecord::new(AccountName::new("acme").unwrap(), AccountKind::Tenant, master, now);
     let jwt = trust::account_jwt(&operator, &acme, None, master, now).unwrap();
-    service
-        .request("$SYS.REQ.CLAIMS.UPDATE", jwt.into())
-        .await
-        .unwrap();
+    service.request("$SYS.REQ.CLAIMS.UPDATE", jwt.into()).await.unwrap();
 
     let delete =
         trust::delete_accounts_jwt(&operator, vec![acme.public_key().to_string()], master, now)
             .unwrap();
-    let reply = service
-        .request("$SYS.REQ.CLAIMS.DELETE", delete.into())
-        .await
-        .unwrap();
+    let reply = service.request("$SYS.REQ.CLAIMS.DELETE", delete.into()).await.unwrap();
     let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(reply["data"]["code"], 200, "{reply}");
     let lookup = format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.LOOKUP", acme.public_key());
     let held = service.request(lookup, "".into()).await.unwrap();
-    assert!(
-        held.payload.is_empty(),
-        "server still holds the deleted account"
-    );
+    assert!(held.payload.is_empty(), "server still holds the deleted account");
 }
 
 #[tokio::test]
@@ -261,11 +196,6 @@ async fn a_busy_port_is_reported_not_mistaken_for_our_server() {
         Duration::from_secs(5),
     )
     .await;
-    let err = result
-        .err()
-        .expect("a second server on a busy port must not start");
-    assert!(
-        matches!(err, nats_server::NatsServerError::AddressInUse { .. }),
-        "{err}"
-    );
+    let err = result.err().expect("a second server on a busy port must not start");
+    assert!(matches!(err, nats_server::NatsServerError::AddressInUse { .. }), "{err}");
 }

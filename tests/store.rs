@@ -24,9 +24,7 @@ async fn writer_child() {
     let Some(dir) = std::env::var_os(WRITER_ENV) else {
         return;
     };
-    let db = Db::new(Arc::new(
-        SledStore::open(dir.as_ref(), OpenMode::CreateIfMissing).unwrap(),
-    ));
+    let db = Db::new(Arc::new(SledStore::open(dir.as_ref(), OpenMode::CreateIfMissing).unwrap()));
     for i in 0..100_000u32 {
         let mut batch = Batch::new();
         batch.push(Op::Put {
@@ -65,20 +63,10 @@ async fn acknowledged_writes_survive_kill_9() {
     child.wait().unwrap();
     let last_acked = last_acked.expect("the writer acknowledged nothing");
 
-    let db = Db::new(Arc::new(
-        SledStore::open(dir.path(), OpenMode::MustExist).unwrap(),
-    ));
+    let db = Db::new(Arc::new(SledStore::open(dir.path(), OpenMode::MustExist).unwrap()));
     for i in 0..=last_acked {
-        let value = db
-            .store()
-            .get(Tree::Pending, &format!("k{i:06}"))
-            .await
-            .unwrap();
-        assert_eq!(
-            value,
-            Some(i.to_be_bytes().to_vec()),
-            "acknowledged write {i} was lost"
-        );
+        let value = db.store().get(Tree::Pending, &format!("k{i:06}")).await.unwrap();
+        assert_eq!(value, Some(i.to_be_bytes().to_vec()), "acknowledged write {i} was lost");
     }
 }
 
@@ -89,17 +77,12 @@ async fn init_twice_keeps_every_key() {
     let operator = stack.authority().operator().await.unwrap().identity.public;
     stack.release_store();
 
-    let outcome = bootstrap::init(&options(&stack, MasterKeyOptions::default()), model::now())
-        .await
-        .unwrap();
+    let outcome =
+        bootstrap::init(&options(&stack, MasterKeyOptions::default()), model::now()).await.unwrap();
     assert!(!outcome.created);
     assert!(outcome.created_master_key.is_none());
     assert_eq!(outcome.operator_public_key, operator);
-    assert_eq!(
-        outcome.authority.db().export().await.unwrap(),
-        before,
-        "re-init changed the store"
-    );
+    assert_eq!(outcome.authority.db().export().await.unwrap(), before, "re-init changed the store");
 }
 
 fn options(stack: &Stack, master_key: MasterKeyOptions) -> InitOptions {
@@ -124,69 +107,31 @@ async fn missing_or_wrong_master_key_is_a_clear_error_and_changes_nothing() {
     let err = bootstrap::init(&options(&stack, MasterKeyOptions::default()), model::now())
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            BootstrapError::Vault(VaultError::MissingMasterKey { .. })
-        ),
-        "{err}"
-    );
-    assert!(
-        !key_file.exists(),
-        "a new master key must not be made for an existing store"
-    );
-    let err = bootstrap::open(&stack.layout.data_dir, &MasterKeyOptions::default())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            BootstrapError::Vault(VaultError::MissingMasterKey { .. })
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, BootstrapError::Vault(VaultError::MissingMasterKey { .. })), "{err}");
+    assert!(!key_file.exists(), "a new master key must not be made for an existing store");
+    let err =
+        bootstrap::open(&stack.layout.data_dir, &MasterKeyOptions::default()).await.unwrap_err();
+    assert!(matches!(err, BootstrapError::Vault(VaultError::MissingMasterKey { .. })), "{err}");
 
-    let wrong = MasterKeyOptions {
-        inline: Some(MasterKey::generate().to_text()),
-        file: None,
-    };
-    let err = bootstrap::init(&options(&stack, wrong.clone()), model::now())
-        .await
-        .unwrap_err();
+    let wrong = MasterKeyOptions { inline: Some(MasterKey::generate().to_text()), file: None };
+    let err = bootstrap::init(&options(&stack, wrong.clone()), model::now()).await.unwrap_err();
     assert!(
-        matches!(
-            err,
-            BootstrapError::Authority(AuthorityError::Vault(VaultError::WrongMasterKey))
-        ),
+        matches!(err, BootstrapError::Authority(AuthorityError::Vault(VaultError::WrongMasterKey))),
         "{err}"
     );
-    let err = bootstrap::open(&stack.layout.data_dir, &wrong)
-        .await
-        .unwrap_err();
+    let err = bootstrap::open(&stack.layout.data_dir, &wrong).await.unwrap_err();
     assert!(matches!(
         err,
         BootstrapError::Authority(AuthorityError::Vault(VaultError::WrongMasterKey))
     ));
 
-    let garbage = MasterKeyOptions {
-        inline: Some(Zeroizing::new("not a key".into())),
-        file: None,
-    };
-    let err = bootstrap::open(&stack.layout.data_dir, &garbage)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            BootstrapError::Vault(VaultError::InvalidMasterKey { .. })
-        ),
-        "{err}"
-    );
+    let garbage = MasterKeyOptions { inline: Some(Zeroizing::new("not a key".into())), file: None };
+    let err = bootstrap::open(&stack.layout.data_dir, &garbage).await.unwrap_err();
+    assert!(matches!(err, BootstrapError::Vault(VaultError::InvalidMasterKey { .. })), "{err}");
 
     std::fs::rename(&moved, &key_file).unwrap();
-    let authority = bootstrap::open(&stack.layout.data_dir, &MasterKeyOptions::default())
-        .await
-        .unwrap();
+    let authority =
+        bootstrap::open(&stack.layout.data_dir, &MasterKeyOptions::default()).await.unwrap();
     assert_eq!(authority.db().export().await.unwrap(), before);
 }
 
@@ -204,11 +149,7 @@ async fn every_seed(db: &Db, master: &MasterKey) -> Vec<(String, Vec<String>)> {
     for user in db.list::<UserRecord>("").await.unwrap() {
         keys.push(user.identity.clone());
     }
-    assert_eq!(
-        keys.len(),
-        2 + 3 * 2 + 1 + 3,
-        "operator 2, accounts 3x2 + xkey, users 3"
-    );
+    assert_eq!(keys.len(), 2 + 3 * 2 + 1 + 3, "operator 2, accounts 3x2 + xkey, users 3");
     keys.iter()
         .map(|k| {
             let seed = k.open_seed(master).unwrap();
@@ -243,11 +184,7 @@ async fn no_seed_is_readable_in_the_data_dir_or_the_logs() {
         .args(["--port", &stack.settings.port.to_string()])
         .output()
         .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
     let log_file = stack.dir.path().join("serve.log");
     let mut serve = Command::new(bin)
         .args(["--log", "trace", "serve", "--data-dir"])
@@ -258,14 +195,8 @@ async fn no_seed_is_readable_in_the_data_dir_or_the_logs() {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !std::fs::read_to_string(&log_file)
-        .unwrap()
-        .contains("serving")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "serve did not come up"
-        );
+    while !std::fs::read_to_string(&log_file).unwrap().contains("serving") {
+        assert!(std::time::Instant::now() < deadline, "serve did not come up");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     nix::sys::signal::kill(
@@ -279,27 +210,17 @@ async fn no_seed_is_readable_in_the_data_dir_or_the_logs() {
     logs.extend_from_slice(&init.stderr);
     logs.extend_from_slice(&std::fs::read(&log_file).unwrap());
 
-    let authority = bootstrap::open(&stack.layout.data_dir, &MasterKeyOptions::default())
-        .await
-        .unwrap();
+    let authority =
+        bootstrap::open(&stack.layout.data_dir, &MasterKeyOptions::default()).await.unwrap();
     let seeds = every_seed(authority.db(), authority.master()).await;
     drop(authority);
     // The search finds seeds where they are meant to be: the admin's, in the creds handed out.
     let admin_creds = std::fs::read(stack.layout.admin_creds()).unwrap();
-    let handed_out = seeds
-        .iter()
-        .filter(|(_, n)| contains(&admin_creds, n[0].as_bytes()))
-        .count();
-    assert_eq!(
-        handed_out, 1,
-        "the admin seed must be found in admin.creds (outside the data dir)"
-    );
+    let handed_out = seeds.iter().filter(|(_, n)| contains(&admin_creds, n[0].as_bytes())).count();
+    assert_eq!(handed_out, 1, "the admin seed must be found in admin.creds (outside the data dir)");
 
     let files = common::files_under(&data_dir);
-    assert!(
-        files.len() > 3,
-        "expected the store's files, found {files:?}"
-    );
+    assert!(files.len() > 3, "expected the store's files, found {files:?}");
     for (public, needles) in &seeds {
         for needle in needles {
             for file in &files {
@@ -310,10 +231,7 @@ async fn no_seed_is_readable_in_the_data_dir_or_the_logs() {
                     file.display()
                 );
             }
-            assert!(
-                !contains(&logs, needle.as_bytes()),
-                "seed of {public} in the logs"
-            );
+            assert!(!contains(&logs, needle.as_bytes()), "seed of {public} in the logs");
         }
     }
 }

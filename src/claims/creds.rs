@@ -64,14 +64,8 @@ pub fn parse(text: &str) -> Result<Creds, CredsError> {
     }
     let mut blocks = blocks.into_iter();
     let jwt = blocks.next().ok_or(CredsError::MissingJwt)?;
-    let seed = blocks
-        .next()
-        .filter(|s| s.starts_with("SU"))
-        .ok_or(CredsError::MissingSeed)?;
-    Ok(Creds {
-        jwt,
-        seed: Seed::new(seed),
-    })
+    let seed = blocks.next().filter(|s| s.starts_with("SU")).ok_or(CredsError::MissingSeed)?;
+    Ok(Creds { jwt, seed: Seed::new(seed) })
 }
 
 fn is_fence(line: &str) -> bool {

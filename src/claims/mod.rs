@@ -44,10 +44,7 @@ pub enum ClaimsError {
     WrongSubjectKind { expected: &'static str },
     /// The `nats.type` is not the expected claim kind.
     #[error("expected {expected} claims, found {found:?}")]
-    WrongClaimType {
-        expected: &'static str,
-        found: String,
-    },
+    WrongClaimType { expected: &'static str, found: String },
     /// `nats.version` is not 2.
     #[error("unsupported claims version {0}")]
     UnsupportedVersion(i64),
@@ -87,27 +84,12 @@ macro_rules! claim_body {
     };
 }
 
-claim_body!(
-    Operator,
-    "operator",
-    [Operator],
-    Some(KeyPairType::Operator)
-);
+claim_body!(Operator, "operator", [Operator], Some(KeyPairType::Operator));
 claim_body!(Account, "account", [Operator], Some(KeyPairType::Account));
 claim_body!(User, "user", [Account], Some(KeyPairType::User));
 claim_body!(Generic, "generic", [Operator], None);
-claim_body!(
-    AuthorizationRequest,
-    "authorization_request",
-    [Server],
-    None
-);
-claim_body!(
-    AuthorizationResponse,
-    "authorization_response",
-    [Account],
-    Some(KeyPairType::User)
-);
+claim_body!(AuthorizationRequest, "authorization_request", [Server], None);
+claim_body!(AuthorizationResponse, "authorization_response", [Account], Some(KeyPairType::User));
 
 /// Standard JWT claims around a `nats` body. Field order follows nats-io/jwt's `ClaimsData`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,10 +150,7 @@ pub struct Validation {
 impl Validation {
     /// Checks against `now` with the default skew.
     pub fn at(now: i64) -> Self {
-        Validation {
-            now,
-            skew: DEFAULT_CLOCK_SKEW_SECS,
-        }
+        Validation { now, skew: DEFAULT_CLOCK_SKEW_SECS }
     }
 }
 
@@ -184,11 +163,7 @@ impl Validation {
 pub fn encode<N: ClaimBody>(claims: &Claims<N>, signer: &KeyPair) -> Result<String, ClaimsError> {
     check_issuer_kind::<N>(&signer.key_pair_type())?;
     check_subject::<N>(&claims.subject)?;
-    let mut claims = ClaimsRef {
-        inner: claims,
-        issuer: signer.public_key(),
-        id: String::new(),
-    };
+    let mut claims = ClaimsRef { inner: claims, issuer: signer.public_key(), id: String::new() };
     // jti is a SHA-512/256 of the claims without it, like nats-io/jwt's, but over the whole
     // payload rather than only the standard claims: two tokens that differ only in `nats` then
     // differ in jti too, which the server's resolver uses to skip a "same" preload. It stays
@@ -201,13 +176,9 @@ pub fn encode<N: ClaimBody>(claims: &Claims<N>, signer: &KeyPair) -> Result<Stri
         BASE64URL_NOPAD.encode(HEADER.as_bytes()),
         BASE64URL_NOPAD.encode(&payload)
     );
-    let signature = signer
-        .sign(signing_input.as_bytes())
-        .map_err(|e| ClaimsError::Signing(e.to_string()))?;
-    Ok(format!(
-        "{signing_input}.{}",
-        BASE64URL_NOPAD.encode(&signature)
-    ))
+    let signature =
+        signer.sign(signing_input.as_bytes()).map_err(|e| ClaimsError::Signing(e.to_string()))?;
+    Ok(format!("{signing_input}.{}", BASE64URL_NOPAD.encode(&signature)))
 }
 
 /// Serializes borrowed claims with `iss`/`jti` replaced, so [`encode`] needs no clone.
@@ -281,21 +252,13 @@ pub fn decode<N: ClaimBody>(
     let (Some(header), Some(payload), Some(signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(ClaimsError::Malformed(
-            "expected three dot-separated parts".into(),
-        ));
+        return Err(ClaimsError::Malformed("expected three dot-separated parts".into()));
     };
     let header_bytes = b64(header, "header")?;
     let header_json: serde_json::Value = serde_json::from_slice(&header_bytes)
         .map_err(|_| ClaimsError::Malformed("header is not JSON".into()))?;
-    let typ = header_json
-        .get("typ")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default();
-    let alg = header_json
-        .get("alg")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default();
+    let typ = header_json.get("typ").and_then(|v| v.as_str()).unwrap_or_default();
+    let alg = header_json.get("alg").and_then(|v| v.as_str()).unwrap_or_default();
     if !typ.eq_ignore_ascii_case("jwt") || !alg.eq_ignore_ascii_case("ed25519-nkey") {
         return Err(ClaimsError::UnsupportedHeader);
     }
@@ -313,10 +276,7 @@ pub fn decode<N: ClaimBody>(
         .map_err(|_| ClaimsError::BadSignature)?;
 
     if envelope.nats.kind != N::TYPE {
-        return Err(ClaimsError::WrongClaimType {
-            expected: N::TYPE,
-            found: envelope.nats.kind,
-        });
+        return Err(ClaimsError::WrongClaimType { expected: N::TYPE, found: envelope.nats.kind });
     }
     if envelope.nats.version != CLAIMS_VERSION {
         return Err(ClaimsError::UnsupportedVersion(envelope.nats.version));
@@ -349,10 +309,7 @@ fn check_issuer_kind<N: ClaimBody>(kind: &KeyPairType) -> Result<(), ClaimsError
     if N::ISSUERS.contains(kind) {
         Ok(())
     } else {
-        Err(ClaimsError::WrongIssuerKind {
-            claim: N::TYPE,
-            found: format!("{kind:?}"),
-        })
+        Err(ClaimsError::WrongIssuerKind { claim: N::TYPE, found: format!("{kind:?}") })
     }
 }
 
@@ -362,9 +319,7 @@ fn check_subject<N: ClaimBody>(subject: &str) -> Result<(), ClaimsError> {
     };
     match KeyPair::from_public_key(subject) {
         Ok(kp) if kp.key_pair_type() == expected => Ok(()),
-        _ => Err(ClaimsError::WrongSubjectKind {
-            expected: key_kind_name(&expected),
-        }),
+        _ => Err(ClaimsError::WrongSubjectKind { expected: key_kind_name(&expected) }),
     }
 }
 

@@ -62,11 +62,7 @@ fn every_claim_kind_round_trips() {
         allowed_accounts: vec![account.public_key()],
         xkey: nkeys::XKey::new_from_raw([8; 32]).public_key(),
     };
-    body.imports = vec![Import::service(
-        "claims",
-        "$SYS.REQ.CLAIMS.UPDATE",
-        &account.public_key(),
-    )];
+    body.imports = vec![Import::service("claims", "$SYS.REQ.CLAIMS.UPDATE", &account.public_key())];
     body.exports = vec![Export {
         response_type: Some(ResponseType::Stream),
         ..Export::service("srv", "$SRV.>")
@@ -76,10 +72,8 @@ fn every_claim_kind_round_trips() {
     let mut body = User::default();
     body.permission_limits.permissions.publish.allow = vec!["sensors.*.telemetry".into()];
     body.permission_limits.permissions.subscribe.deny = vec!["admin.>".into()];
-    body.permission_limits.permissions.response = Some(ResponsePermission {
-        max_msgs: 1,
-        ttl_nanos: 1_000_000_000,
-    });
+    body.permission_limits.permissions.response =
+        Some(ResponsePermission { max_msgs: 1, ttl_nanos: 1_000_000_000 });
     body.permission_limits.limits.subs = 10;
     body.permission_limits.bearer_token = true;
     body.permission_limits.allowed_connection_types = vec!["STANDARD".into()];
@@ -106,11 +100,8 @@ fn every_claim_kind_round_trips() {
     request.client_information.id = 42;
     round_trip(&user.public_key(), request, &server);
 
-    let mut response = Claims::new(
-        user.public_key(),
-        AuthorizationResponse::deny("nope".into()),
-        NOW,
-    );
+    let mut response =
+        Claims::new(user.public_key(), AuthorizationResponse::deny("nope".into()), NOW);
     response.audience = Some(server.public_key());
     let token = encode(&response, &account).unwrap();
     let back = decode::<AuthorizationResponse>(&token, &Validation::at(NOW)).unwrap();
@@ -127,12 +118,9 @@ fn json_matches_nats_io_jwt_field_names() {
     body.issuer_account = account.public_key();
     let token = encode(&Claims::new(user.public_key(), body, NOW), &account).unwrap();
     let payload = token.split('.').nth(1).unwrap();
-    let json: serde_json::Value = serde_json::from_slice(
-        &data_encoding::BASE64URL_NOPAD
-            .decode(payload.as_bytes())
-            .unwrap(),
-    )
-    .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&data_encoding::BASE64URL_NOPAD.decode(payload.as_bytes()).unwrap())
+            .unwrap();
     // What nats-io/jwt writes for NewUserClaims with one pub allow and issuer_account.
     assert_eq!(
         json["nats"],
@@ -146,25 +134,17 @@ fn json_matches_nats_io_jwt_field_names() {
 
     let header = token.split('.').next().unwrap();
     assert_eq!(
-        data_encoding::BASE64URL_NOPAD
-            .decode(header.as_bytes())
-            .unwrap(),
+        data_encoding::BASE64URL_NOPAD.decode(header.as_bytes()).unwrap(),
         HEADER.as_bytes()
     );
 
     let operator = key(KeyPairType::Operator, 1);
-    let token = encode(
-        &Claims::new(account.public_key(), Account::default(), NOW),
-        &operator,
-    )
-    .unwrap();
+    let token =
+        encode(&Claims::new(account.public_key(), Account::default(), NOW), &operator).unwrap();
     let payload = token.split('.').nth(1).unwrap();
-    let json: serde_json::Value = serde_json::from_slice(
-        &data_encoding::BASE64URL_NOPAD
-            .decode(payload.as_bytes())
-            .unwrap(),
-    )
-    .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&data_encoding::BASE64URL_NOPAD.decode(payload.as_bytes()).unwrap())
+            .unwrap();
     // What nats-io/jwt writes for NewAccountClaims.
     assert_eq!(
         json["nats"],
@@ -183,10 +163,7 @@ fn encoding_is_deterministic_for_fixed_keys_and_time() {
     let operator = key(KeyPairType::Operator, 1);
     let account = key(KeyPairType::Account, 2);
     let claims = Claims::new(account.public_key(), Account::default(), NOW).with_name("acme");
-    assert_eq!(
-        encode(&claims, &operator).unwrap(),
-        encode(&claims, &operator).unwrap()
-    );
+    assert_eq!(encode(&claims, &operator).unwrap(), encode(&claims, &operator).unwrap());
 }
 
 fn user_token(exp: Option<i64>) -> String {
@@ -201,24 +178,14 @@ fn user_token(exp: Option<i64>) -> String {
 fn a_flipped_byte_is_a_bad_signature() {
     let token = user_token(None);
     let (rest, sig) = token.rsplit_once('.').unwrap();
-    let mut sig_bytes = data_encoding::BASE64URL_NOPAD
-        .decode(sig.as_bytes())
-        .unwrap();
+    let mut sig_bytes = data_encoding::BASE64URL_NOPAD.decode(sig.as_bytes()).unwrap();
     sig_bytes[10] ^= 0x01;
-    let forged = format!(
-        "{rest}.{}",
-        data_encoding::BASE64URL_NOPAD.encode(&sig_bytes)
-    );
-    assert_eq!(
-        decode::<User>(&forged, &Validation::at(NOW)),
-        Err(ClaimsError::BadSignature)
-    );
+    let forged = format!("{rest}.{}", data_encoding::BASE64URL_NOPAD.encode(&sig_bytes));
+    assert_eq!(decode::<User>(&forged, &Validation::at(NOW)), Err(ClaimsError::BadSignature));
 
     // Change the payload (the user name) but keep the old signature.
     let mut parts: Vec<String> = token.split('.').map(String::from).collect();
-    let payload = data_encoding::BASE64URL_NOPAD
-        .decode(parts[1].as_bytes())
-        .unwrap();
+    let payload = data_encoding::BASE64URL_NOPAD.decode(parts[1].as_bytes()).unwrap();
     let payload = String::from_utf8(payload).unwrap().replace("dev1", "dev2");
     parts[1] = data_encoding::BASE64URL_NOPAD.encode(payload.as_bytes());
     assert_eq!(
@@ -232,32 +199,16 @@ fn wrong_issuer_kind_is_rejected_on_both_sides() {
     // Signing: an operator may not sign a user.
     let claims = Claims::new(key(KeyPairType::User, 3).public_key(), User::default(), NOW);
     let err = encode(&claims, &key(KeyPairType::Operator, 1)).unwrap_err();
-    assert!(matches!(
-        err,
-        ClaimsError::WrongIssuerKind { claim: "user", .. }
-    ));
+    assert!(matches!(err, ClaimsError::WrongIssuerKind { claim: "user", .. }));
 
     // Verifying: a user token read as an account token was issued by an account key.
     let err = decode::<Account>(&user_token(None), &Validation::at(NOW)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ClaimsError::WrongIssuerKind {
-                claim: "account",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, ClaimsError::WrongIssuerKind { claim: "account", .. }), "{err:?}");
 
     // An authorization request must come from a server key.
     let request =
         AuthorizationRequest::new(ServerId::default(), key(KeyPairType::User, 3).public_key());
-    let err = encode(
-        &Claims::new("x", request, NOW),
-        &key(KeyPairType::Account, 2),
-    )
-    .unwrap_err();
+    let err = encode(&Claims::new("x", request, NOW), &key(KeyPairType::Account, 2)).unwrap_err();
     assert!(matches!(err, ClaimsError::WrongIssuerKind { .. }));
 }
 
@@ -265,26 +216,15 @@ fn wrong_issuer_kind_is_rejected_on_both_sides() {
 fn wrong_type_and_subject_kind_are_rejected() {
     // Same issuer kind (operator) but an operator token is not an account token.
     let operator = key(KeyPairType::Operator, 1);
-    let token = encode(
-        &Claims::new(operator.public_key(), Operator::default(), NOW),
-        &operator,
-    )
-    .unwrap();
+    let token =
+        encode(&Claims::new(operator.public_key(), Operator::default(), NOW), &operator).unwrap();
     let err = decode::<Generic>(&token, &Validation::at(NOW)).unwrap_err();
-    assert!(matches!(
-        err,
-        ClaimsError::WrongClaimType {
-            expected: "generic",
-            ..
-        }
-    ));
+    assert!(matches!(err, ClaimsError::WrongClaimType { expected: "generic", .. }));
 
     let claims = Claims::new(operator.public_key(), Account::default(), NOW);
     assert_eq!(
         encode(&claims, &operator),
-        Err(ClaimsError::WrongSubjectKind {
-            expected: "account"
-        })
+        Err(ClaimsError::WrongSubjectKind { expected: "account" })
     );
 }
 
@@ -296,19 +236,9 @@ fn expiry_honours_clock_skew() {
     let late = NOW + 61 + DEFAULT_CLOCK_SKEW_SECS;
     assert_eq!(
         decode::<User>(&token, &Validation::at(late)),
-        Err(ClaimsError::Expired {
-            exp: NOW + 60,
-            now: late
-        })
+        Err(ClaimsError::Expired { exp: NOW + 60, now: late })
     );
-    assert!(decode::<User>(
-        &token,
-        &Validation {
-            now: NOW + 61,
-            skew: 0
-        }
-    )
-    .is_err());
+    assert!(decode::<User>(&token, &Validation { now: NOW + 61, skew: 0 }).is_err());
 }
 
 #[test]
@@ -326,14 +256,7 @@ fn not_before_in_the_future_is_rejected() {
 #[test]
 fn garbage_is_malformed_not_a_panic() {
     let v = Validation::at(NOW);
-    for junk in [
-        "",
-        "a",
-        "a.b",
-        "a.b.c.d",
-        "!!.??.**",
-        "eyJ0eXAiOiJKV1QifQ.e30.AA",
-    ] {
+    for junk in ["", "a", "a.b", "a.b.c.d", "!!.??.**", "eyJ0eXAiOiJKV1QifQ.e30.AA"] {
         assert!(decode::<User>(junk, &v).is_err(), "{junk:?}");
     }
     let other_header = format!(
@@ -341,8 +264,5 @@ fn garbage_is_malformed_not_a_panic() {
         data_encoding::BASE64URL_NOPAD.encode(br#"{"typ":"JWT","alg":"HS256"}"#),
         user_token(None).split_once('.').unwrap().1
     );
-    assert_eq!(
-        decode::<User>(&other_header, &v),
-        Err(ClaimsError::UnsupportedHeader)
-    );
+    assert_eq!(decode::<User>(&other_header, &v), Err(ClaimsError::UnsupportedHeader));
 }

@@ -35,11 +35,7 @@ pub struct GenericFields {
 
 impl GenericFields {
     fn of(kind: &str) -> Self {
-        GenericFields {
-            tags: Vec::new(),
-            kind: kind.to_string(),
-            version: CLAIMS_VERSION,
-        }
+        GenericFields { tags: Vec::new(), kind: kind.to_string(), version: CLAIMS_VERSION }
     }
 }
 
@@ -123,11 +119,7 @@ pub struct UserLimits {
     pub src: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub times: Vec<TimeRange>,
-    #[serde(
-        rename = "times_location",
-        default,
-        skip_serializing_if = "String::is_empty"
-    )]
+    #[serde(rename = "times_location", default, skip_serializing_if = "String::is_empty")]
     pub locale: String,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub subs: i64,
@@ -443,10 +435,7 @@ pub struct Generic {
 impl Generic {
     /// The body of a claims-delete request for `accounts`.
     pub fn delete_accounts(accounts: Vec<String>) -> Self {
-        Generic {
-            accounts,
-            generic: GenericFields::of("generic"),
-        }
+        Generic { accounts, generic: GenericFields::of("generic") }
     }
 }
 
@@ -505,11 +494,7 @@ pub struct ConnectOptions {
     pub nkey: String,
     #[serde(rename = "sig", default, skip_serializing_if = "String::is_empty")]
     pub signed_nonce: String,
-    #[serde(
-        rename = "auth_token",
-        default,
-        skip_serializing_if = "String::is_empty"
-    )]
+    #[serde(rename = "auth_token", default, skip_serializing_if = "String::is_empty")]
     pub token: String,
     #[serde(rename = "user", default, skip_serializing_if = "String::is_empty")]
     pub username: String,
@@ -529,22 +514,8 @@ impl std::fmt::Debug for ConnectOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnectOptions")
             .field("username", &self.username)
-            .field(
-                "password",
-                &if self.password.is_empty() {
-                    ""
-                } else {
-                    "<redacted>"
-                },
-            )
-            .field(
-                "token",
-                &if self.token.is_empty() {
-                    ""
-                } else {
-                    "<redacted>"
-                },
-            )
+            .field("password", &if self.password.is_empty() { "" } else { "<redacted>" })
+            .field("token", &if self.token.is_empty() { "" } else { "<redacted>" })
             .field("name", &self.name)
             .field("lang", &self.lang)
             .field("version", &self.version)
@@ -575,11 +546,7 @@ pub struct AuthorizationRequest {
     pub client_information: ClientInformation,
     #[serde(rename = "connect_opts")]
     pub connect_options: ConnectOptions,
-    #[serde(
-        rename = "client_tls",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "client_tls", default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTls>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub request_nonce: String,

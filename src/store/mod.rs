@@ -34,14 +34,8 @@ pub enum Tree {
 
 impl Tree {
     /// Every tree, in a fixed order.
-    pub const ALL: [Tree; 6] = [
-        Tree::Meta,
-        Tree::Operator,
-        Tree::Accounts,
-        Tree::Users,
-        Tree::Roles,
-        Tree::Pending,
-    ];
+    pub const ALL: [Tree; 6] =
+        [Tree::Meta, Tree::Operator, Tree::Accounts, Tree::Users, Tree::Roles, Tree::Pending];
 
     /// The backend's name for the tree.
     pub fn name(self) -> &'static str {
@@ -70,18 +64,10 @@ pub enum StoreError {
     SchemaTooNew { found: u32, supported: u32 },
     /// A batch condition failed; nothing in the batch was written.
     #[error("{tree:?} record {key:?} {reason}")]
-    Conflict {
-        tree: Tree,
-        key: String,
-        reason: &'static str,
-    },
+    Conflict { tree: Tree, key: String, reason: &'static str },
     /// A stored value does not decode as its record type.
     #[error("{tree:?} record {key:?} is corrupt: {message}")]
-    Corrupt {
-        tree: Tree,
-        key: String,
-        message: String,
-    },
+    Corrupt { tree: Tree, key: String, message: String },
     /// The backend failed.
     #[error("storage backend: {0}")]
     Backend(String),
@@ -104,18 +90,9 @@ pub enum Expect {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// Write `value` under `key`.
-    Put {
-        tree: Tree,
-        key: String,
-        value: Vec<u8>,
-        expect: Expect,
-    },
+    Put { tree: Tree, key: String, value: Vec<u8>, expect: Expect },
     /// Remove `key`.
-    Delete {
-        tree: Tree,
-        key: String,
-        expect: Expect,
-    },
+    Delete { tree: Tree, key: String, expect: Expect },
 }
 
 /// Writes that apply together or not at all.
@@ -154,21 +131,23 @@ impl Batch {
     /// Writes `record` under a condition.
     pub fn put_with<R: Record>(&mut self, record: &R, expect: Expect) -> &mut Self {
         let value = serde_json::to_vec(record).expect("records serialize to JSON");
-        self.push(Op::Put {
-            tree: R::TREE,
-            key: record.key(),
-            value,
-            expect,
-        })
+        self.push(Op::Put { tree: R::TREE, key: record.key(), value, expect })
     }
 
     /// Removes the `R` stored under `key`, which must exist.
     pub fn delete<R: Record>(&mut self, key: &str) -> &mut Self {
-        self.push(Op::Delete {
-            tree: R::TREE,
-            key: key.to_string(),
-            expect: Expect::Present,
-        })
+        self.delete_with::<R>(key, Expect::Present)
+    }
+
+    /// Removes the `R` stored under `key` under a condition.
+    pub fn delete_with<R: Record>(&mut self, key: &str, expect: Expect) -> &mut Self {
+        self.push(Op::Delete { tree: R::TREE, key: key.to_string(), expect })
+    }
+
+    /// Writes `record` only if the stored one is still `current` (compare-and-swap).
+    pub fn replace<R: Record>(&mut self, current: &R, record: &R) -> &mut Self {
+        let expect = Expect::Value(serde_json::to_vec(current).expect("records serialize to JSON"));
+        self.put_with(record, expect)
     }
 }
 
@@ -230,7 +209,7 @@ impl Record for RoleRecord {
 impl Record for PendingUpdate {
     const TREE: Tree = Tree::Pending;
     fn key(&self) -> String {
-        self.account.to_string()
+        self.account_key.clone()
     }
 }
 

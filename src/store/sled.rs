@@ -62,10 +62,7 @@ impl SledStore {
     /// # Errors
     /// Backend failures.
     pub fn temporary() -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .temporary(true)
-            .open()
-            .map_err(backend)?;
+        let db = sled::Config::new().temporary(true).open().map_err(backend)?;
         Self::from_db(db, None)
     }
 
@@ -86,35 +83,21 @@ impl SledStore {
                         message: "not a number".into(),
                     })?;
                 if found > SCHEMA_VERSION {
-                    return Err(StoreError::SchemaTooNew {
-                        found,
-                        supported: SCHEMA_VERSION,
-                    });
+                    return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION });
                 }
             }
             None => {
-                meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
-                    .map_err(backend)?;
+                meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes()).map_err(backend)?;
                 db.flush().map_err(backend)?;
             }
         }
-        Ok(SledStore {
-            inner: Arc::new(Inner {
-                db,
-                trees,
-                _lock: lock,
-            }),
-        })
+        Ok(SledStore { inner: Arc::new(Inner { db, trees, _lock: lock }) })
     }
 }
 
 fn take_lock(path: &Path, dir: &str) -> Result<File, StoreError> {
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(backend)?;
+    let file =
+        File::options().create(true).truncate(false).write(true).open(path).map_err(backend)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => Err(StoreError::Locked {
@@ -126,10 +109,7 @@ fn take_lock(path: &Path, dir: &str) -> Result<File, StoreError> {
 }
 
 fn index(tree: Tree) -> usize {
-    Tree::ALL
-        .iter()
-        .position(|t| *t == tree)
-        .expect("every tree is in ALL")
+    Tree::ALL.iter().position(|t| *t == tree).expect("every tree is in ALL")
 }
 
 fn check(
@@ -139,11 +119,7 @@ fn check(
     expect: &Expect,
 ) -> Result<(), ConflictableTransactionError<StoreError>> {
     let conflict = |reason| {
-        ConflictableTransactionError::Abort(StoreError::Conflict {
-            tree,
-            key: key.into(),
-            reason,
-        })
+        ConflictableTransactionError::Abort(StoreError::Conflict { tree, key: key.into(), reason })
     };
     let current = view.get(key)?;
     match (expect, current) {
@@ -183,12 +159,7 @@ impl Store for SledStore {
             let result = inner.trees[..].transaction(|views| {
                 for op in batch.ops() {
                     match op {
-                        Op::Put {
-                            tree,
-                            key,
-                            value,
-                            expect,
-                        } => {
+                        Op::Put { tree, key, value, expect } => {
                             let view = &views[index(*tree)];
                             check(view, *tree, key, expect)?;
                             view.insert(key.as_bytes(), value.as_slice())?;
@@ -241,10 +212,7 @@ mod tests {
     }
 
     fn thing(name: &str, n: u32) -> Thing {
-        Thing {
-            name: name.into(),
-            n,
-        }
+        Thing { name: name.into(), n }
     }
 
     #[tokio::test]
@@ -257,21 +225,8 @@ mod tests {
         let mut b = Batch::new();
         b.create(&thing("b", 2)).create(&thing("a", 3));
         let err = db.commit(b).await.unwrap_err();
-        assert!(
-            matches!(
-                err,
-                StoreError::Conflict {
-                    reason: "already exists",
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        assert_eq!(
-            db.get::<Thing>("b").await.unwrap(),
-            None,
-            "b must not be written"
-        );
+        assert!(matches!(err, StoreError::Conflict { reason: "already exists", .. }), "{err}");
+        assert_eq!(db.get::<Thing>("b").await.unwrap(), None, "b must not be written");
         assert_eq!(db.get::<Thing>("a").await.unwrap(), Some(thing("a", 1)));
     }
 
@@ -280,10 +235,7 @@ mod tests {
         let db = Db::new(Arc::new(SledStore::temporary().unwrap()));
         let mut b = Batch::new();
         b.delete::<Thing>("missing");
-        assert!(matches!(
-            db.commit(b).await,
-            Err(StoreError::Conflict { .. })
-        ));
+        assert!(matches!(db.commit(b).await, Err(StoreError::Conflict { .. })));
 
         let mut b = Batch::new();
         b.put(&thing("a", 1));
@@ -291,10 +243,7 @@ mod tests {
         let stale = serde_json::to_vec(&thing("a", 0)).unwrap();
         let mut b = Batch::new();
         b.put_with(&thing("a", 2), Expect::Value(stale));
-        assert!(matches!(
-            db.commit(b).await,
-            Err(StoreError::Conflict { .. })
-        ));
+        assert!(matches!(db.commit(b).await, Err(StoreError::Conflict { .. })));
         let current = serde_json::to_vec(&thing("a", 1)).unwrap();
         let mut b = Batch::new();
         b.put_with(&thing("a", 2), Expect::Value(current));
@@ -306,17 +255,10 @@ mod tests {
     async fn list_scans_by_prefix_in_order() {
         let db = Db::new(Arc::new(SledStore::temporary().unwrap()));
         let mut b = Batch::new();
-        b.put(&thing("acme/b", 2))
-            .put(&thing("acme/a", 1))
-            .put(&thing("other/a", 3));
+        b.put(&thing("acme/b", 2)).put(&thing("acme/a", 1)).put(&thing("other/a", 3));
         db.commit(b).await.unwrap();
-        let names: Vec<_> = db
-            .list::<Thing>("acme/")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|t| t.name)
-            .collect();
+        let names: Vec<_> =
+            db.list::<Thing>("acme/").await.unwrap().into_iter().map(|t| t.name).collect();
         assert_eq!(names, ["acme/a", "acme/b"]);
     }
 
@@ -334,9 +276,8 @@ mod tests {
     async fn committed_data_survives_reopen_and_schema_is_checked() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = Db::new(Arc::new(
-                SledStore::open(dir.path(), OpenMode::CreateIfMissing).unwrap(),
-            ));
+            let db =
+                Db::new(Arc::new(SledStore::open(dir.path(), OpenMode::CreateIfMissing).unwrap()));
             let mut b = Batch::new();
             b.put(&thing("a", 1));
             db.commit(b).await.unwrap();
@@ -359,9 +300,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let err = SledStore::open(dir.path(), OpenMode::MustExist)
-            .err()
-            .unwrap();
+        let err = SledStore::open(dir.path(), OpenMode::MustExist).err().unwrap();
         assert!(matches!(err, StoreError::SchemaTooNew { found: 99, .. }));
     }
 }

@@ -35,11 +35,7 @@ pub fn nats_server_bin() -> PathBuf {
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A data dir, its outputs, and (while running) a nats-server using them.
@@ -55,10 +51,7 @@ impl Stack {
     /// `init` in a fresh temp dir, with free ports; no server yet.
     pub async fn init() -> Stack {
         let dir = tempfile::tempdir().unwrap();
-        let layout = Layout {
-            data_dir: dir.path().join("data"),
-            out_dir: dir.path().join("out"),
-        };
+        let layout = Layout { data_dir: dir.path().join("data"), out_dir: dir.path().join("out") };
         let settings = ServerSettings {
             host: "127.0.0.1".into(),
             port: free_port(),
@@ -73,13 +66,7 @@ impl Stack {
             xkey: true,
         };
         let outcome = bootstrap::init(&options, model::now()).await.unwrap();
-        Stack {
-            dir,
-            layout,
-            settings,
-            authority: Some(outcome.authority),
-            server: None,
-        }
+        Stack { dir, layout, settings, authority: Some(outcome.authority), server: None }
     }
 
     /// `init` and a running server.
@@ -154,6 +141,7 @@ impl Stack {
         connection::connect(self.authority(), &settings, std::future::pending())
             .await
             .unwrap()
+            .client
     }
 }
 
@@ -176,13 +164,7 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 /// Account public key of the connection, from `$SYS.REQ.USER.INFO` (imported by every account).
 pub async fn account_of(client: &Client) -> String {
-    let reply = client
-        .request("$SYS.REQ.USER.INFO", "".into())
-        .await
-        .unwrap();
+    let reply = client.request("$SYS.REQ.USER.INFO", "".into()).await.unwrap();
     let info: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
-    info["data"]["account"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no account in {info}"))
-        .to_string()
+    info["data"]["account"].as_str().unwrap_or_else(|| panic!("no account in {info}")).to_string()
 }

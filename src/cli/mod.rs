@@ -6,9 +6,16 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use zeroize::Zeroizing;
 
+use crate::app;
 use crate::bootstrap::{InitOptions, Layout, MasterKeyOptions};
 use crate::connection::ConnectionSettings;
+use crate::publisher::PublisherSettings;
 use crate::server_config::ServerSettings;
+
+pub mod admin;
+pub mod output;
+
+pub use admin::{AccountCmd, ClientArgs, PendingCmd, RoleCmd, UserCmd};
 
 /// Environment variable holding the master key itself (base64). Not a flag: flags show in `ps`.
 pub const MASTER_KEY_ENV: &str = "NATS_AUTHD_MASTER_KEY";
@@ -38,9 +45,53 @@ pub enum Command {
     Up(UpArgs),
     /// Run the service against an existing nats-server.
     Serve(ServeArgs),
-    /// Ask a running service for its status (as an admin).
+    /// Manage accounts (as an admin, over NATS).
+    Account(AccountArgs),
+    /// Manage users (as an admin, over NATS).
+    User(UserArgs),
+    /// Manage roles (as an admin, over NATS).
+    Role(RoleArgs),
+    /// Inspect or retry queued account pushes.
+    Pending(PendingArgs),
+    /// Show the operator JWT and keys (to configure more servers).
+    Operator(ClientArgs),
+    /// Ask a running service for its status.
     Status(ClientArgs),
 }
+
+macro_rules! client_command {
+    ($(#[$doc:meta])* $name:ident, $cmd:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Args)]
+        pub struct $name {
+            #[command(flatten)]
+            pub client: ClientArgs,
+            #[command(subcommand)]
+            pub cmd: $cmd,
+        }
+    };
+}
+
+client_command!(
+    /// `account` and its connection flags.
+    AccountArgs,
+    AccountCmd
+);
+client_command!(
+    /// `user` and its connection flags.
+    UserArgs,
+    UserCmd
+);
+client_command!(
+    /// `role` and its connection flags.
+    RoleArgs,
+    RoleCmd
+);
+client_command!(
+    /// `pending` and its connection flags.
+    PendingArgs,
+    PendingCmd
+);
 
 /// Where the store and the master key are.
 #[derive(Debug, Clone, Args)]
@@ -97,6 +148,39 @@ pub struct UpArgs {
     /// nats-server binary [default: search PATH].
     #[arg(long, env = "NATS_SERVER_BIN")]
     pub nats_server: Option<PathBuf>,
+    #[command(flatten)]
+    pub publisher: PublisherArgs,
+}
+
+/// Claims publisher tuning.
+#[derive(Debug, Clone, Args)]
+pub struct PublisherArgs {
+    /// Attempts before an account push is marked failed.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub push_max_attempts: u32,
+    /// How long failed pushes are kept for inspection and retry, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 86_400)]
+    pub push_retention: u64,
+}
+
+impl PublisherArgs {
+    /// Publisher settings.
+    pub fn settings(&self) -> PublisherSettings {
+        PublisherSettings {
+            max_attempts: self.push_max_attempts,
+            retention: Duration::from_secs(self.push_retention),
+            ..PublisherSettings::default()
+        }
+    }
+}
+
+/// Parses a positive number of seconds.
+fn secs(text: &str) -> Result<Duration, String> {
+    let value: f64 = text.parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(value > 0.0 && value.is_finite()) {
+        return Err(format!("{text} must be a positive number of seconds"));
+    }
+    Duration::try_from_secs_f64(value).map_err(|e| e.to_string())
 }
 
 /// `serve` arguments.
@@ -116,35 +200,19 @@ pub struct ServeArgs {
     #[arg(long)]
     pub require_nats: bool,
     /// Time-out of one connect attempt, in seconds.
-    #[arg(long, default_value_t = 5.0)]
-    pub connect_timeout: f64,
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = secs)]
+    pub connect_timeout: Duration,
     /// Time-out of requests the service makes to the servers, in seconds.
-    #[arg(long, default_value_t = 5.0)]
-    pub request_timeout: f64,
-}
-
-/// Arguments of commands that talk to a running service.
-#[derive(Debug, Clone, Args)]
-pub struct ClientArgs {
-    /// NATS server URL.
-    #[arg(
-        long = "nats-url",
-        env = "NATS_AUTHD_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_url: String,
-    /// Admin creds file.
-    #[arg(long, env = "NATS_AUTHD_CREDS", default_value = "authd/admin.creds")]
-    pub creds: PathBuf,
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = secs)]
+    pub request_timeout: Duration,
+    #[command(flatten)]
+    pub publisher: PublisherArgs,
 }
 
 impl StoreArgs {
     /// Master key options: the environment's key text wins over the file.
     pub fn master_key(&self, env_key: Option<String>) -> MasterKeyOptions {
-        MasterKeyOptions {
-            inline: env_key.map(Zeroizing::new),
-            file: self.master_key_file.clone(),
-        }
+        MasterKeyOptions { inline: env_key.map(Zeroizing::new), file: self.master_key_file.clone() }
     }
 }
 
@@ -163,10 +231,7 @@ impl ServerArgs {
 impl InitArgs {
     /// The layout of data and out dirs.
     pub fn layout(&self) -> Layout {
-        Layout {
-            data_dir: self.store.data_dir.clone(),
-            out_dir: self.server.out_dir.clone(),
-        }
+        Layout { data_dir: self.store.data_dir.clone(), out_dir: self.server.out_dir.clone() }
     }
 
     /// Library options for `init`.
@@ -182,14 +247,17 @@ impl InitArgs {
 }
 
 impl ServeArgs {
-    /// Connection settings.
-    pub fn connection(&self) -> ConnectionSettings {
-        ConnectionSettings {
-            urls: self.nats_urls.clone(),
-            connect_timeout: Duration::from_secs_f64(self.connect_timeout),
-            request_timeout: Duration::from_secs_f64(self.request_timeout),
-            require_nats: self.require_nats,
-            ..ConnectionSettings::default()
+    /// Service settings.
+    pub fn settings(&self) -> app::Settings {
+        app::Settings {
+            connection: ConnectionSettings {
+                urls: self.nats_urls.clone(),
+                connect_timeout: self.connect_timeout,
+                request_timeout: self.request_timeout,
+                require_nats: self.require_nats,
+                ..ConnectionSettings::default()
+            },
+            publisher: self.publisher.settings(),
         }
     }
 }
@@ -216,10 +284,8 @@ mod tests {
             "0.5",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command else {
-            panic!("not serve")
-        };
-        let conn = args.connection();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        let conn = args.settings().connection;
         assert_eq!(conn.urls, ["nats://a:4222", "nats://b:4222"]);
         assert!(conn.require_nats);
         assert_eq!(conn.connect_timeout, Duration::from_millis(500));
@@ -228,9 +294,7 @@ mod tests {
     #[test]
     fn init_defaults_keep_data_and_outputs_apart() {
         let cli = Cli::try_parse_from(["nats-authd", "init"]).unwrap();
-        let Command::Init(args) = cli.command else {
-            panic!("not init")
-        };
+        let Command::Init(args) = cli.command else { panic!("not init") };
         let opts = args.options(None);
         assert_eq!(opts.layout.data_dir, PathBuf::from("authd/data"));
         assert_eq!(opts.layout.out_dir, PathBuf::from("authd"));

@@ -1,0 +1,85 @@
+//! A client of the management API: what the CLI and the tests use to talk to a service.
+
+use std::time::Duration;
+
+use async_nats::Client;
+use serde_json::Value;
+
+/// Why a management request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The service answered with an error.
+    #[error("{message} (code {code})")]
+    Service { code: u16, message: String },
+    /// No answer: no service running, no permission, or a time-out.
+    #[error("no answer from nats-authd on {subject}: {cause}")]
+    Request { subject: String, cause: String },
+    /// The answer is not JSON.
+    #[error("unreadable answer on {subject}: {cause}")]
+    Decode { subject: String, cause: String },
+}
+
+impl ClientError {
+    /// The service's error code, if the service answered with one.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            ClientError::Service { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Sends management requests under a subject prefix.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    client: Client,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl AdminClient {
+    /// A client for the API under `prefix` (default `authd`).
+    pub fn new(client: Client, prefix: &str, timeout: Duration) -> Self {
+        AdminClient { client, prefix: prefix.to_string(), timeout }
+    }
+
+    /// The underlying NATS client.
+    pub fn nats(&self) -> &Client {
+        &self.client
+    }
+
+    /// Sends raw `body` to `<prefix>.<endpoint>` and returns the decoded answer.
+    ///
+    /// # Errors
+    /// [`ClientError::Service`] with the service's code and message on an error reply.
+    pub async fn call_raw(&self, endpoint: &str, body: Vec<u8>) -> Result<Value, ClientError> {
+        let subject = format!("{}.{endpoint}", self.prefix);
+        let request = async_nats::Request::new().payload(body.into()).timeout(Some(self.timeout));
+        let reply =
+            self.client.send_request(subject.clone(), request).await.map_err(|e| {
+                ClientError::Request { subject: subject.clone(), cause: e.to_string() }
+            })?;
+        if let Some(code) =
+            reply.headers.as_ref().and_then(|h| h.get(async_nats::service::NATS_SERVICE_ERROR_CODE))
+        {
+            let code = code.as_str().parse().unwrap_or(500);
+            let message = reply
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(async_nats::service::NATS_SERVICE_ERROR))
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default();
+            return Err(ClientError::Service { code, message });
+        }
+        serde_json::from_slice(&reply.payload)
+            .map_err(|e| ClientError::Decode { subject, cause: e.to_string() })
+    }
+
+    /// Sends `body` as JSON to `<prefix>.<endpoint>`.
+    ///
+    /// # Errors
+    /// As [`AdminClient::call_raw`].
+    pub async fn call(&self, endpoint: &str, body: &Value) -> Result<Value, ClientError> {
+        self.call_raw(endpoint, serde_json::to_vec(body).expect("JSON values serialize")).await
+    }
+}

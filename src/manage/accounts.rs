@@ -1,0 +1,385 @@
+//! Tenant accounts: create, read, update, delete.
+
+use serde::{Deserialize, Serialize};
+
+use super::{check_len, check_limit, LimitsInput, ManageError, Manager, MAX_DESCRIPTION_LEN};
+use crate::authority::AUTH_ACCOUNT;
+use crate::bootstrap::API_PREFIX;
+use crate::claims::{Export, ExportType, Import, OperatorLimits};
+use crate::model::{
+    AccountKind, AccountName, AccountRecord, RoleName, RoleRecord, Subject, UnixTime, UserRecord,
+};
+use crate::store::{Batch, Expect};
+
+/// A stream or service an account offers to our other accounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportInput {
+    pub subject: String,
+    #[serde(rename = "type")]
+    pub kind: ExportType,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A stream or service taken from another of our accounts, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportInput {
+    /// Name of the exporting account.
+    pub account: String,
+    pub subject: String,
+    #[serde(rename = "type")]
+    pub kind: ExportType,
+    /// Where the import appears in this account (default: the same subject).
+    #[serde(default)]
+    pub local_subject: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `account.create`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccount {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub limits: Option<LimitsInput>,
+    #[serde(default)]
+    pub exports: Vec<ExportInput>,
+    #[serde(default)]
+    pub imports: Vec<ImportInput>,
+}
+
+/// `account.update`: absent fields are left as they are; lists replace the stored ones.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAccount {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub active: Option<bool>,
+    #[serde(default)]
+    pub limits: Option<LimitsInput>,
+    #[serde(default)]
+    pub exports: Option<Vec<ExportInput>>,
+    #[serde(default)]
+    pub imports: Option<Vec<ImportInput>>,
+    /// Role given to users created without one; `""` clears it.
+    #[serde(default)]
+    pub default_role: Option<String>,
+}
+
+/// `account.get`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountRef {
+    pub name: String,
+}
+
+/// `account.delete`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteAccount {
+    pub name: String,
+    /// Also delete its users and roles (otherwise an account with users is not deleted).
+    #[serde(default)]
+    pub cascade: bool,
+}
+
+/// An account as the API shows it: no seeds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountView {
+    pub name: String,
+    pub public_key: String,
+    pub kind: AccountKind,
+    pub description: String,
+    pub active: bool,
+    pub signing_keys: Vec<String>,
+    pub limits: OperatorLimits,
+    pub imports: Vec<Import>,
+    pub exports: Vec<Export>,
+    pub default_role: Option<String>,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+impl From<&AccountRecord> for AccountView {
+    fn from(a: &AccountRecord) -> Self {
+        AccountView {
+            name: a.name.to_string(),
+            public_key: a.public_key().to_string(),
+            kind: a.kind,
+            description: a.description.clone(),
+            active: a.active,
+            signing_keys: a.signing_keys.iter().map(|k| k.public.clone()).collect(),
+            limits: a.limits.clone(),
+            imports: a.imports.clone(),
+            exports: a.exports.clone(),
+            default_role: a.default_role.as_ref().map(ToString::to_string),
+            created_at: a.created_at,
+            updated_at: a.updated_at,
+        }
+    }
+}
+
+/// `account.delete` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    pub name: String,
+    pub users: usize,
+    pub roles: usize,
+}
+
+fn apply_limits(limits: &mut OperatorLimits, input: &LimitsInput) -> Result<(), ManageError> {
+    let fields: [(&str, Option<i64>, &mut i64); 11] = [
+        ("connections", input.connections, &mut limits.conn),
+        ("subscriptions", input.subscriptions, &mut limits.subs),
+        ("data", input.data, &mut limits.data),
+        ("payload", input.payload, &mut limits.payload),
+        ("imports", input.imports, &mut limits.imports),
+        ("exports", input.exports, &mut limits.exports),
+        ("leaf_nodes", input.leaf_nodes, &mut limits.leaf_node_conn),
+        ("mem_storage", input.mem_storage, &mut limits.memory_storage),
+        ("disk_storage", input.disk_storage, &mut limits.disk_storage),
+        ("streams", input.streams, &mut limits.streams),
+        ("consumers", input.consumers, &mut limits.consumer),
+    ];
+    for (name, value, slot) in fields {
+        check_limit(name, value)?;
+        if let Some(v) = value {
+            *slot = v;
+        }
+    }
+    Ok(())
+}
+
+fn exports_from(input: &[ExportInput]) -> Result<Vec<Export>, ManageError> {
+    input
+        .iter()
+        .map(|e| {
+            let subject = Subject::new(&e.subject)?;
+            let name = e.name.clone().unwrap_or_else(|| subject.to_string());
+            Ok(Export { kind: e.kind, ..Export::service(&name, subject.as_str()) })
+        })
+        .collect()
+}
+
+/// Self-service endpoints every tenant reaches (its users' identity shared with the service).
+fn self_service_import(auth: &AccountRecord) -> Import {
+    let subject = format!("{API_PREFIX}.self.>");
+    Import {
+        share: true,
+        ..Import::service("nats-authd self-service", &subject, auth.public_key())
+    }
+}
+
+impl Manager {
+    async fn tenant(&self, name: &str) -> Result<AccountRecord, ManageError> {
+        let name = AccountName::new(name)?;
+        let account = self.authority.account(&name).await?;
+        if account.kind != AccountKind::Tenant {
+            return Err(ManageError::BadRequest(format!(
+                "account {name:?} is built in and cannot be changed through the API"
+            )));
+        }
+        Ok(account)
+    }
+
+    /// Resolves imports by account name and checks each fits an export of its exporter.
+    async fn imports_from(
+        &self,
+        own: &AccountName,
+        input: &[ImportInput],
+    ) -> Result<Vec<Import>, ManageError> {
+        let mut out = Vec::with_capacity(input.len());
+        for i in input {
+            let subject = Subject::new(&i.subject)?;
+            let from = AccountName::new(&i.account)?;
+            if from == *own {
+                return Err(ManageError::BadRequest(format!(
+                    "account {own} cannot import from itself"
+                )));
+            }
+            let exporter = self.authority.account(&from).await?;
+            let fits = exporter.exports.iter().any(|e| {
+                e.kind == i.kind && Subject::new(&e.subject).is_ok_and(|s| s.covers(&subject))
+            });
+            if !fits {
+                return Err(ManageError::BadRequest(format!(
+                    "account {from} exports no {:?} covering {subject}",
+                    i.kind
+                )));
+            }
+            let mut import = Import::service(
+                i.name.as_deref().unwrap_or(subject.as_str()),
+                subject.as_str(),
+                exporter.public_key(),
+            );
+            import.kind = i.kind;
+            if let Some(local) = &i.local_subject {
+                import.local_subject = Subject::new(local)?.to_string();
+            }
+            out.push(import);
+        }
+        Ok(out)
+    }
+
+    /// Creates a tenant account and queues its JWT (and AUTH's, whose allowed accounts grow).
+    ///
+    /// # Errors
+    /// 400 for invalid input, 409 if the name is taken.
+    pub async fn create_account(
+        &self,
+        req: CreateAccount,
+        now: UnixTime,
+    ) -> Result<AccountView, ManageError> {
+        let name = AccountName::new(&req.name)?;
+        let description = req.description.unwrap_or_default();
+        check_len("description", &description, MAX_DESCRIPTION_LEN)?;
+        let mut limits = OperatorLimits::default();
+        if let Some(input) = &req.limits {
+            apply_limits(&mut limits, input)?;
+        }
+        let exports = exports_from(&req.exports)?;
+        let mut imports = self.imports_from(&name, &req.imports).await?;
+        let auth = self.authority.account(&AccountName::new(AUTH_ACCOUNT).expect("valid")).await?;
+        imports.push(self_service_import(&auth));
+
+        let mut account =
+            AccountRecord::new(name, AccountKind::Tenant, self.authority.master(), now);
+        account.description = description;
+        account.limits = limits;
+        account.exports = exports;
+        account.imports = imports;
+
+        let mut batch = Batch::new();
+        batch.create(&account);
+        self.enqueue(&mut batch, &account, false, now);
+        self.enqueue(&mut batch, &auth, false, now);
+        self.commit(batch).await.map_err(|e| match e {
+            ManageError::Conflict(_) => {
+                ManageError::Conflict(format!("account {:?} already exists", account.name.as_str()))
+            }
+            other => other,
+        })?;
+        Ok(AccountView::from(&account))
+    }
+
+    /// One account.
+    ///
+    /// # Errors
+    /// 400 for a bad name, 404 if absent.
+    pub async fn get_account(&self, req: AccountRef) -> Result<AccountView, ManageError> {
+        let name = AccountName::new(&req.name)?;
+        Ok(AccountView::from(&self.authority.account(&name).await?))
+    }
+
+    /// Every account, built-in ones included.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn list_accounts(&self) -> Result<Vec<AccountView>, ManageError> {
+        let accounts = self.authority.db().list::<AccountRecord>("").await?;
+        Ok(accounts.iter().map(AccountView::from).collect())
+    }
+
+    /// Changes a tenant account and queues its JWT.
+    ///
+    /// # Errors
+    /// 400 for invalid input or a built-in account, 404 if absent, 409 on a concurrent change.
+    pub async fn update_account(
+        &self,
+        req: UpdateAccount,
+        now: UnixTime,
+    ) -> Result<AccountView, ManageError> {
+        let current = self.tenant(&req.name).await?;
+        let mut account = current.clone();
+        if let Some(description) = req.description {
+            check_len("description", &description, MAX_DESCRIPTION_LEN)?;
+            account.description = description;
+        }
+        if let Some(input) = &req.limits {
+            apply_limits(&mut account.limits, input)?;
+        }
+        if let Some(exports) = &req.exports {
+            account.exports = exports_from(exports)?;
+        }
+        if let Some(imports) = &req.imports {
+            let auth =
+                self.authority.account(&AccountName::new(AUTH_ACCOUNT).expect("valid")).await?;
+            let mut resolved = self.imports_from(&account.name, imports).await?;
+            resolved.push(self_service_import(&auth));
+            account.imports = resolved;
+        }
+        if let Some(role) = req.default_role {
+            account.default_role = if role.is_empty() {
+                None
+            } else {
+                let role = RoleName::new(&role)?;
+                let key = RoleRecord::key_of(&account.name, &role);
+                if self.authority.db().get::<RoleRecord>(&key).await?.is_none() {
+                    return Err(ManageError::NotFound { what: "role", name: key });
+                }
+                Some(role)
+            };
+        }
+        let activity_changed = req.active.is_some_and(|a| a != account.active);
+        if let Some(active) = req.active {
+            account.active = active;
+        }
+        if account == current {
+            return Ok(AccountView::from(&account));
+        }
+        account.updated_at = now;
+
+        let mut batch = Batch::new();
+        batch.replace(&current, &account);
+        self.enqueue(&mut batch, &account, false, now);
+        if activity_changed {
+            // An inactive tenant leaves AUTH's allowed accounts: the callout cannot place anyone there.
+            self.enqueue_auth(&mut batch, now).await?;
+        }
+        self.commit(batch).await?;
+        Ok(AccountView::from(&account))
+    }
+
+    /// Deletes a tenant account (and with `cascade` its users and roles), and queues its
+    /// removal from the servers.
+    ///
+    /// # Errors
+    /// 409 if it still has users and `cascade` is not set.
+    pub async fn delete_account(
+        &self,
+        req: DeleteAccount,
+        now: UnixTime,
+    ) -> Result<Deleted, ManageError> {
+        let account = self.tenant(&req.name).await?;
+        let prefix = format!("{}/", account.name);
+        let users = self.authority.db().list::<UserRecord>(&prefix).await?;
+        let roles = self.authority.db().list::<RoleRecord>(&prefix).await?;
+        if !users.is_empty() && !req.cascade {
+            return Err(ManageError::Conflict(format!(
+                "account {:?} has {} user(s); delete them first or set \"cascade\": true",
+                account.name.as_str(),
+                users.len()
+            )));
+        }
+        let mut batch = Batch::new();
+        let unchanged = Expect::Value(serde_json::to_vec(&account).expect("records serialize"));
+        batch.delete_with::<AccountRecord>(account.name.as_str(), unchanged);
+        for user in &users {
+            batch.delete::<UserRecord>(&UserRecord::key_of(&user.account, &user.name));
+        }
+        for role in &roles {
+            batch.delete::<RoleRecord>(&RoleRecord::key_of(&role.account, &role.name));
+        }
+        self.enqueue(&mut batch, &account, true, now);
+        self.enqueue_auth(&mut batch, now).await?;
+        self.commit(batch).await?;
+        Ok(Deleted { name: account.name.to_string(), users: users.len(), roles: roles.len() })
+    }
+}

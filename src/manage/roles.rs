@@ -1,0 +1,371 @@
+//! Roles: named permission sets within an account. Changing a role changes what its users'
+//! next JWTs carry; no server restart, no account push.
+
+use serde::{Deserialize, Serialize};
+
+use super::{check_len, check_limit, ManageError, Manager, MAX_DESCRIPTION_LEN};
+use crate::claims::{Permission, Permissions, ResponsePermission, NO_LIMIT};
+use crate::model::{
+    AccountKind, AccountName, AccountRecord, RoleName, RoleRecord, Subject, UnixTime, UserRecord,
+};
+use crate::store::{Batch, Expect};
+
+/// Most subjects in one allow or deny list.
+pub const MAX_SUBJECTS: usize = 256;
+
+/// Allow and deny lists of one direction.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionInput {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+/// Permission to answer requests: how many replies, for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseInput {
+    pub max: i64,
+    /// Milliseconds; 0: no time limit.
+    #[serde(default)]
+    pub ttl_ms: i64,
+}
+
+/// Per-user limits of a role; `-1` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleLimitsInput {
+    pub subs: Option<i64>,
+    pub data: Option<i64>,
+    pub payload: Option<i64>,
+}
+
+/// `role.create`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRole {
+    pub account: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub publish: PermissionInput,
+    #[serde(default)]
+    pub subscribe: PermissionInput,
+    #[serde(default)]
+    pub response: Option<ResponseInput>,
+    #[serde(default)]
+    pub limits: Option<RoleLimitsInput>,
+    /// Make it the account's default role.
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// `role.update`: absent fields are left as they are; lists replace the stored ones.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRole {
+    pub account: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub publish: Option<PermissionInput>,
+    #[serde(default)]
+    pub subscribe: Option<PermissionInput>,
+    /// New response permission; `{"max": 0}` removes it.
+    #[serde(default)]
+    pub response: Option<ResponseInput>,
+    #[serde(default)]
+    pub limits: Option<RoleLimitsInput>,
+    #[serde(default)]
+    pub default: Option<bool>,
+}
+
+/// `role.get`, `role.delete`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleRef {
+    pub account: String,
+    pub name: String,
+}
+
+/// `role.list`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleListRef {
+    pub account: String,
+}
+
+/// A role as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleView {
+    pub account: String,
+    pub name: String,
+    pub description: String,
+    pub publish: Permission,
+    pub subscribe: Permission,
+    pub response: Option<ResponsePermission>,
+    pub subs: i64,
+    pub data: i64,
+    pub payload: i64,
+    pub default: bool,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+impl RoleView {
+    fn of(role: &RoleRecord, account: &AccountRecord) -> Self {
+        RoleView {
+            account: role.account.to_string(),
+            name: role.name.to_string(),
+            description: role.description.clone(),
+            publish: role.permissions.publish.clone(),
+            subscribe: role.permissions.subscribe.clone(),
+            response: role.permissions.response,
+            subs: role.subs,
+            data: role.data,
+            payload: role.payload,
+            default: account.default_role.as_ref() == Some(&role.name),
+            created_at: role.created_at,
+            updated_at: role.updated_at,
+        }
+    }
+}
+
+fn subjects(direction: &str, list: &str, input: &[String]) -> Result<Vec<String>, ManageError> {
+    if input.len() > MAX_SUBJECTS {
+        return Err(ManageError::BadRequest(format!(
+            "{direction}.{list} has more than {MAX_SUBJECTS} subjects"
+        )));
+    }
+    input
+        .iter()
+        .map(|s| {
+            Subject::new(s)
+                .map(String::from)
+                .map_err(|e| ManageError::BadRequest(format!("{direction}.{list}: {e}")))
+        })
+        .collect()
+}
+
+fn permission(direction: &str, input: &PermissionInput) -> Result<Permission, ManageError> {
+    Ok(Permission {
+        allow: subjects(direction, "allow", &input.allow)?,
+        deny: subjects(direction, "deny", &input.deny)?,
+    })
+}
+
+fn response(input: ResponseInput) -> Result<Option<ResponsePermission>, ManageError> {
+    if input.max < 0 || input.ttl_ms < 0 {
+        return Err(ManageError::BadRequest(
+            "response.max and response.ttl_ms must be >= 0".into(),
+        ));
+    }
+    if input.max == 0 {
+        return Ok(None);
+    }
+    Ok(Some(ResponsePermission {
+        max_msgs: input.max,
+        ttl_nanos: input.ttl_ms.saturating_mul(1_000_000),
+    }))
+}
+
+fn apply_limits(role: &mut RoleRecord, input: &RoleLimitsInput) -> Result<(), ManageError> {
+    for (name, value, slot) in [
+        ("subs", input.subs, &mut role.subs),
+        ("data", input.data, &mut role.data),
+        ("payload", input.payload, &mut role.payload),
+    ] {
+        check_limit(name, value)?;
+        if let Some(v) = value {
+            *slot = v;
+        }
+    }
+    Ok(())
+}
+
+impl Manager {
+    async fn role_account(&self, name: &str) -> Result<AccountRecord, ManageError> {
+        let account = self.authority.account(&AccountName::new(name)?).await?;
+        if account.kind != AccountKind::Tenant {
+            return Err(ManageError::BadRequest(format!(
+                "roles belong to tenant accounts; {:?} is built in",
+                account.name.as_str()
+            )));
+        }
+        Ok(account)
+    }
+
+    async fn role_record(
+        &self,
+        account: &AccountRecord,
+        name: &str,
+    ) -> Result<RoleRecord, ManageError> {
+        let key = RoleRecord::key_of(&account.name, &RoleName::new(name)?);
+        self.authority
+            .db()
+            .get(&key)
+            .await?
+            .ok_or(ManageError::NotFound { what: "role", name: key })
+    }
+
+    /// Adds `account`'s new default role to `batch` if it changes.
+    fn set_default(
+        batch: &mut Batch,
+        account: &AccountRecord,
+        role: &RoleName,
+        default: bool,
+        now: UnixTime,
+    ) {
+        let is_default = account.default_role.as_ref() == Some(role);
+        if default == is_default {
+            return;
+        }
+        let mut changed = account.clone();
+        changed.default_role = if default { Some(role.clone()) } else { None };
+        changed.updated_at = now;
+        batch.replace(account, &changed);
+    }
+
+    /// Creates a role.
+    ///
+    /// # Errors
+    /// 400 for invalid subjects or limits (naming the pattern), 409 for a taken name.
+    pub async fn create_role(
+        &self,
+        req: CreateRole,
+        now: UnixTime,
+    ) -> Result<RoleView, ManageError> {
+        let account = self.role_account(&req.account).await?;
+        let name = RoleName::new(&req.name)?;
+        let description = req.description.unwrap_or_default();
+        check_len("description", &description, MAX_DESCRIPTION_LEN)?;
+        let mut role = RoleRecord {
+            account: account.name.clone(),
+            name,
+            description,
+            permissions: Permissions {
+                publish: permission("publish", &req.publish)?,
+                subscribe: permission("subscribe", &req.subscribe)?,
+                response: req.response.map(response).transpose()?.flatten(),
+            },
+            subs: NO_LIMIT,
+            data: NO_LIMIT,
+            payload: NO_LIMIT,
+            created_at: now,
+            updated_at: now,
+        };
+        if let Some(limits) = &req.limits {
+            apply_limits(&mut role, limits)?;
+        }
+        let mut batch = Batch::new();
+        batch.create(&role);
+        Self::set_default(&mut batch, &account, &role.name, req.default, now);
+        self.commit(batch).await.map_err(|e| match e {
+            ManageError::Conflict(m) if m.contains("already exists") => {
+                ManageError::Conflict(format!(
+                    "role {:?} already exists in account {:?}",
+                    role.name.as_str(),
+                    account.name.as_str()
+                ))
+            }
+            other => other,
+        })?;
+        let account = self.authority.account(&account.name).await?;
+        Ok(RoleView::of(&role, &account))
+    }
+
+    /// One role.
+    ///
+    /// # Errors
+    /// 404 for unknown records.
+    pub async fn get_role(&self, req: RoleRef) -> Result<RoleView, ManageError> {
+        let account = self.role_account(&req.account).await?;
+        Ok(RoleView::of(&self.role_record(&account, &req.name).await?, &account))
+    }
+
+    /// The roles of an account.
+    ///
+    /// # Errors
+    /// 404 for an unknown account.
+    pub async fn list_roles(&self, req: RoleListRef) -> Result<Vec<RoleView>, ManageError> {
+        let account = self.role_account(&req.account).await?;
+        let roles = self.authority.db().list::<RoleRecord>(&format!("{}/", account.name)).await?;
+        Ok(roles.iter().map(|r| RoleView::of(r, &account)).collect())
+    }
+
+    /// Changes a role; its users' next JWTs carry the change.
+    ///
+    /// # Errors
+    /// 400 for invalid input, 404 for unknown records, 409 on a concurrent change.
+    pub async fn update_role(
+        &self,
+        req: UpdateRole,
+        now: UnixTime,
+    ) -> Result<RoleView, ManageError> {
+        let account = self.role_account(&req.account).await?;
+        let current = self.role_record(&account, &req.name).await?;
+        let mut role = current.clone();
+        if let Some(description) = req.description {
+            check_len("description", &description, MAX_DESCRIPTION_LEN)?;
+            role.description = description;
+        }
+        if let Some(publish) = &req.publish {
+            role.permissions.publish = permission("publish", publish)?;
+        }
+        if let Some(subscribe) = &req.subscribe {
+            role.permissions.subscribe = permission("subscribe", subscribe)?;
+        }
+        if let Some(input) = req.response {
+            role.permissions.response = response(input)?;
+        }
+        if let Some(limits) = &req.limits {
+            apply_limits(&mut role, limits)?;
+        }
+        let mut batch = Batch::new();
+        if role != current {
+            role.updated_at = now;
+            batch.replace(&current, &role);
+        }
+        if let Some(default) = req.default {
+            Self::set_default(&mut batch, &account, &role.name, default, now);
+        }
+        if !batch.ops().is_empty() {
+            self.commit(batch).await?;
+        }
+        let account = self.authority.account(&account.name).await?;
+        Ok(RoleView::of(&role, &account))
+    }
+
+    /// Deletes a role no user holds.
+    ///
+    /// # Errors
+    /// 409 if users hold it.
+    pub async fn delete_role(&self, req: RoleRef, now: UnixTime) -> Result<RoleView, ManageError> {
+        let account = self.role_account(&req.account).await?;
+        let role = self.role_record(&account, &req.name).await?;
+        let holders = self
+            .authority
+            .db()
+            .list::<UserRecord>(&format!("{}/", account.name))
+            .await?
+            .into_iter()
+            .filter(|u| u.role.as_ref() == Some(&role.name))
+            .count();
+        if holders > 0 {
+            return Err(ManageError::Conflict(format!(
+                "role {:?} is held by {holders} user(s); give them another role first",
+                role.name.as_str()
+            )));
+        }
+        let mut batch = Batch::new();
+        let unchanged = Expect::Value(serde_json::to_vec(&role).expect("records serialize"));
+        batch.delete_with::<RoleRecord>(&RoleRecord::key_of(&role.account, &role.name), unchanged);
+        Self::set_default(&mut batch, &account, &role.name, false, now);
+        self.commit(batch).await?;
+        Ok(RoleView::of(&role, &account))
+    }
+}

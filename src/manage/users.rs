@@ -1,0 +1,423 @@
+//! Users of tenant (and admin) accounts: create, read, update, delete, new keys, creds.
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{check_len, ManageError, Manager, MAX_DESCRIPTION_LEN};
+use crate::keys::{KeyRole, SealedKey};
+use crate::model::{
+    AccountKind, AccountName, AccountRecord, RoleName, RoleRecord, UnixTime, UserKind, UserName,
+    UserRecord,
+};
+use crate::password::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN};
+use crate::policy;
+use crate::store::Batch;
+use crate::trust;
+
+/// Longest JWT lifetime accepted for a user (a year); `None` means no expiry.
+pub const MAX_JWT_TTL_SECS: i64 = 366 * 24 * 3600;
+
+/// `user.create`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub account: String,
+    pub name: String,
+    /// Role name; default: the account's default role.
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// For callout logins; stored only as an argon2id hash.
+    #[serde(default)]
+    pub password: Option<Zeroizing<String>>,
+    /// Lifetime of issued JWTs in seconds; absent: no expiry.
+    #[serde(default)]
+    pub jwt_ttl_secs: Option<i64>,
+    /// Issue bearer JWTs (no nonce signature needed to connect).
+    #[serde(default)]
+    pub bearer_token: Option<bool>,
+}
+
+/// `user.update`: absent fields are left as they are.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    pub account: String,
+    pub name: String,
+    /// New role; `""` falls back to the account's default role.
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub active: Option<bool>,
+    /// New password; `""` removes it.
+    #[serde(default)]
+    pub password: Option<Zeroizing<String>>,
+    /// New JWT lifetime; `0` removes it (no expiry).
+    #[serde(default)]
+    pub jwt_ttl_secs: Option<i64>,
+    #[serde(default)]
+    pub bearer_token: Option<bool>,
+}
+
+/// `user.get`, `user.delete`, `user.regenerate`, `user.creds`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserRef {
+    pub account: String,
+    pub name: String,
+}
+
+/// `user.list`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserListRef {
+    pub account: String,
+}
+
+/// A user as the API shows it: no seed, no hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    pub account: String,
+    pub name: String,
+    pub public_key: String,
+    pub kind: UserKind,
+    pub role: Option<String>,
+    pub description: String,
+    pub active: bool,
+    pub has_password: bool,
+    pub jwt_ttl_secs: Option<i64>,
+    pub bearer_token: bool,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+impl From<&UserRecord> for UserView {
+    fn from(u: &UserRecord) -> Self {
+        UserView {
+            account: u.account.to_string(),
+            name: u.name.to_string(),
+            public_key: u.identity.public.clone(),
+            kind: u.kind,
+            role: u.role.as_ref().map(ToString::to_string),
+            description: u.description.clone(),
+            active: u.active,
+            has_password: u.password_hash.is_some(),
+            jwt_ttl_secs: u.jwt_ttl_secs,
+            bearer_token: u.bearer_token,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+        }
+    }
+}
+
+/// A user's creds file (the one response that carries a seed: the user's own).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredsView {
+    pub account: String,
+    pub name: String,
+    pub public_key: String,
+    pub creds: String,
+}
+
+fn check_password(password: &str) -> Result<(), ManageError> {
+    let len = password.chars().count();
+    if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&len) {
+        return Err(ManageError::BadRequest(format!(
+            "password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_ttl(ttl: i64) -> Result<(), ManageError> {
+    if !(1..=MAX_JWT_TTL_SECS).contains(&ttl) {
+        return Err(ManageError::BadRequest(format!(
+            "jwt_ttl_secs must be 1 to {MAX_JWT_TTL_SECS}"
+        )));
+    }
+    Ok(())
+}
+
+impl Manager {
+    /// The account users may be managed in: tenants, and ADMIN (for more admins).
+    async fn user_account(&self, name: &str) -> Result<AccountRecord, ManageError> {
+        let account = self.authority.account(&AccountName::new(name)?).await?;
+        match account.kind {
+            AccountKind::Tenant | AccountKind::Admin => Ok(account),
+            _ => Err(ManageError::BadRequest(format!(
+                "users of account {:?} are managed by nats-authd itself",
+                account.name.as_str()
+            ))),
+        }
+    }
+
+    async fn role_of(
+        &self,
+        account: &AccountRecord,
+        role: &str,
+    ) -> Result<Option<RoleName>, ManageError> {
+        if role.is_empty() {
+            return Ok(account.default_role.clone());
+        }
+        let role = RoleName::new(role)?;
+        let key = RoleRecord::key_of(&account.name, &role);
+        if self.authority.db().get::<RoleRecord>(&key).await?.is_none() {
+            return Err(ManageError::NotFound { what: "role", name: key });
+        }
+        Ok(Some(role))
+    }
+
+    async fn user_record(
+        &self,
+        account: &AccountRecord,
+        name: &str,
+    ) -> Result<UserRecord, ManageError> {
+        Ok(self.authority.user(&account.name, &UserName::new(name)?).await?)
+    }
+
+    /// Creates a user with a fresh nkey.
+    ///
+    /// # Errors
+    /// 400 for invalid input, 404 for an unknown account or role, 409 for a taken name.
+    pub async fn create_user(
+        &self,
+        req: CreateUser,
+        now: UnixTime,
+    ) -> Result<UserView, ManageError> {
+        let account = self.user_account(&req.account).await?;
+        let name = UserName::new(&req.name)?;
+        let description = req.description.unwrap_or_default();
+        check_len("description", &description, MAX_DESCRIPTION_LEN)?;
+        if let Some(ttl) = req.jwt_ttl_secs {
+            check_ttl(ttl)?;
+        }
+        if let Some(password) = &req.password {
+            check_password(password)?;
+        }
+        let role = match account.kind {
+            AccountKind::Admin if req.role.is_some() => {
+                return Err(ManageError::BadRequest(
+                    "admins have no role: they hold all of ADMIN".into(),
+                ))
+            }
+            AccountKind::Admin => None,
+            _ => self.role_of(&account, req.role.as_deref().unwrap_or("")).await?,
+        };
+        let kind =
+            if account.kind == AccountKind::Admin { UserKind::Admin } else { UserKind::Member };
+        let mut user =
+            UserRecord::new(account.name.clone(), name, kind, self.authority.master(), now);
+        user.role = role;
+        user.description = description;
+        user.jwt_ttl_secs = req.jwt_ttl_secs;
+        user.bearer_token = req.bearer_token.unwrap_or(false);
+        if let Some(password) = req.password {
+            user.password_hash = Some(self.hasher.hash(password).await?);
+        }
+        let mut batch = Batch::new();
+        batch.create(&user);
+        self.commit(batch).await.map_err(|e| match e {
+            ManageError::Conflict(_) => ManageError::Conflict(format!(
+                "user {:?} already exists in account {:?}",
+                user.name.as_str(),
+                user.account.as_str()
+            )),
+            other => other,
+        })?;
+        Ok(UserView::from(&user))
+    }
+
+    /// One user.
+    ///
+    /// # Errors
+    /// 404 if the account or user does not exist.
+    pub async fn get_user(&self, req: UserRef) -> Result<UserView, ManageError> {
+        let account = self.authority.account(&AccountName::new(&req.account)?).await?;
+        Ok(UserView::from(&self.user_record(&account, &req.name).await?))
+    }
+
+    /// The users of an account.
+    ///
+    /// # Errors
+    /// 404 if the account does not exist.
+    pub async fn list_users(&self, req: UserListRef) -> Result<Vec<UserView>, ManageError> {
+        let account = self.authority.account(&AccountName::new(&req.account)?).await?;
+        let users = self.authority.db().list::<UserRecord>(&format!("{}/", account.name)).await?;
+        Ok(users.iter().map(UserView::from).collect())
+    }
+
+    /// Changes a user. Deactivating revokes its key in the account JWT, which ends its live
+    /// creds connections; reactivating lifts the revocation.
+    ///
+    /// # Errors
+    /// 400 for invalid input, 404 for unknown records, 409 on a concurrent change.
+    pub async fn update_user(
+        &self,
+        req: UpdateUser,
+        now: UnixTime,
+    ) -> Result<UserView, ManageError> {
+        let account = self.user_account(&req.account).await?;
+        let current = self.user_record(&account, &req.name).await?;
+        let mut user = current.clone();
+        if let Some(description) = req.description {
+            check_len("description", &description, MAX_DESCRIPTION_LEN)?;
+            user.description = description;
+        }
+        if let Some(role) = &req.role {
+            if account.kind == AccountKind::Admin {
+                return Err(ManageError::BadRequest(
+                    "admins have no role: they hold all of ADMIN".into(),
+                ));
+            }
+            user.role = self.role_of(&account, role).await?;
+        }
+        match req.jwt_ttl_secs {
+            Some(0) => user.jwt_ttl_secs = None,
+            Some(ttl) => {
+                check_ttl(ttl)?;
+                user.jwt_ttl_secs = Some(ttl);
+            }
+            None => {}
+        }
+        if let Some(bearer) = req.bearer_token {
+            user.bearer_token = bearer;
+        }
+        match req.password {
+            Some(p) if p.is_empty() => user.password_hash = None,
+            Some(p) => {
+                check_password(&p)?;
+                user.password_hash = Some(self.hasher.hash(p).await?);
+            }
+            None => {}
+        }
+        let mut revoke = None;
+        if let Some(active) = req.active {
+            if active != user.active {
+                revoke = Some(!active);
+                user.active = active;
+            }
+        }
+        if user == current {
+            return Ok(UserView::from(&user));
+        }
+        user.updated_at = now;
+        let mut batch = Batch::new();
+        batch.replace(&current, &user);
+        if let Some(revoke) = revoke {
+            let mut changed = account.clone();
+            if revoke {
+                changed.revocations.insert(user.identity.public.clone(), now);
+            } else {
+                changed.revocations.remove(&user.identity.public);
+            }
+            changed.updated_at = now;
+            batch.replace(&account, &changed);
+            self.enqueue(&mut batch, &changed, false, now);
+        }
+        self.commit(batch).await?;
+        Ok(UserView::from(&user))
+    }
+
+    /// Deletes a user and revokes its key, so live creds connections are cut.
+    ///
+    /// # Errors
+    /// 404 for unknown records, 409 on a concurrent change.
+    pub async fn delete_user(&self, req: UserRef, now: UnixTime) -> Result<UserView, ManageError> {
+        let account = self.user_account(&req.account).await?;
+        let user = self.user_record(&account, &req.name).await?;
+        let mut changed = account.clone();
+        changed.revocations.insert(user.identity.public.clone(), now);
+        changed.updated_at = now;
+        let mut batch = Batch::new();
+        batch.delete_with::<UserRecord>(
+            &UserRecord::key_of(&user.account, &user.name),
+            crate::store::Expect::Value(serde_json::to_vec(&user).expect("records serialize")),
+        );
+        batch.replace(&account, &changed);
+        self.enqueue(&mut batch, &changed, false, now);
+        self.commit(batch).await?;
+        Ok(UserView::from(&user))
+    }
+
+    /// Gives a user a new nkey, revokes the old one, and returns creds for the new one.
+    ///
+    /// # Errors
+    /// 404 for unknown records, 409 for an inactive user or a concurrent change.
+    pub async fn regenerate_user(
+        &self,
+        req: UserRef,
+        now: UnixTime,
+    ) -> Result<CredsView, ManageError> {
+        let account = self.user_account(&req.account).await?;
+        let current = self.user_record(&account, &req.name).await?;
+        let mut user = current.clone();
+        user.identity = SealedKey::generate(KeyRole::User, self.authority.master());
+        user.updated_at = now;
+        let mut changed = account.clone();
+        changed.revocations.insert(current.identity.public.clone(), now);
+        changed.updated_at = now;
+        let creds = self.creds_for(&changed, &user, now).await?;
+        let mut batch = Batch::new();
+        batch.replace(&current, &user);
+        batch.replace(&account, &changed);
+        self.enqueue(&mut batch, &changed, false, now);
+        self.commit(batch).await?;
+        Ok(creds)
+    }
+
+    /// A creds file for a user, with a JWT carrying its role's permissions as they are now.
+    ///
+    /// # Errors
+    /// 404 for unknown records, 409 for an inactive user or account.
+    pub async fn user_creds(&self, req: UserRef, now: UnixTime) -> Result<CredsView, ManageError> {
+        let account = self.user_account(&req.account).await?;
+        let user = self.user_record(&account, &req.name).await?;
+        self.creds_for(&account, &user, now).await
+    }
+
+    async fn creds_for(
+        &self,
+        account: &AccountRecord,
+        user: &UserRecord,
+        now: UnixTime,
+    ) -> Result<CredsView, ManageError> {
+        if !account.active {
+            return Err(ManageError::Conflict(format!(
+                "account {:?} is inactive",
+                account.name.as_str()
+            )));
+        }
+        if !user.active {
+            return Err(ManageError::Conflict(format!(
+                "user {:?} is inactive",
+                user.name.as_str()
+            )));
+        }
+        let role = match &user.role {
+            Some(role) => {
+                self.authority
+                    .db()
+                    .get::<RoleRecord>(&RoleRecord::key_of(&account.name, role))
+                    .await?
+            }
+            None => None,
+        };
+        let permissions = policy::user_permissions(user, role.as_ref());
+        let creds = Zeroizing::new(trust::user_creds(
+            account,
+            user,
+            permissions,
+            self.authority.master(),
+            now,
+        )?);
+        Ok(CredsView {
+            account: account.name.to_string(),
+            name: user.name.to_string(),
+            public_key: user.identity.public.clone(),
+            creds: creds.to_string(),
+        })
+    }
+}

@@ -1,0 +1,424 @@
+//! The claims publisher: drains the durable queue of account-JWT pushes to the servers.
+//!
+//! Each queue entry is one account (keyed by its public key), so a burst of changes to one
+//! account coalesces into the entry and becomes one push, or two if changes keep arriving
+//! during a push: the entry is cleared only if its generation is unchanged (compare-and-swap),
+//! otherwise it stays queued for the newer state. A lone change is pushed at once: the queue
+//! is woken by every commit, with no batching delay.
+//!
+//! A push signs the account's JWT from the current records, verifies it locally (the server
+//! would accept a foreign signer), sends `$SYS.REQ.CLAIMS.UPDATE` (or `.DELETE`), checks the
+//! reply code, and confirms with `$SYS.REQ.ACCOUNT.<key>.CLAIMS.LOOKUP`. Failures back off
+//! exponentially and, after `max_attempts`, are marked failed with the reason and kept for
+//! `retention`. While the connection is down nothing is attempted and no retry is spent; on
+//! every (re)connect every account is reconciled against what the server holds.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::Client;
+use bytes::Bytes;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::claims::{self, Validation};
+use crate::manage::Manager;
+use crate::model::{self, AccountKind, AccountRecord, PendingState, PendingUpdate, UnixTime};
+use crate::store::{Batch, Expect, Tree};
+use crate::trust;
+
+/// Publisher tuning.
+#[derive(Debug, Clone)]
+pub struct PublisherSettings {
+    /// Attempts before an entry is marked failed.
+    pub max_attempts: u32,
+    /// Delay after the first failure; doubles per failure.
+    pub initial_backoff: Duration,
+    /// Longest delay between attempts.
+    pub max_backoff: Duration,
+    /// How long failed entries are kept.
+    pub retention: Duration,
+    /// How often failed entries past retention are removed.
+    pub cleanup_interval: Duration,
+}
+
+impl Default for PublisherSettings {
+    fn default() -> Self {
+        PublisherSettings {
+            max_attempts: 10,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            retention: Duration::from_secs(24 * 3600),
+            cleanup_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Counters the status endpoint reports.
+#[derive(Debug, Default)]
+pub struct PublisherStats {
+    /// Claims update/delete requests sent.
+    pub pushes: AtomicU64,
+    /// Pushes that failed (reply error, time-out, lookup mismatch).
+    pub failures: AtomicU64,
+    /// Reconciliations run (one per connect).
+    pub reconciliations: AtomicU64,
+}
+
+/// Why one push failed.
+#[derive(Debug, thiserror::Error)]
+enum PushError {
+    #[error("{0}")]
+    Failed(String),
+    /// The connection went away mid-push: not the entry's fault, no attempt is spent.
+    #[error("connection down")]
+    Disconnected,
+}
+
+#[derive(Deserialize)]
+struct UpdateReply {
+    #[serde(default)]
+    data: Option<ReplyBody>,
+    #[serde(default)]
+    error: Option<ReplyError>,
+}
+
+#[derive(Deserialize)]
+struct ReplyBody {
+    #[serde(default)]
+    code: u16,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct ReplyError {
+    #[serde(default)]
+    code: u16,
+    #[serde(default)]
+    description: String,
+}
+
+/// The claims publisher task.
+pub struct Publisher {
+    manager: Manager,
+    client: Client,
+    connected: watch::Receiver<bool>,
+    settings: PublisherSettings,
+    stats: Arc<PublisherStats>,
+}
+
+impl Publisher {
+    /// A publisher pushing over `client`; `connected` tells it when the connection is up.
+    pub fn new(
+        manager: Manager,
+        client: Client,
+        connected: watch::Receiver<bool>,
+        settings: PublisherSettings,
+        stats: Arc<PublisherStats>,
+    ) -> Self {
+        Publisher { manager, client, connected, settings, stats }
+    }
+
+    /// Runs until `shutdown`. Whatever is still queued then stays in the store for next time.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let changes = self.manager.changes();
+        let mut reconcile = true;
+        let mut next_cleanup = tokio::time::Instant::now();
+        loop {
+            if !*self.connected.borrow_and_update() {
+                // Circuit open: wait for the connection instead of burning retries.
+                tokio::select! {
+                    r = self.connected.changed() => if r.is_err() { return },
+                    () = &mut shutdown => return,
+                }
+                reconcile = true;
+                continue;
+            }
+            if reconcile {
+                reconcile = false;
+                if let Err(e) = self.reconcile().await {
+                    tracing::warn!(error = %e, "reconciling accounts with the server failed");
+                }
+            }
+            if tokio::time::Instant::now() >= next_cleanup {
+                self.cleanup().await;
+                next_cleanup = tokio::time::Instant::now() + self.settings.cleanup_interval;
+            }
+            let wait = match self.drain().await {
+                Ok(Some(due)) => {
+                    Duration::from_secs(due.saturating_sub(model::now()).max(0) as u64)
+                }
+                Ok(None) => self.settings.cleanup_interval,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the claims queue failed");
+                    self.settings.initial_backoff
+                }
+            };
+            let wait =
+                wait.min(next_cleanup.saturating_duration_since(tokio::time::Instant::now()));
+            tokio::select! {
+                () = changes.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+                r = self.connected.changed() => {
+                    if r.is_err() { return }
+                    reconcile = true;
+                }
+                () = &mut shutdown => return,
+            }
+        }
+    }
+
+    /// Pushes every due entry; returns when the earliest remaining one is due.
+    async fn drain(&self) -> Result<Option<UnixTime>, crate::store::StoreError> {
+        let db = self.manager.authority().db();
+        let mut next_due: Option<UnixTime> = None;
+        for (key, raw) in db.store().scan(Tree::Pending, "").await? {
+            let Ok(entry) = serde_json::from_slice::<PendingUpdate>(&raw) else {
+                tracing::error!(key, "dropping unreadable queue entry");
+                let mut batch = Batch::new();
+                batch.delete_with::<PendingUpdate>(&key, Expect::Value(raw));
+                db.commit(batch).await?;
+                continue;
+            };
+            if !matches!(entry.state, PendingState::Pending) {
+                continue;
+            }
+            let now = model::now();
+            if entry.next_attempt_at > now {
+                next_due =
+                    Some(next_due.map_or(entry.next_attempt_at, |d| d.min(entry.next_attempt_at)));
+                continue;
+            }
+            if !*self.connected.borrow() {
+                return Ok(None);
+            }
+            let result = self.push(&entry, now).await;
+            let mut batch = Batch::new();
+            match result {
+                Ok(()) => {
+                    // Cleared only if no newer change arrived meanwhile; otherwise it stays
+                    // queued and the newer state is pushed next.
+                    batch.delete_with::<PendingUpdate>(&key, Expect::Value(raw));
+                }
+                Err(PushError::Disconnected) => return Ok(None),
+                Err(PushError::Failed(reason)) => {
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    let mut failed = entry.clone();
+                    failed.attempts += 1;
+                    failed.last_error = Some(reason.clone());
+                    failed.updated_at = now;
+                    if failed.attempts >= self.settings.max_attempts {
+                        tracing::error!(account = %entry.account, %reason, attempts = failed.attempts, "giving up on claims push");
+                        failed.state = PendingState::Failed { reason, failed_at: now };
+                    } else {
+                        let backoff = self.backoff(failed.attempts);
+                        failed.next_attempt_at = now + backoff.as_secs().max(1) as i64;
+                        tracing::warn!(account = %entry.account, %reason, attempt = failed.attempts, retry_in = ?backoff, "claims push failed");
+                        next_due = Some(
+                            next_due
+                                .map_or(failed.next_attempt_at, |d| d.min(failed.next_attempt_at)),
+                        );
+                    }
+                    batch.put_with(&failed, Expect::Value(raw));
+                }
+            }
+            match db.commit(batch).await {
+                Ok(()) => {}
+                // A newer change replaced the entry while we pushed: it is still queued.
+                Err(crate::store::StoreError::Conflict { .. }) => next_due = Some(model::now()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(next_due)
+    }
+
+    fn backoff(&self, attempts: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempts.saturating_sub(1));
+        self.settings.initial_backoff.saturating_mul(factor).min(self.settings.max_backoff)
+    }
+
+    async fn request(&self, subject: String, payload: Bytes) -> Result<Bytes, PushError> {
+        self.stats.pushes.fetch_add(1, Ordering::Relaxed);
+        match self.client.request(subject, payload).await {
+            Ok(msg) => Ok(msg.payload),
+            Err(e) => {
+                if self.client.connection_state() != async_nats::connection::State::Connected {
+                    Err(PushError::Disconnected)
+                } else {
+                    Err(PushError::Failed(format!("request failed: {e}")))
+                }
+            }
+        }
+    }
+
+    async fn lookup(&self, account_key: &str) -> Result<Bytes, PushError> {
+        let subject = format!("$SYS.REQ.ACCOUNT.{account_key}.CLAIMS.LOOKUP");
+        match self.client.request(subject, Bytes::new()).await {
+            Ok(msg) => Ok(msg.payload),
+            Err(_)
+                if self.client.connection_state() != async_nats::connection::State::Connected =>
+            {
+                Err(PushError::Disconnected)
+            }
+            Err(e) => Err(PushError::Failed(format!("lookup failed: {e}"))),
+        }
+    }
+
+    async fn push(&self, entry: &PendingUpdate, now: UnixTime) -> Result<(), PushError> {
+        let authority = self.manager.authority();
+        let operator = authority.operator().await.map_err(|e| PushError::Failed(e.to_string()))?;
+        if entry.delete {
+            let token = trust::delete_accounts_jwt(
+                &operator,
+                vec![entry.account_key.clone()],
+                authority.master(),
+                now,
+            )
+            .map_err(|e| PushError::Failed(e.to_string()))?;
+            let reply = self.request("$SYS.REQ.CLAIMS.DELETE".into(), token.into()).await?;
+            check_reply(&reply).or_else(|e| {
+                if e.contains("not found") {
+                    Ok(())
+                } else {
+                    Err(PushError::Failed(e))
+                }
+            })?;
+            let held = self.lookup(&entry.account_key).await?;
+            if !held.is_empty() {
+                return Err(PushError::Failed("server still holds the deleted account".into()));
+            }
+            tracing::info!(account = %entry.account, "account removed from the server");
+            return Ok(());
+        }
+        let account = authority
+            .db()
+            .get::<AccountRecord>(entry.account.as_str())
+            .await
+            .map_err(|e| PushError::Failed(e.to_string()))?;
+        let Some(account) = account.filter(|a| a.public_key() == entry.account_key) else {
+            // The account was deleted (its delete entry replaced this one) or replaced by a
+            // new one of the same name, which has its own entry: nothing left to push here.
+            return Ok(());
+        };
+        let token = authority
+            .account_jwt(&account, now)
+            .await
+            .map_err(|e| PushError::Failed(e.to_string()))?;
+        trust::verify_account_jwt(&operator, &token, now)
+            .map_err(|e| PushError::Failed(format!("refusing to push: {e}")))?;
+        let reply =
+            self.request("$SYS.REQ.CLAIMS.UPDATE".into(), Bytes::from(token.clone())).await?;
+        check_reply(&reply).map_err(PushError::Failed)?;
+        let held = self.lookup(&entry.account_key).await?;
+        if held.as_ref() != token.as_bytes() {
+            return Err(PushError::Failed("claims lookup does not return the pushed JWT".into()));
+        }
+        tracing::info!(account = %entry.account, "account JWT pushed");
+        Ok(())
+    }
+
+    /// Queues every account whose JWT on the server differs from what the records say.
+    async fn reconcile(&self) -> Result<(), crate::store::StoreError> {
+        self.stats.reconciliations.fetch_add(1, Ordering::Relaxed);
+        let authority = self.manager.authority();
+        let accounts = authority.db().list::<AccountRecord>("").await?;
+        let queued: Vec<String> = authority
+            .db()
+            .list::<PendingUpdate>("")
+            .await?
+            .into_iter()
+            .map(|p| p.account_key)
+            .collect();
+        let callout = match authority.callout_settings().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "reconcile: callout settings unavailable");
+                return Ok(());
+            }
+        };
+        let now = model::now();
+        let mut batch = Batch::new();
+        let mut stale = 0usize;
+        for account in &accounts {
+            if queued.iter().any(|k| k == account.public_key()) {
+                continue;
+            }
+            let want = trust::account_body(
+                account,
+                (account.kind == AccountKind::Auth).then_some(&callout),
+            );
+            let held = match self.lookup(account.public_key()).await {
+                Ok(held) => held,
+                Err(_) => return Ok(()),
+            };
+            let current = std::str::from_utf8(&held)
+                .ok()
+                .and_then(|t| claims::decode::<claims::Account>(t, &Validation::at(now)).ok())
+                .filter(|c| c.nats == want && c.name.as_deref() == Some(account.name.as_str()));
+            if current.is_none() {
+                self.manager.enqueue(&mut batch, account, false, now);
+                stale += 1;
+            }
+        }
+        if stale > 0 {
+            tracing::info!(stale, "reconcile: queued accounts whose server JWT differs");
+            authority.db().commit(batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes failed entries older than the retention period.
+    async fn cleanup(&self) {
+        let db = self.manager.authority().db();
+        let cutoff = model::now() - self.settings.retention.as_secs() as i64;
+        let Ok(entries) = db.store().scan(Tree::Pending, "").await else { return };
+        let mut batch = Batch::new();
+        for (key, raw) in entries {
+            if let Ok(PendingUpdate { state: PendingState::Failed { failed_at, .. }, .. }) =
+                serde_json::from_slice(&raw)
+            {
+                if failed_at < cutoff {
+                    batch.delete_with::<PendingUpdate>(&key, Expect::Value(raw));
+                }
+            }
+        }
+        if !batch.ops().is_empty() {
+            if let Err(e) = db.commit(batch).await {
+                tracing::warn!(error = %e, "removing expired failed pushes failed");
+            }
+        }
+    }
+}
+
+/// Reads a claims update/delete reply: `Ok` for code 200, else the server's description.
+fn check_reply(reply: &[u8]) -> Result<(), String> {
+    let parsed: UpdateReply = serde_json::from_slice(reply).map_err(|_| {
+        format!("unreadable reply: {}", String::from_utf8_lossy(&reply[..reply.len().min(200)]))
+    })?;
+    match (parsed.data, parsed.error) {
+        (_, Some(e)) => Err(format!("server error {}: {}", e.code, e.description)),
+        (Some(d), None) if d.code == 200 => Ok(()),
+        (Some(d), None) => Err(format!("server answered {}: {}", d.code, d.message)),
+        (None, None) => Err("empty reply".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_read_like_the_server_writes_them() {
+        let ok =
+            br#"{"server":{"name":"s"},"data":{"account":"A","code":200,"message":"jwt updated"}}"#;
+        assert_eq!(check_reply(ok), Ok(()));
+        let err =
+            br#"{"server":{},"error":{"account":"A","code":500,"description":"not trusted"}}"#;
+        assert_eq!(check_reply(err), Err("server error 500: not trusted".into()));
+        assert!(check_reply(b"garbage").is_err());
+    }
+}
