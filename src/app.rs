@@ -8,12 +8,14 @@ use futures::StreamExt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::api_gate::ApiGate;
 use crate::authority::Authority;
 use crate::bootstrap::API_PREFIX;
 use crate::connection::{self, ConnectionError, ConnectionSettings};
 use crate::manage::Manager;
 use crate::password::PasswordHasher;
 use crate::publisher::{Publisher, PublisherSettings, PublisherStats};
+use crate::service::dedup::Dedup;
 use crate::service::{self, reply, Context};
 use crate::store::StoreError;
 
@@ -64,6 +66,8 @@ pub async fn run(
     let manager = Manager::new(authority.clone(), PasswordHasher::default());
     let stats = Arc::new(PublisherStats::default());
     let stop = CancellationToken::new();
+    let gate = Arc::new(ApiGate::default());
+    let dedup = Dedup::default();
 
     let publisher = Publisher::new(
         manager.clone(),
@@ -71,6 +75,7 @@ pub async fn run(
         connection.state.clone(),
         settings.publisher.clone(),
         Arc::clone(&stats),
+        Arc::clone(&gate),
     );
     let publisher = tokio::spawn({
         let stop = stop.clone();
@@ -94,9 +99,12 @@ pub async fn run(
             next = api.requests.next() => {
                 let Some((endpoint, request)) = next else { break };
                 let ctx = ctx.clone();
+                let gate = Arc::clone(&gate);
+                let dedup = dedup.clone();
                 in_flight.spawn(async move {
-                    let result = service::handle(&ctx, endpoint, &request.message.payload).await;
-                    reply::respond(&request, endpoint.subject(), result).await;
+                    let _serving = gate.request().await;
+                    let reply = service::serve(&ctx, &dedup, endpoint, &request.message).await;
+                    reply::respond(&request, endpoint.subject(), &reply).await;
                 });
             }
             Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {

@@ -5,6 +5,18 @@ use std::time::Duration;
 use async_nats::Client;
 use serde_json::Value;
 
+use crate::service::dedup::REQUEST_ID_HEADER;
+
+/// How long one attempt waits before it is sent again.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn retryable(e: &async_nats::RequestError) -> bool {
+    matches!(
+        e.kind(),
+        async_nats::RequestErrorKind::TimedOut | async_nats::RequestErrorKind::NoResponders
+    )
+}
+
 /// Why a management request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -50,15 +62,37 @@ impl AdminClient {
 
     /// Sends raw `body` to `<prefix>.<endpoint>` and returns the decoded answer.
     ///
+    /// An attempt that gets no answer within [`ATTEMPT_TIMEOUT`] is sent again, with the same
+    /// `Authd-Request-Id`, until the client's time-out: the service applies a change once
+    /// and answers the retry from its record of the first attempt. (nats-server drops a reply
+    /// in flight when the AUTH account's JWT is updated at that moment; see `api_gate`.)
+    ///
     /// # Errors
     /// [`ClientError::Service`] with the service's code and message on an error reply.
     pub async fn call_raw(&self, endpoint: &str, body: Vec<u8>) -> Result<Value, ClientError> {
         let subject = format!("{}.{endpoint}", self.prefix);
-        let request = async_nats::Request::new().payload(body.into()).timeout(Some(self.timeout));
-        let reply =
-            self.client.send_request(subject.clone(), request).await.map_err(|e| {
-                ClientError::Request { subject: subject.clone(), cause: e.to_string() }
-            })?;
+        let id = data_encoding::HEXLOWER.encode(&rand::random::<[u8; 16]>());
+        let body = bytes::Bytes::from(body);
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let reply = loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(REQUEST_ID_HEADER, id.as_str());
+            let request = async_nats::Request::new()
+                .payload(body.clone())
+                .headers(headers)
+                .timeout(Some(left.min(ATTEMPT_TIMEOUT)));
+            match self.client.send_request(subject.clone(), request).await {
+                Ok(reply) => break reply,
+                Err(e) if retryable(&e) && left > ATTEMPT_TIMEOUT => {
+                    tracing::debug!(subject, error = %e, "no answer yet; asking again");
+                    if e.kind() == async_nats::RequestErrorKind::NoResponders {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                Err(e) => return Err(ClientError::Request { subject, cause: e.to_string() }),
+            }
+        };
         if let Some(code) =
             reply.headers.as_ref().and_then(|h| h.get(async_nats::service::NATS_SERVICE_ERROR_CODE))
         {

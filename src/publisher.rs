@@ -1,10 +1,12 @@
 //! The claims publisher: drains the durable queue of account-JWT pushes to the servers.
 //!
-//! Each queue entry is one account (keyed by its public key), so a burst of changes to one
-//! account coalesces into the entry and becomes one push, or two if changes keep arriving
-//! during a push: the entry is cleared only if its generation is unchanged (compare-and-swap),
-//! otherwise it stays queued for the newer state. A lone change is pushed at once: the queue
-//! is woken by every commit, with no batching delay.
+//! Each queue entry is one account (keyed by its public key), so changes to one account
+//! coalesce into the entry: it is cleared only if its generation is unchanged after the push
+//! (compare-and-swap), otherwise it stays queued for the newer state. A lone change is pushed
+//! at once (every commit wakes the publisher; there is no batching delay). A change that
+//! arrives within `burst_window` of the account's last push is part of a burst: it is held
+//! until changes stop for `quiet_period` (at most `max_defer`), so a burst of a hundred
+//! changes becomes two pushes, its first change and its final state.
 //!
 //! A push signs the account's JWT from the current records, verifies it locally (the server
 //! would accept a foreign signer), sends `$SYS.REQ.CLAIMS.UPDATE` (or `.DELETE`), checks the
@@ -13,6 +15,7 @@
 //! `retention`. While the connection is down nothing is attempted and no retry is spent; on
 //! every (re)connect every account is reconciled against what the server holds.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,7 +25,9 @@ use async_nats::Client;
 use bytes::Bytes;
 use serde::Deserialize;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
+use crate::api_gate::ApiGate;
 use crate::claims::{self, Validation};
 use crate::manage::Manager;
 use crate::model::{self, AccountKind, AccountRecord, PendingState, PendingUpdate, UnixTime};
@@ -42,6 +47,12 @@ pub struct PublisherSettings {
     pub retention: Duration,
     /// How often failed entries past retention are removed.
     pub cleanup_interval: Duration,
+    /// A change within this long of the account's last push counts as part of a burst.
+    pub burst_window: Duration,
+    /// A burst is pushed once no change has arrived for this long...
+    pub quiet_period: Duration,
+    /// ...or when it has been held this long, whichever is first.
+    pub max_defer: Duration,
 }
 
 impl Default for PublisherSettings {
@@ -52,6 +63,9 @@ impl Default for PublisherSettings {
             max_backoff: Duration::from_secs(300),
             retention: Duration::from_secs(24 * 3600),
             cleanup_interval: Duration::from_secs(600),
+            burst_window: Duration::from_secs(1),
+            quiet_period: Duration::from_millis(50),
+            max_defer: Duration::from_secs(1),
         }
     }
 }
@@ -101,6 +115,37 @@ struct ReplyError {
     description: String,
 }
 
+/// What the publisher remembers about one account's recent changes, to tell a burst from a
+/// lone change.
+#[derive(Debug, Default)]
+struct Burst {
+    generation: u64,
+    /// When the current generation was first seen.
+    changed_at: Option<Instant>,
+    last_push: Option<Instant>,
+    /// When the current wait for a quiet moment began.
+    deferred_since: Option<Instant>,
+}
+
+impl Burst {
+    /// `Some(time)` to wait until, when this change is part of a burst: the account was pushed
+    /// within the burst window and changes are still arriving. A lone change is never held.
+    fn defer_until(&mut self, now: Instant, settings: &PublisherSettings) -> Option<Instant> {
+        let recent_push =
+            self.last_push.is_some_and(|t| now.duration_since(t) < settings.burst_window);
+        let changed_at = self.changed_at?;
+        let still_changing = now.duration_since(changed_at) < settings.quiet_period;
+        if !(recent_push && still_changing) {
+            return None;
+        }
+        let since = *self.deferred_since.get_or_insert(now);
+        if now.duration_since(since) >= settings.max_defer {
+            return None;
+        }
+        Some((changed_at + settings.quiet_period).min(since + settings.max_defer))
+    }
+}
+
 /// The claims publisher task.
 pub struct Publisher {
     manager: Manager,
@@ -108,6 +153,8 @@ pub struct Publisher {
     connected: watch::Receiver<bool>,
     settings: PublisherSettings,
     stats: Arc<PublisherStats>,
+    gate: Arc<ApiGate>,
+    bursts: HashMap<String, Burst>,
 }
 
 impl Publisher {
@@ -118,8 +165,9 @@ impl Publisher {
         connected: watch::Receiver<bool>,
         settings: PublisherSettings,
         stats: Arc<PublisherStats>,
+        gate: Arc<ApiGate>,
     ) -> Self {
-        Publisher { manager, client, connected, settings, stats }
+        Publisher { manager, client, connected, settings, stats, gate, bursts: HashMap::new() }
     }
 
     /// Runs until `shutdown`. Whatever is still queued then stays in the store for next time.
@@ -127,7 +175,7 @@ impl Publisher {
         tokio::pin!(shutdown);
         let changes = self.manager.changes();
         let mut reconcile = true;
-        let mut next_cleanup = tokio::time::Instant::now();
+        let mut next_cleanup = Instant::now();
         loop {
             if !*self.connected.borrow_and_update() {
                 // Circuit open: wait for the connection instead of burning retries.
@@ -144,25 +192,21 @@ impl Publisher {
                     tracing::warn!(error = %e, "reconciling accounts with the server failed");
                 }
             }
-            if tokio::time::Instant::now() >= next_cleanup {
+            if Instant::now() >= next_cleanup {
                 self.cleanup().await;
-                next_cleanup = tokio::time::Instant::now() + self.settings.cleanup_interval;
+                next_cleanup = Instant::now() + self.settings.cleanup_interval;
             }
-            let wait = match self.drain().await {
-                Ok(Some(due)) => {
-                    Duration::from_secs(due.saturating_sub(model::now()).max(0) as u64)
-                }
-                Ok(None) => self.settings.cleanup_interval,
+            let wake = match self.drain().await {
+                Ok(Some(at)) => at,
+                Ok(None) => next_cleanup,
                 Err(e) => {
                     tracing::error!(error = %e, "reading the claims queue failed");
-                    self.settings.initial_backoff
+                    Instant::now() + self.settings.initial_backoff
                 }
             };
-            let wait =
-                wait.min(next_cleanup.saturating_duration_since(tokio::time::Instant::now()));
             tokio::select! {
                 () = changes.notified() => {}
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep_until(wake.min(next_cleanup)) => {}
                 r = self.connected.changed() => {
                     if r.is_err() { return }
                     reconcile = true;
@@ -172,11 +216,17 @@ impl Publisher {
         }
     }
 
-    /// Pushes every due entry; returns when the earliest remaining one is due.
-    async fn drain(&self) -> Result<Option<UnixTime>, crate::store::StoreError> {
-        let db = self.manager.authority().db();
-        let mut next_due: Option<UnixTime> = None;
-        for (key, raw) in db.store().scan(Tree::Pending, "").await? {
+    /// Pushes every due entry; returns when the publisher should look again.
+    async fn drain(&mut self) -> Result<Option<Instant>, crate::store::StoreError> {
+        let db = self.manager.authority().db().clone();
+        let mut wake: Option<Instant> = None;
+        let mut wake_at = |at: Instant| wake = Some(wake.map_or(at, |w| w.min(at)));
+        let entries = db.store().scan(Tree::Pending, "").await?;
+        self.bursts.retain(|key, b| {
+            entries.iter().any(|(k, _)| k == key)
+                || b.last_push.is_some_and(|t| t.elapsed() < self.settings.burst_window)
+        });
+        for (key, raw) in entries {
             let Ok(entry) = serde_json::from_slice::<PendingUpdate>(&raw) else {
                 tracing::error!(key, "dropping unreadable queue entry");
                 let mut batch = Batch::new();
@@ -188,15 +238,27 @@ impl Publisher {
                 continue;
             }
             let now = model::now();
+            let instant = Instant::now();
             if entry.next_attempt_at > now {
-                next_due =
-                    Some(next_due.map_or(entry.next_attempt_at, |d| d.min(entry.next_attempt_at)));
+                wake_at(instant + Duration::from_secs((entry.next_attempt_at - now) as u64));
+                continue;
+            }
+            let burst = self.bursts.entry(key.clone()).or_default();
+            if burst.generation != entry.generation {
+                burst.generation = entry.generation;
+                burst.changed_at = Some(instant);
+            }
+            if let Some(until) = burst.defer_until(instant, &self.settings) {
+                wake_at(until);
                 continue;
             }
             if !*self.connected.borrow() {
                 return Ok(None);
             }
             let result = self.push(&entry, now).await;
+            let burst = self.bursts.entry(key.clone()).or_default();
+            burst.last_push = Some(Instant::now());
+            burst.deferred_since = None;
             let mut batch = Batch::new();
             match result {
                 Ok(()) => {
@@ -218,10 +280,7 @@ impl Publisher {
                         let backoff = self.backoff(failed.attempts);
                         failed.next_attempt_at = now + backoff.as_secs().max(1) as i64;
                         tracing::warn!(account = %entry.account, %reason, attempt = failed.attempts, retry_in = ?backoff, "claims push failed");
-                        next_due = Some(
-                            next_due
-                                .map_or(failed.next_attempt_at, |d| d.min(failed.next_attempt_at)),
-                        );
+                        wake_at(Instant::now() + backoff.max(Duration::from_secs(1)));
                     }
                     batch.put_with(&failed, Expect::Value(raw));
                 }
@@ -229,11 +288,11 @@ impl Publisher {
             match db.commit(batch).await {
                 Ok(()) => {}
                 // A newer change replaced the entry while we pushed: it is still queued.
-                Err(crate::store::StoreError::Conflict { .. }) => next_due = Some(model::now()),
+                Err(crate::store::StoreError::Conflict { .. }) => wake_at(Instant::now()),
                 Err(e) => return Err(e),
             }
         }
-        Ok(next_due)
+        Ok(wake)
     }
 
     fn backoff(&self, attempts: u32) -> Duration {
@@ -310,6 +369,11 @@ impl Publisher {
             .map_err(|e| PushError::Failed(e.to_string()))?;
         trust::verify_account_jwt(&operator, &token, now)
             .map_err(|e| PushError::Failed(format!("refusing to push: {e}")))?;
+        // Updating AUTH drops replies in flight from its exports (see api_gate).
+        let _quiet = match account.kind {
+            AccountKind::Auth => Some(self.gate.exclusive().await),
+            _ => None,
+        };
         let reply =
             self.request("$SYS.REQ.CLAIMS.UPDATE".into(), Bytes::from(token.clone())).await?;
         check_reply(&reply).map_err(PushError::Failed)?;
@@ -410,6 +474,44 @@ fn check_reply(reply: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lone_change_is_never_held_and_a_burst_is_held_until_quiet() {
+        let settings = PublisherSettings::default();
+        let t0 = Instant::now();
+        let mut lone = Burst { generation: 1, changed_at: Some(t0), ..Burst::default() };
+        assert_eq!(lone.defer_until(t0, &settings), None, "never pushed before: push now");
+
+        let old_push = Burst {
+            last_push: Some(t0),
+            changed_at: Some(t0 + Duration::from_secs(5)),
+            ..Burst::default()
+        };
+        let mut later = old_push;
+        assert_eq!(
+            later.defer_until(t0 + Duration::from_secs(5), &settings),
+            None,
+            "last push long ago"
+        );
+
+        let changed = t0 + Duration::from_millis(10);
+        let mut burst =
+            Burst { last_push: Some(t0), changed_at: Some(changed), ..Burst::default() };
+        assert_eq!(burst.defer_until(changed, &settings), Some(changed + settings.quiet_period));
+        let quiet = changed + settings.quiet_period;
+        assert_eq!(burst.defer_until(quiet, &settings), None, "quiet long enough: push");
+
+        // A change every few milliseconds forever is still pushed after max_defer.
+        let mut stream = Burst {
+            last_push: Some(t0),
+            changed_at: Some(t0),
+            deferred_since: Some(t0),
+            ..Burst::default()
+        };
+        let late = t0 + settings.max_defer;
+        stream.changed_at = Some(late);
+        assert_eq!(stream.defer_until(late, &settings), None);
+    }
 
     #[test]
     fn replies_are_read_like_the_server_writes_them() {

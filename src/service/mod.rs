@@ -3,6 +3,7 @@
 //! Handlers are thin: decode the JSON body, call [`Manager`], encode the answer. Errors become
 //! wire errors in [`reply`] only.
 
+pub mod dedup;
 pub mod reply;
 
 use std::sync::atomic::Ordering;
@@ -20,6 +21,8 @@ use tokio::sync::watch;
 use crate::manage::{self, ManageError, Manager};
 use crate::model::{self, AccountRecord, PendingState, PendingUpdate, RoleRecord, UserRecord};
 use crate::publisher::PublisherStats;
+use dedup::Dedup;
+use reply::Reply;
 
 /// Name of the micro service, as `$SRV.PING` shows it.
 pub const SERVICE_NAME: &str = "nats-authd";
@@ -75,6 +78,23 @@ impl Endpoint {
         Endpoint::PendingList,
         Endpoint::PendingRetry,
     ];
+
+    /// Whether it changes state (and so must not be applied twice on a retry).
+    pub fn is_change(self) -> bool {
+        !matches!(
+            self,
+            Endpoint::AccountGet
+                | Endpoint::AccountList
+                | Endpoint::UserGet
+                | Endpoint::UserList
+                | Endpoint::UserCreds
+                | Endpoint::RoleGet
+                | Endpoint::RoleList
+                | Endpoint::OperatorGet
+                | Endpoint::Status
+                | Endpoint::PendingList
+        )
+    }
 
     /// The subject below the prefix, e.g. `account.create`.
     pub fn subject(self) -> &'static str {
@@ -191,6 +211,27 @@ pub struct Status {
     pub pushes: u64,
     pub push_failures: u64,
     pub reconciliations: u64,
+}
+
+/// Handles one request: changes carrying a request id are applied once across retries.
+pub async fn serve(
+    ctx: &Context,
+    dedup: &Dedup,
+    endpoint: Endpoint,
+    message: &async_nats::Message,
+) -> Reply {
+    let run = || async {
+        Reply::from_result(endpoint.subject(), handle(ctx, endpoint, &message.payload).await)
+    };
+    if !endpoint.is_change() {
+        return run().await;
+    }
+    let id = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(dedup::REQUEST_ID_HEADER))
+        .map(|v| v.as_str().to_string());
+    dedup.run(id.as_deref(), run).await
 }
 
 /// Handles one request body for `endpoint`.

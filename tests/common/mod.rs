@@ -10,14 +10,22 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_nats::{Client, Event};
+use nats_authd::app::{self, AppError};
 use nats_authd::authority::Authority;
+use nats_authd::bootstrap::API_PREFIX;
 use nats_authd::bootstrap::{self, InitOptions, Layout, MasterKeyOptions};
+use nats_authd::client::AdminClient;
 use nats_authd::connection::{self, ConnectionSettings};
+use nats_authd::manage::Manager;
 use nats_authd::model;
 use nats_authd::nats_server::{self, NatsServer};
+use nats_authd::password::PasswordHasher;
+use nats_authd::publisher::PublisherSettings;
 use nats_authd::server_config::ServerSettings;
 use tempfile::TempDir;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// The nats-server binary: `NATS_SERVER_BIN`, then the project's `.tools/`, then `PATH`.
 pub fn nats_server_bin() -> PathBuf {
@@ -50,6 +58,11 @@ pub struct Stack {
 impl Stack {
     /// `init` in a fresh temp dir, with free ports; no server yet.
     pub async fn init() -> Stack {
+        // RUST_LOG=nats_authd=debug cargo test -- --nocapture shows the service's log.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout { data_dir: dir.path().join("data"), out_dir: dir.path().join("out") };
         let settings = ServerSettings {
@@ -131,6 +144,27 @@ impl Stack {
         (client, rx)
     }
 
+    /// Connects with a creds file's text; returns the client and every connection event as
+    /// text (connected, disconnected, server errors, ...).
+    pub async fn connect_creds_events(
+        &self,
+        creds: &str,
+    ) -> (Client, mpsc::UnboundedReceiver<String>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let client = async_nats::ConnectOptions::with_credentials(creds)
+            .unwrap()
+            .event_callback(move |event| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(event.to_string());
+                }
+            })
+            .connect(self.url())
+            .await
+            .unwrap();
+        (client, rx)
+    }
+
     /// The service's own connection (service user of AUTH).
     pub async fn service_client(&self) -> Client {
         let settings = ConnectionSettings {
@@ -142,6 +176,84 @@ impl Stack {
             .await
             .unwrap()
             .client
+    }
+}
+
+/// The service running in this process.
+pub struct Running {
+    stop: CancellationToken,
+    task: Option<JoinHandle<Result<(), AppError>>>,
+}
+
+impl Running {
+    /// Stops it the way a signal would and returns how `run` ended.
+    pub async fn stop(mut self) -> Result<(), AppError> {
+        self.stop.cancel();
+        self.task.take().unwrap().await.unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Stack {
+    /// Runs the service (management endpoints and publisher) against this stack's server.
+    pub fn serve(&self) -> Running {
+        self.serve_with(PublisherSettings::default())
+    }
+
+    /// As [`Stack::serve`], with publisher settings.
+    pub fn serve_with(&self, publisher: PublisherSettings) -> Running {
+        let settings = app::Settings {
+            connection: ConnectionSettings {
+                urls: vec![self.url()],
+                initial_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_millis(500),
+                ..ConnectionSettings::default()
+            },
+            publisher,
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(app::run(
+            self.authority().clone(),
+            settings,
+            stop.clone().cancelled_owned(),
+        ));
+        Running { stop, task: Some(task) }
+    }
+
+    /// A management client with the admin creds, once the service answers.
+    pub async fn admin(&self) -> AdminClient {
+        let creds = std::fs::read_to_string(self.layout.admin_creds()).unwrap();
+        let (client, _) = self.connect_creds(&creds).await;
+        let admin = AdminClient::new(client, API_PREFIX, Duration::from_secs(10));
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while admin.call("status", &serde_json::json!({})).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "the service never answered");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        admin
+    }
+
+    /// A manager on this stack's store, as the service would have.
+    pub fn manager(&self) -> Manager {
+        Manager::new(self.authority().clone(), PasswordHasher::new(2))
+    }
+}
+
+/// Polls `check` every 50 ms until it is true; panics with `what` after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

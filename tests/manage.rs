@@ -1,0 +1,340 @@
+//! The management API over NATS against a real nats-server: what an admin does, what users
+//! then get, and what bad input gets back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, Stack};
+use futures::StreamExt;
+use nats_authd::client::{AdminClient, ClientError};
+use nats_authd::service::{Endpoint, Status};
+use serde_json::{json, Value};
+
+async fn status(admin: &AdminClient) -> Status {
+    serde_json::from_value(admin.call("status", &json!({})).await.unwrap()).unwrap()
+}
+
+/// Waits until every queued push has gone out.
+async fn drained(admin: &AdminClient) {
+    eventually(Duration::from_secs(20), "the claims queue to drain", || async {
+        let s = status(admin).await;
+        assert_eq!(
+            s.failed_pushes,
+            0,
+            "a push failed: {:?}",
+            admin.call("pending.list", &json!({})).await
+        );
+        s.queue_depth == 0
+    })
+    .await;
+}
+
+async fn creds(admin: &AdminClient, account: &str, name: &str) -> String {
+    let answer =
+        admin.call("user.creds", &json!({ "account": account, "name": name })).await.unwrap();
+    answer["creds"].as_str().unwrap().to_string()
+}
+
+/// acme with roles `sensor` (pub sensors.*.telemetry, sub _INBOX.>) and `monitor` (sub >),
+/// users dev1 (sensor) and mon (monitor), all pushed.
+async fn acme(admin: &AdminClient) {
+    admin.call("account.create", &json!({ "name": "acme" })).await.unwrap();
+    admin
+        .call(
+            "role.create",
+            &json!({ "account": "acme", "name": "sensor",
+                     "publish": { "allow": ["sensors.*.telemetry"] },
+                     "subscribe": { "allow": ["_INBOX.>"] } }),
+        )
+        .await
+        .unwrap();
+    admin
+        .call(
+            "role.create",
+            &json!({ "account": "acme", "name": "monitor", "subscribe": { "allow": [">"] } }),
+        )
+        .await
+        .unwrap();
+    admin
+        .call("user.create", &json!({ "account": "acme", "name": "dev1", "role": "sensor" }))
+        .await
+        .unwrap();
+    admin
+        .call("user.create", &json!({ "account": "acme", "name": "mon", "role": "monitor" }))
+        .await
+        .unwrap();
+    drained(admin).await;
+}
+
+async fn next_payload(sub: &mut async_nats::Subscriber, within: Duration) -> Option<String> {
+    let msg = tokio::time::timeout(within, sub.next()).await.ok().flatten()?;
+    Some(String::from_utf8_lossy(&msg.payload).into_owned())
+}
+
+async fn violation(events: &mut tokio::sync::mpsc::UnboundedReceiver<String>, subject: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no permissions violation for {subject}"))
+            .unwrap();
+        if event.to_lowercase().contains("permissions violation") && event.contains(subject) {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_user_made_over_nats_lands_in_its_account_with_its_role() {
+    let stack = Stack::start().await;
+    let _service = stack.serve();
+    let admin = stack.admin().await;
+    acme(&admin).await;
+
+    let (mon, _) = stack.connect_creds(&creds(&admin, "acme", "mon").await).await;
+    let mut seen = mon.subscribe(">").await.unwrap();
+    mon.flush().await.unwrap();
+
+    let dev1_creds = creds(&admin, "acme", "dev1").await;
+    assert!(dev1_creds.starts_with("-----BEGIN NATS USER JWT-----"));
+    let (dev1, mut events) = stack.connect_creds(&dev1_creds).await;
+    dev1.publish("sensors.s1.telemetry", "21.5".into()).await.unwrap();
+    dev1.flush().await.unwrap();
+    // mon is in acme only, so seeing dev1's message proves dev1 landed in acme.
+    assert_eq!(next_payload(&mut seen, Duration::from_secs(5)).await.as_deref(), Some("21.5"));
+
+    dev1.publish("alerts.fire", "x".into()).await.unwrap();
+    dev1.flush().await.unwrap();
+    violation(&mut events, "alerts.fire").await;
+    assert_eq!(
+        next_payload(&mut seen, Duration::from_millis(300)).await,
+        None,
+        "denied publish was delivered"
+    );
+}
+
+#[tokio::test]
+async fn accounts_made_over_nats_do_not_see_each_other() {
+    let stack = Stack::start().await;
+    let _service = stack.serve();
+    let admin = stack.admin().await;
+    for account in ["acme", "globex"] {
+        admin.call("account.create", &json!({ "name": account })).await.unwrap();
+        admin
+            .call(
+                "role.create",
+                &json!({ "account": account, "name": "all", "publish": {"allow": [">"]}, "subscribe": {"allow": [">"]} }),
+            )
+            .await
+            .unwrap();
+        admin
+            .call("user.create", &json!({ "account": account, "name": "u", "role": "all" }))
+            .await
+            .unwrap();
+    }
+    drained(&admin).await;
+    let (acme, _) = stack.connect_creds(&creds(&admin, "acme", "u").await).await;
+    let (globex, _) = stack.connect_creds(&creds(&admin, "globex", "u").await).await;
+    let mut globex_sub = globex.subscribe("orders.>").await.unwrap();
+    let mut acme_sub = acme.subscribe("orders.>").await.unwrap();
+    globex.flush().await.unwrap();
+    acme.flush().await.unwrap();
+    acme.publish("orders.new", "acme-order".into()).await.unwrap();
+    acme.flush().await.unwrap();
+    assert_eq!(
+        next_payload(&mut acme_sub, Duration::from_secs(5)).await.as_deref(),
+        Some("acme-order")
+    );
+    assert_eq!(next_payload(&mut globex_sub, Duration::from_millis(300)).await, None);
+}
+
+#[tokio::test]
+async fn role_changes_reach_new_jwts_and_deleting_a_user_cuts_it_off() {
+    let stack = Stack::start().await;
+    let _service = stack.serve();
+    let admin = stack.admin().await;
+    acme(&admin).await;
+    let (mon, _) = stack.connect_creds(&creds(&admin, "acme", "mon").await).await;
+    let mut alerts = mon.subscribe("alerts.>").await.unwrap();
+    mon.flush().await.unwrap();
+
+    let (old, mut old_events) = stack.connect_creds(&creds(&admin, "acme", "dev1").await).await;
+    admin
+        .call(
+            "role.update",
+            &json!({ "account": "acme", "name": "sensor",
+                     "publish": { "allow": ["sensors.*.telemetry", "alerts.>"] } }),
+        )
+        .await
+        .unwrap();
+
+    // The JWT already out keeps the old permissions...
+    old.publish("alerts.x", "old".into()).await.unwrap();
+    old.flush().await.unwrap();
+    violation(&mut old_events, "alerts.x").await;
+
+    // ...a regenerated one, or a fresh creds fetch, carries the new role. No server restart.
+    let regenerated =
+        admin.call("user.regenerate", &json!({ "account": "acme", "name": "dev1" })).await.unwrap();
+    drained(&admin).await;
+    let (new, _) = stack.connect_creds(regenerated["creds"].as_str().unwrap()).await;
+    new.publish("alerts.x", "new".into()).await.unwrap();
+    new.flush().await.unwrap();
+    assert_eq!(next_payload(&mut alerts, Duration::from_secs(5)).await.as_deref(), Some("new"));
+    let (fetched, _) = stack.connect_creds(&creds(&admin, "acme", "dev1").await).await;
+    fetched.publish("alerts.y", "fetched".into()).await.unwrap();
+    fetched.flush().await.unwrap();
+    assert_eq!(next_payload(&mut alerts, Duration::from_secs(5)).await.as_deref(), Some("fetched"));
+
+    // Deleting dev1 revokes its key: the live connection is closed by the server.
+    let (live, mut live_events) =
+        stack.connect_creds_events(&creds(&admin, "acme", "dev1").await).await;
+    admin.call("user.delete", &json!({ "account": "acme", "name": "dev1" })).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let event = tokio::time::timeout_at(deadline, live_events.recv())
+            .await
+            .expect("dev1 was not disconnected");
+        if event.unwrap().contains("disconnected") {
+            break;
+        }
+    }
+    assert!(matches!(
+        admin.call("user.get", &json!({ "account": "acme", "name": "dev1" })).await,
+        Err(ClientError::Service { code: 404, .. })
+    ));
+    drop(live);
+}
+
+#[tokio::test]
+async fn deactivated_accounts_refuse_users_and_deleted_ones_leave_the_server() {
+    let stack = Stack::start().await;
+    let _service = stack.serve();
+    let admin = stack.admin().await;
+    acme(&admin).await;
+    let dev1 = creds(&admin, "acme", "dev1").await;
+    stack.connect_creds(&dev1).await;
+
+    admin.call("account.update", &json!({ "name": "acme", "active": false })).await.unwrap();
+    drained(&admin).await;
+    let refused =
+        async_nats::ConnectOptions::with_credentials(&dev1).unwrap().connect(stack.url()).await;
+    assert!(refused.is_err(), "a user of an inactive account connected");
+    assert!(matches!(
+        admin.call("user.creds", &json!({ "account": "acme", "name": "dev1" })).await,
+        Err(ClientError::Service { code: 409, .. })
+    ));
+
+    admin.call("account.update", &json!({ "name": "acme", "active": true })).await.unwrap();
+    drained(&admin).await;
+    stack.connect_creds(&dev1).await;
+
+    let key = admin.call("account.get", &json!({ "name": "acme" })).await.unwrap()["public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deleted =
+        admin.call("account.delete", &json!({ "name": "acme", "cascade": true })).await.unwrap();
+    assert_eq!(deleted["users"], 2);
+    drained(&admin).await;
+    let service = stack.service_client().await;
+    let held =
+        service.request(format!("$SYS.REQ.ACCOUNT.{key}.CLAIMS.LOOKUP"), "".into()).await.unwrap();
+    assert!(held.payload.is_empty(), "the server still holds the deleted account");
+}
+
+#[tokio::test]
+async fn changes_made_while_the_server_is_down_reach_it_when_it_starts() {
+    let mut stack = Stack::start().await;
+    let _service = stack.serve();
+    stack.admin().await;
+    stack.server.take().unwrap().stop(Duration::from_secs(5)).await;
+
+    // Acknowledged by the store while no server is there.
+    let manager = stack.manager();
+    let now = nats_authd::model::now();
+    let view = manager
+        .create_account(serde_json::from_value(json!({ "name": "offline" })).unwrap(), now)
+        .await
+        .unwrap();
+    assert!(manager.pending().await.unwrap().iter().any(|p| p.account_key == view.public_key));
+
+    stack.start_server().await;
+    let service = stack.service_client().await;
+    let lookup = format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.LOOKUP", view.public_key);
+    eventually(Duration::from_secs(20), "the offline change to reach the server", || {
+        let (service, lookup) = (service.clone(), lookup.clone());
+        async move { service.request(lookup, "".into()).await.is_ok_and(|m| !m.payload.is_empty()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_burst_of_updates_to_one_account_is_a_handful_of_pushes() {
+    let stack = Stack::start().await;
+    let _service = stack.serve();
+    let admin = stack.admin().await;
+    admin.call("account.create", &json!({ "name": "acme" })).await.unwrap();
+    drained(&admin).await;
+    let before = status(&admin).await.pushes;
+    for i in 0..100 {
+        admin
+            .call("account.update", &json!({ "name": "acme", "description": format!("v{i}") }))
+            .await
+            .unwrap();
+    }
+    drained(&admin).await;
+    // Each push is an update plus its confirming lookup... counted as one request here.
+    let pushes = status(&admin).await.pushes - before;
+    assert!((1..=5).contains(&pushes), "100 updates became {pushes} pushes");
+    let account = admin.call("account.get", &json!({ "name": "acme" })).await.unwrap();
+    assert_eq!(account["description"], "v99");
+}
+
+#[tokio::test]
+async fn discovery_from_admin_lists_every_endpoint() {
+    let stack = Stack::start().await;
+    let _service = stack.serve();
+    let admin = stack.admin().await;
+    let nats = admin.nats();
+    let ping = nats.request("$SRV.PING", "".into()).await.unwrap();
+    let ping: Value = serde_json::from_slice(&ping.payload).unwrap();
+    assert_eq!(ping["name"], "nats-authd");
+    assert_eq!(ping["version"], env!("CARGO_PKG_VERSION"));
+
+    let info = nats.request("$SRV.INFO.nats-authd", "".into()).await.unwrap();
+    let info: Value = serde_json::from_slice(&info.payload).unwrap();
+    let subjects: Vec<&str> = info["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["subject"].as_str().unwrap())
+        .collect();
+    for endpoint in Endpoint::ALL {
+        let subject = format!("authd.{}", endpoint.subject());
+        assert!(subjects.contains(&subject.as_str()), "{subject} missing from {subjects:?}");
+    }
+    assert_eq!(subjects.len(), Endpoint::ALL.len());
+}
+
+#[tokio::test]
+async fn tenant_users_cannot_reach_the_management_api() {
+    let stack = Stack::start().await;
+    let _service = stack.serve();
+    let admin = stack.admin().await;
+    admin.call("account.create", &json!({ "name": "acme" })).await.unwrap();
+    admin
+        .call("role.create", &json!({ "account": "acme", "name": "all", "publish": {"allow": [">"]}, "subscribe": {"allow": [">"]} }))
+        .await
+        .unwrap();
+    admin
+        .call("user.create", &json!({ "account": "acme", "name": "u", "role": "all" }))
+        .await
+        .unwrap();
+    drained(&admin).await;
+    let (tenant, _) = stack.connect_creds(&creds(&admin, "acme", "u").await).await;
+    let sneaky = AdminClient::new(tenant, "authd", Duration::from_millis(500));
+    let err = sneaky.call("account.list", &json!({})).await.unwrap_err();
+    assert!(matches!(err, ClientError::Request { .. }), "a tenant reached the API: {err}");
+}
