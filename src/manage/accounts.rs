@@ -205,6 +205,11 @@ impl Manager {
                 )));
             }
             let exporter = self.authority.account(&from).await?;
+            if exporter.kind != AccountKind::Tenant {
+                return Err(ManageError::BadRequest(format!(
+                    "imports can come only from tenant accounts, not {from:?}"
+                )));
+            }
             let fits = exporter.exports.iter().any(|e| {
                 e.kind == i.kind && Subject::new(&e.subject).is_ok_and(|s| s.covers(&subject))
             });
