@@ -111,12 +111,21 @@ fn store_exists(data_dir: &Path) -> bool {
 }
 
 /// Where the master key comes from; the first that is set wins.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct MasterKeyOptions {
     /// The key text (NATS_AUTHD_MASTER_KEY).
     pub inline: Option<Zeroizing<String>>,
     /// A key file (--master-key-file).
     pub file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for MasterKeyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterKeyOptions")
+            .field("inline", &self.inline.as_ref().map(|_| "<redacted>"))
+            .field("file", &self.file)
+            .finish()
+    }
 }
 
 impl MasterKeyOptions {
@@ -181,13 +190,17 @@ pub async fn init(opts: &InitOptions, now: UnixTime) -> Result<InitOutcome, Boot
         // Only a brand-new data dir may get a brand-new key: creating one for an existing
         // store would lock its seeds away for good.
         MasterKeySource::File(path) if !store_exists(&layout.data_dir) && !path.exists() => {
+            create_private_dir(&layout.data_dir)?;
             let key = MasterKey::create_file(path)?;
+            // Said now, not only in the summary: if a later step fails, the key still exists.
+            tracing::warn!(path = %path.display(), "created the master key; back it up apart from the data dir");
             created_master_key = Some(path.clone());
             key
         }
         other => other.load()?,
     };
-    let db = Db::new(Arc::new(SledStore::open(&layout.store_dir(), OpenMode::CreateIfMissing)?));
+    create_private_dir(&layout.data_dir)?;
+    let db = Db::new(Arc::new(open_store(layout.store_dir(), OpenMode::CreateIfMissing).await?));
     let created = db.meta(authority::KEY_CHECK).await?.is_none();
     if created {
         db.commit(topology(&master, &opts.operator_name, opts.xkey, now)).await?;
@@ -212,7 +225,7 @@ pub async fn open(
         return Err(StoreError::NotInitialized { path }.into());
     }
     let master = master_key.source(data_dir).load()?;
-    let store = SledStore::open(&store_dir(data_dir), OpenMode::MustExist)?;
+    let store = open_store(store_dir(data_dir), OpenMode::MustExist).await?;
     Ok(Authority::open(Db::new(Arc::new(store)), master).await?)
 }
 
@@ -362,6 +375,26 @@ pub async fn write_outputs(
     Ok(outputs)
 }
 
+/// Opens the store on the blocking pool: opening replays sled's log and fsyncs.
+async fn open_store(dir: PathBuf, mode: OpenMode) -> Result<SledStore, StoreError> {
+    tokio::task::spawn_blocking(move || SledStore::open(&dir, mode))
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+}
+
+/// Creates `dir` readable by its owner only; an existing dir keeps the mode it has.
+fn create_private_dir(dir: &Path) -> Result<(), BootstrapError> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let err = |source| BootstrapError::Write { path: dir.to_path_buf(), source };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(err)
+}
+
 /// Writes through a temp file and a rename, so a reader never sees half a file; `private`
 /// files get mode 0600 from the start.
 fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), BootstrapError> {
@@ -380,5 +413,6 @@ fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), Bootstr
     }
     file.write_all(contents).map_err(err)?;
     file.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    std::fs::rename(&tmp, path).map_err(err)?;
+    crate::vault::sync_parent(path).map_err(err)
 }

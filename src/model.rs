@@ -183,7 +183,7 @@ impl AccountRecord {
             identity: SealedKey::generate(KeyRole::Account, master),
             signing_keys: vec![SealedKey::generate(KeyRole::AccountSigning, master)],
             xkey: None,
-            limits: OperatorLimits::default(),
+            limits: OperatorLimits::unlimited(),
             imports: Vec::new(),
             exports: Vec::new(),
             revocations: BTreeMap::new(),
@@ -201,6 +201,30 @@ impl AccountRecord {
     /// The key that signs this account's users: the first signing key, else the identity.
     pub fn user_signer(&self) -> &SealedKey {
         self.signing_keys.first().unwrap_or(&self.identity)
+    }
+}
+
+/// A stored password hash (argon2id PHC string). Its `Debug` does not print it, so a logged
+/// record cannot leak it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PasswordHash(String);
+
+impl PasswordHash {
+    /// Wraps a PHC string.
+    pub fn new(phc: String) -> Self {
+        PasswordHash(phc)
+    }
+
+    /// The PHC string, for verification.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PasswordHash(<redacted>)")
     }
 }
 
@@ -233,7 +257,7 @@ pub struct UserRecord {
     pub identity: SealedKey,
     /// argon2id PHC string; never leaves the store.
     #[serde(default)]
-    pub password_hash: Option<String>,
+    pub password_hash: Option<PasswordHash>,
     /// Lifetime of issued JWTs in seconds; `None`: no expiry.
     #[serde(default)]
     pub jwt_ttl_secs: Option<i64>,

@@ -278,3 +278,22 @@ async fn greets(addr: &str) -> bool {
     };
     matches!(tokio::time::timeout(Duration::from_millis(500), attempt).await, Ok(Some(true)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_gets_none_of_our_variables() {
+        // A variable name no one else uses, so setting it cannot disturb other tests.
+        std::env::set_var("NATS_AUTHD_TEST_ONLY_SECRET", "x");
+        let command = server_command(Path::new("nats-server"));
+        let removed: Vec<_> = command
+            .as_std()
+            .get_envs()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.to_owned())
+            .collect();
+        assert!(removed.iter().any(|k| k == "NATS_AUTHD_TEST_ONLY_SECRET"), "{removed:?}");
+    }
+}

@@ -45,6 +45,8 @@ pub fn operator_jwt(
     let body = claims::Operator {
         signing_keys: vec![op.signing_key.public.clone()],
         system_account: op.system_account.clone(),
+        // The server then refuses accounts signed by the identity key, as we never sign them.
+        strict_signing_key_usage: true,
         ..claims::Operator::default()
     };
     let claims = Claims::new(op.identity.public.clone(), body, now).with_name(&op.name);
@@ -110,7 +112,7 @@ pub fn verify_account_jwt(
     now: UnixTime,
 ) -> Result<Claims<claims::Account>, TrustError> {
     let claims = claims::decode::<claims::Account>(token, &Validation::at(now))?;
-    if claims.issuer != op.signing_key.public && claims.issuer != op.identity.public {
+    if claims.issuer != op.signing_key.public {
         return Err(TrustError::ForeignIssuer { issuer: claims.issuer });
     }
     Ok(claims)
@@ -186,4 +188,85 @@ pub fn delete_accounts_jwt(
     let claims =
         Claims::new(op.signing_key.public.clone(), Generic::delete_accounts(accounts), now);
     Ok(claims::encode(&claims, &op.signing_key.key_pair(master)?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{KeyRole, SealedKey};
+    use crate::model::{AccountKind, AccountName};
+
+    fn operator(master: &MasterKey) -> OperatorRecord {
+        OperatorRecord {
+            name: "op".into(),
+            identity: SealedKey::generate(KeyRole::Operator, master),
+            signing_key: SealedKey::generate(KeyRole::OperatorSigning, master),
+            system_account: String::new(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn only_this_operators_signing_key_passes_the_pre_push_check() {
+        let master = MasterKey::generate();
+        let (ours, theirs) = (operator(&master), operator(&master));
+        let acme = AccountRecord::new(
+            AccountName::new("acme").unwrap(),
+            AccountKind::Tenant,
+            &master,
+            1000,
+        );
+        let good = account_jwt(&ours, &acme, None, &master, 1000).unwrap();
+        assert!(verify_account_jwt(&ours, &good, 1000).is_ok());
+
+        let foreign = account_jwt(&theirs, &acme, None, &master, 1000).unwrap();
+        assert!(matches!(
+            verify_account_jwt(&ours, &foreign, 1000),
+            Err(TrustError::ForeignIssuer { .. })
+        ));
+
+        // Signed by our identity key: valid, but identity keys sign only the operator JWT.
+        let claims = Claims::new(acme.public_key(), account_body(&acme, None), 1000);
+        let by_identity =
+            claims::encode(&claims, &ours.identity.key_pair(&master).unwrap()).unwrap();
+        assert!(matches!(
+            verify_account_jwt(&ours, &by_identity, 1000),
+            Err(TrustError::ForeignIssuer { .. })
+        ));
+    }
+
+    #[test]
+    fn users_are_signed_by_the_account_signing_key_with_issuer_account() {
+        let master = MasterKey::generate();
+        let acme = AccountRecord::new(
+            AccountName::new("acme").unwrap(),
+            AccountKind::Tenant,
+            &master,
+            1000,
+        );
+        let user = crate::keys::SealedKey::generate(KeyRole::User, &master);
+        let token =
+            user_jwt(&acme, &user.public, "dev1", Default::default(), Some(2000), &master, 1000)
+                .unwrap();
+        let claims = claims::decode::<claims::User>(&token, &Validation::at(1000)).unwrap();
+        assert_eq!(claims.issuer, acme.signing_keys[0].public);
+        assert_ne!(claims.issuer, acme.public_key());
+        assert_eq!(claims.nats.issuer_account, acme.public_key());
+        assert_eq!(claims.expires, Some(2000));
+    }
+
+    #[test]
+    fn an_inactive_account_admits_no_connections() {
+        let master = MasterKey::generate();
+        let mut acme = AccountRecord::new(
+            AccountName::new("acme").unwrap(),
+            AccountKind::Tenant,
+            &master,
+            1000,
+        );
+        assert_eq!(account_body(&acme, None).limits.conn, -1);
+        acme.active = false;
+        assert_eq!(account_body(&acme, None).limits.conn, 0);
+    }
 }

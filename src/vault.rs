@@ -81,6 +81,14 @@ impl MasterKeySource {
                     }
                     Err(source) => return Err(VaultError::Io { path: path.clone(), source }),
                 };
+                #[cfg(unix)]
+                if let Ok(meta) = std::fs::metadata(path) {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = meta.permissions().mode() & 0o777;
+                    if mode & 0o077 != 0 {
+                        tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "master key file is readable by others; chmod 600 it");
+                    }
+                }
                 MasterKey::from_text(&text, &path.display().to_string())
             }
         }
@@ -141,6 +149,8 @@ impl MasterKey {
         file.write_all(key.to_text().as_bytes()).map_err(io)?;
         file.write_all(b"\n").map_err(io)?;
         file.sync_all().map_err(io)?;
+        // The key must be on disk before any seed sealed with it is: sync its directory entry.
+        sync_parent(path).map_err(io)?;
         Ok(key)
     }
 
@@ -177,6 +187,17 @@ impl MasterKey {
             .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad })
             .map(Zeroizing::new)
             .map_err(|_| VaultError::Decrypt)
+    }
+}
+
+/// Makes the directory entry of `path` durable (after a create or a rename).
+///
+/// # Errors
+/// The I/O error from opening or syncing the directory.
+pub fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => std::fs::File::open(".")?.sync_all(),
     }
 }
 

@@ -13,9 +13,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_nats-authd");
 
 fn nats_authd(dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir)
-        .env("NATS_SERVER_BIN", nats_server_bin())
-        .env_remove("NATS_AUTHD_MASTER_KEY");
+    cmd.current_dir(dir).env("NATS_SERVER_BIN", nats_server_bin());
+    // Only what each test sets: a NATS_AUTHD_* variable of the machine must not leak in.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("NATS_AUTHD_") || name == "RUST_LOG" {
+            cmd.env_remove(name);
+        }
+    }
     cmd
 }
 

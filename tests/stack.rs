@@ -47,7 +47,8 @@ async fn sentinel_alone_is_not_let_in() {
     )
     .await
     .expect("connect must fail, not hang");
-    assert!(result.is_err(), "sentinel connected without a callout answer");
+    let err = result.err().expect("sentinel connected without a callout answer");
+    assert_eq!(err.kind(), async_nats::ConnectErrorKind::AuthorizationViolation, "{err}");
 }
 
 #[tokio::test]
@@ -198,4 +199,20 @@ async fn a_busy_port_is_reported_not_mistaken_for_our_server() {
     .await;
     let err = result.err().expect("a second server on a busy port must not start");
     assert!(matches!(err, nats_server::NatsServerError::AddressInUse { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_server_that_dies_is_noticed() {
+    let mut stack = Stack::start().await;
+    let server = stack.server.take().unwrap();
+    let exited = server.exited();
+    let pid = nix::unistd::Pid::from_raw(server.pid().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let status =
+        tokio::time::timeout(Duration::from_secs(10), exited).await.expect("death not noticed");
+    assert!(status.contains("signal"), "{status}");
+    assert!(
+        server.stop(Duration::from_secs(1)).await.is_some(),
+        "stop reports that it died on its own"
+    );
 }

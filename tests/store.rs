@@ -17,9 +17,10 @@ use zeroize::Zeroizing;
 
 const WRITER_ENV: &str = "AUTHD_TEST_WRITER_DIR";
 
-/// Not a test on its own: the child process of `acknowledged_writes_survive_kill_9`. It commits
-/// records one by one and prints `acked N` after each commit returns.
+/// Not a test on its own: the child process of `acknowledged_writes_survive_kill_9`, run
+/// with `--ignored`. It commits records one by one and prints `acked N` after each commit.
 #[tokio::test]
+#[ignore = "child process of acknowledged_writes_survive_kill_9"]
 async fn writer_child() {
     let Some(dir) = std::env::var_os(WRITER_ENV) else {
         return;
@@ -42,7 +43,7 @@ async fn writer_child() {
 async fn acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["writer_child", "--exact", "--nocapture", "--test-threads=1"])
+        .args(["writer_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env(WRITER_ENV, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -136,7 +137,7 @@ async fn missing_or_wrong_master_key_is_a_clear_error_and_changes_nothing() {
 }
 
 /// Every seed the store holds, opened with the master key, as text and as raw key bytes.
-async fn every_seed(db: &Db, master: &MasterKey) -> Vec<(String, Vec<String>)> {
+async fn every_seed(db: &Db, master: &MasterKey) -> Vec<(String, Vec<Vec<u8>>)> {
     let mut keys = Vec::new();
     let op: OperatorRecord = db.get("operator").await.unwrap().unwrap();
     keys.push(op.identity.clone());
@@ -155,9 +156,10 @@ async fn every_seed(db: &Db, master: &MasterKey) -> Vec<(String, Vec<String>)> {
             let seed = k.open_seed(master).unwrap();
             let (_, raw) = nkeys::decode_seed(seed.expose()).unwrap();
             let needles = vec![
-                seed.expose().to_string(),
-                data_encoding::BASE64.encode(&raw),
-                data_encoding::HEXLOWER.encode(&raw),
+                seed.expose().as_bytes().to_vec(),
+                raw.to_vec(),
+                data_encoding::BASE64.encode(&raw).into_bytes(),
+                data_encoding::HEXLOWER.encode(&raw).into_bytes(),
             ];
             (k.public.clone(), needles)
         })
@@ -216,7 +218,7 @@ async fn no_seed_is_readable_in_the_data_dir_or_the_logs() {
     drop(authority);
     // The search finds seeds where they are meant to be: the admin's, in the creds handed out.
     let admin_creds = std::fs::read(stack.layout.admin_creds()).unwrap();
-    let handed_out = seeds.iter().filter(|(_, n)| contains(&admin_creds, n[0].as_bytes())).count();
+    let handed_out = seeds.iter().filter(|(_, n)| contains(&admin_creds, &n[0])).count();
     assert_eq!(handed_out, 1, "the admin seed must be found in admin.creds (outside the data dir)");
 
     let files = common::files_under(&data_dir);
@@ -226,12 +228,25 @@ async fn no_seed_is_readable_in_the_data_dir_or_the_logs() {
             for file in &files {
                 let bytes = std::fs::read(file).unwrap();
                 assert!(
-                    !contains(&bytes, needle.as_bytes()),
+                    !contains(&bytes, needle),
                     "seed of {public} readable in {}",
                     file.display()
                 );
             }
-            assert!(!contains(&logs, needle.as_bytes()), "seed of {public} in the logs");
+            assert!(!contains(&logs, needle), "seed of {public} in the logs");
         }
     }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn secrets_on_disk_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let stack = Stack::init().await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&stack.layout.default_master_key_file()), 0o600);
+    assert_eq!(mode(&stack.layout.admin_creds()), 0o600);
+    assert_eq!(mode(&stack.layout.sentinel_creds()), 0o600);
+    assert_eq!(mode(&stack.layout.data_dir), 0o700);
+    assert_eq!(mode(&stack.layout.store_dir()), 0o700);
 }

@@ -265,7 +265,7 @@ pub fn decode<N: ClaimBody>(
     let payload_bytes = b64(payload, "payload")?;
     let signature = b64(signature, "signature")?;
     let envelope: Envelope = serde_json::from_slice(&payload_bytes)
-        .map_err(|e| ClaimsError::Malformed(format!("payload: {e}")))?;
+        .map_err(|e| ClaimsError::Malformed(json_error("payload", &e)))?;
 
     let issuer = KeyPair::from_public_key(&envelope.iss)
         .map_err(|_| ClaimsError::Malformed("issuer is not a public key".into()))?;
@@ -282,7 +282,7 @@ pub fn decode<N: ClaimBody>(
         return Err(ClaimsError::UnsupportedVersion(envelope.nats.version));
     }
     let claims: Claims<N> = serde_json::from_slice(&payload_bytes)
-        .map_err(|e| ClaimsError::Malformed(format!("payload: {e}")))?;
+        .map_err(|e| ClaimsError::Malformed(json_error("payload", &e)))?;
     check_subject::<N>(&claims.subject)?;
 
     let now = validation.now;
@@ -297,6 +297,17 @@ pub fn decode<N: ClaimBody>(
         }
     }
     Ok(claims)
+}
+
+/// Where JSON failed to parse, without serde's text: that can quote values, and a callout
+/// request's values include passwords.
+pub fn json_error(what: &str, e: &serde_json::Error) -> String {
+    format!(
+        "{what} is not valid claims JSON ({:?} error at line {} column {})",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
 }
 
 fn b64(part: &str, what: &str) -> Result<Vec<u8>, ClaimsError> {

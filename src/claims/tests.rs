@@ -159,6 +159,25 @@ fn json_matches_nats_io_jwt_field_names() {
 }
 
 #[test]
+fn missing_limits_decode_as_zero_like_the_server_reads_them() {
+    let operator = key(KeyPairType::Operator, 1);
+    let account = key(KeyPairType::Account, 2);
+    let body = serde_json::json!({"type": "account", "version": 2});
+    let payload = serde_json::json!({"iat": NOW, "iss": operator.public_key(), "sub": account.public_key(), "nats": body});
+    let signing_input = format!(
+        "{}.{}",
+        data_encoding::BASE64URL_NOPAD.encode(HEADER.as_bytes()),
+        data_encoding::BASE64URL_NOPAD.encode(payload.to_string().as_bytes())
+    );
+    let sig = operator.sign(signing_input.as_bytes()).unwrap();
+    let token = format!("{signing_input}.{}", data_encoding::BASE64URL_NOPAD.encode(&sig));
+    let decoded = decode::<Account>(&token, &Validation::at(NOW)).unwrap();
+    assert_eq!(decoded.nats.limits, OperatorLimits::default());
+    assert_eq!(decoded.nats.limits.conn, 0);
+    assert_eq!(Account::default().limits, OperatorLimits::unlimited());
+}
+
+#[test]
 fn encoding_is_deterministic_for_fixed_keys_and_time() {
     let operator = key(KeyPairType::Operator, 1);
     let account = key(KeyPairType::Account, 2);
@@ -265,4 +284,25 @@ fn garbage_is_malformed_not_a_panic() {
         user_token(None).split_once('.').unwrap().1
     );
     assert_eq!(decode::<User>(&other_header, &v), Err(ClaimsError::UnsupportedHeader));
+}
+
+#[test]
+fn malformed_payload_errors_do_not_quote_values() {
+    let server = key(KeyPairType::Server, 4);
+    // A callout request whose connect_opts.pass has the wrong type: serde would quote it.
+    let payload = serde_json::json!({
+        "iat": NOW, "iss": server.public_key(), "sub": "x",
+        "nats": {"type": "authorization_request", "version": 2, "user_nkey": 7,
+                 "connect_opts": {"pass": ["hunter2-secret"]}}
+    });
+    let signing_input = format!(
+        "{}.{}",
+        data_encoding::BASE64URL_NOPAD.encode(HEADER.as_bytes()),
+        data_encoding::BASE64URL_NOPAD.encode(payload.to_string().as_bytes())
+    );
+    let sig = server.sign(signing_input.as_bytes()).unwrap();
+    let token = format!("{signing_input}.{}", data_encoding::BASE64URL_NOPAD.encode(&sig));
+    let err = decode::<AuthorizationRequest>(&token, &Validation::at(NOW)).unwrap_err();
+    assert!(matches!(err, ClaimsError::Malformed(_)));
+    assert!(!err.to_string().contains("hunter2"), "{err}");
 }

@@ -179,7 +179,7 @@ impl Default for User {
 }
 
 /// Account limits: core NATS, account and JetStream limits, flattened as in Go.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct OperatorLimits {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub subs: i64,
@@ -217,9 +217,10 @@ pub struct OperatorLimits {
     pub max_bytes_required: bool,
 }
 
-impl Default for OperatorLimits {
+impl OperatorLimits {
     /// Unlimited core and account limits, JetStream off: what `nsc add account` writes.
-    fn default() -> Self {
+    /// (`Default` is all zeros, which is how the server reads a missing `limits`.)
+    pub fn unlimited() -> Self {
         OperatorLimits {
             subs: NO_LIMIT,
             data: NO_LIMIT,
@@ -411,7 +412,7 @@ impl Default for Account {
         Account {
             imports: Vec::new(),
             exports: Vec::new(),
-            limits: OperatorLimits::default(),
+            limits: OperatorLimits::unlimited(),
             signing_keys: Vec::new(),
             revocations: BTreeMap::new(),
             default_permissions: Permissions::default(),

@@ -245,7 +245,7 @@ impl Manager {
         let name = AccountName::new(&req.name)?;
         let description = req.description.unwrap_or_default();
         check_len("description", &description, MAX_DESCRIPTION_LEN)?;
-        let mut limits = OperatorLimits::default();
+        let mut limits = OperatorLimits::unlimited();
         if let Some(input) = &req.limits {
             apply_limits(&mut limits, input)?;
         }

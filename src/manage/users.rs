@@ -6,8 +6,8 @@ use zeroize::Zeroizing;
 use super::{check_len, ManageError, Manager, MAX_DESCRIPTION_LEN};
 use crate::keys::{KeyRole, SealedKey};
 use crate::model::{
-    AccountKind, AccountName, AccountRecord, RoleName, RoleRecord, UnixTime, UserKind, UserName,
-    UserRecord,
+    AccountKind, AccountName, AccountRecord, PasswordHash, RoleName, RoleRecord, UnixTime,
+    UserKind, UserName, UserRecord,
 };
 use crate::password::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN};
 use crate::policy;
@@ -215,7 +215,7 @@ impl Manager {
         user.jwt_ttl_secs = req.jwt_ttl_secs;
         user.bearer_token = req.bearer_token.unwrap_or(false);
         if let Some(password) = req.password {
-            user.password_hash = Some(self.hasher.hash(password).await?);
+            user.password_hash = Some(PasswordHash::new(self.hasher.hash(password).await?));
         }
         let mut batch = Batch::new();
         batch.create(&user);
@@ -289,7 +289,7 @@ impl Manager {
             Some(p) if p.is_empty() => user.password_hash = None,
             Some(p) => {
                 check_password(&p)?;
-                user.password_hash = Some(self.hasher.hash(p).await?);
+                user.password_hash = Some(PasswordHash::new(self.hasher.hash(p).await?));
             }
             None => {}
         }

@@ -39,7 +39,8 @@ impl Reply {
                         tracing::error!(endpoint, %detail, "request failed")
                     }
                     other => {
-                        tracing::debug!(endpoint, code = other.code(), error = %other, "request refused")
+                        // The message can quote the request (a mistyped password field): code only.
+                        tracing::debug!(endpoint, code = other.code(), "request refused")
                     }
                 }
                 let message = error.public_message();

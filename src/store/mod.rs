@@ -54,7 +54,7 @@ impl Tree {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another process (or handle) holds the data dir.
-    #[error("data dir {path} is in use by another nats-authd process (lock file {lock})")]
+    #[error("store {path} is in use by another nats-authd process (lock file {lock})")]
     Locked { path: String, lock: String },
     /// `serve`/`up` pointed at a dir where `init` never ran.
     #[error("no nats-authd store in {path}; run `nats-authd init --data-dir {path}` first")]
@@ -258,6 +258,14 @@ impl Db {
         self.store.commit(batch).await
     }
 
+    /// How many `R` are stored (without decoding them).
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub async fn count<R: Record>(&self) -> Result<usize, StoreError> {
+        Ok(self.store.scan(R::TREE, "").await?.len())
+    }
+
     /// Every key and value of every tree: for backups, and for tests that prove a failed
     /// request changed nothing.
     ///
@@ -286,6 +294,7 @@ fn decode<R: Record>(key: &str, bytes: &[u8]) -> Result<R, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         tree: R::TREE,
         key: key.to_string(),
-        message: e.to_string(),
+        // Position only: serde's text can quote stored values (password hashes).
+        message: format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column()),
     })
 }

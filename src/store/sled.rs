@@ -51,7 +51,14 @@ impl SledStore {
         if !exists && mode == OpenMode::MustExist {
             return Err(StoreError::NotInitialized { path: display });
         }
-        std::fs::create_dir_all(dir).map_err(backend)?;
+        if !dir.exists() {
+            // Records (password hashes among them) are readable by the owner only.
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(dir).map_err(backend)?;
+        }
         let lock = take_lock(&dir.join(LOCK_FILE), &display)?;
         let db = sled::Config::new().path(dir).open().map_err(backend)?;
         Self::from_db(db, Some(lock))
