@@ -47,7 +47,7 @@ async fn sentinel_alone_is_not_let_in() {
     )
     .await
     .expect("connect must fail, not hang");
-    let err = result.err().expect("sentinel connected without a callout answer");
+    let err = result.expect_err("sentinel connected without a callout answer");
     assert_eq!(err.kind(), async_nats::ConnectErrorKind::AuthorizationViolation, "{err}");
 }
 
@@ -197,7 +197,7 @@ async fn a_busy_port_is_reported_not_mistaken_for_our_server() {
         Duration::from_secs(5),
     )
     .await;
-    let err = result.err().expect("a second server on a busy port must not start");
+    let err = result.expect_err("a second server on a busy port must not start");
     assert!(matches!(err, nats_server::NatsServerError::AddressInUse { .. }), "{err}");
 }
 
