@@ -108,6 +108,15 @@ pub struct NatsServer {
     task: Option<JoinHandle<()>>,
 }
 
+impl std::fmt::Debug for NatsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsServer")
+            .field("pid", &self.pid)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
 impl NatsServer {
     /// Starts `bin -c config`, logging to `log`, and waits until `addr` (host:port) accepts
     /// NATS connections. The child gets no NATS_AUTHD_* variables: the master key stays ours.
