@@ -87,6 +87,7 @@ pub async fn run(
         manager,
         client: client.clone(),
         connected: connection.state.clone(),
+        link: connection.status_handle(),
         stats,
         started: Instant::now(),
     };
@@ -136,9 +137,7 @@ pub async fn run(
     if let Err(e) = publisher.await {
         tracing::error!(error = %e, "the claims publisher failed");
     }
-    if let Err(e) = client.drain().await {
-        tracing::warn!(error = %e, "draining the NATS connection failed");
-    }
+    connection.close().await;
     authority.db().store().flush().await?;
     Ok(())
 }

@@ -1,35 +1,57 @@
-//! The service's one NATS connection: as the service user of AUTH, signed from the store.
+//! The service's one NATS connection: as the service user of AUTH, signed from the store, to a
+//! primary server with ordered backups.
 //!
-//! Bootstrap mode: until a server answers, nothing is served and the service keeps trying with
-//! capped exponential backoff, saying so in the log. Once connected, async-nats reconnects on
-//! its own (without limit) and the state changes are logged.
+//! - **Bootstrap** (default): until a server answers nothing is served; async-nats keeps trying
+//!   in the background and the log says so once ("waiting for NATS at ..."). With
+//!   `require_nats` the first failed connect is an error instead.
+//! - **Failover**: which server to try next is our decision ([`next_server`], a pure function
+//!   that async-nats asks through its reconnect callback): the primary until it has failed
+//!   `primary_retries` times in a row, then the backups in order, with exponential backoff.
+//! - **Failback**: while on a backup, a task probes the primary every `failback_interval` and,
+//!   when it answers, forces a reconnect that goes to the primary.
+//!
+//! async-nats keeps subscriptions across reconnects, so the endpoints (and later the callout)
+//! are there after every move, once. Every move and state change is logged once, and
+//! [`LinkStatus`] shows it to `authd.status`.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, ConnectOptions, Event, ReconnectToServer, ServerAddr};
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::authority::{Authority, AuthorityError, AUTH_ACCOUNT};
 use crate::bootstrap::SERVICE_USER;
-use crate::model::{AccountName, UserName};
+use crate::model::{self, AccountName, UnixTime, UserName};
 use crate::policy;
 use crate::trust;
 
 /// How the service connects.
 #[derive(Debug, Clone)]
 pub struct ConnectionSettings {
-    /// Server URLs, primary first.
+    /// Server URLs, primary first, then backups in the order to try them.
     pub urls: Vec<String>,
+    /// Consecutive failed attempts on the primary before moving to a backup.
+    pub primary_retries: usize,
+    /// Delay before the second attempt on a server (the first is immediate).
+    pub initial_backoff: Duration,
+    /// Longest delay between attempts.
+    pub max_backoff: Duration,
+    /// Growth of the delay per failed attempt.
+    pub backoff_multiplier: f64,
+    /// How often to check, while on a backup, whether the primary is back.
+    pub failback_interval: Duration,
     /// Time-out of one connect attempt.
     pub connect_timeout: Duration,
     /// Time-out of requests the service makes.
     pub request_timeout: Duration,
-    /// First delay between connect attempts.
-    pub initial_backoff: Duration,
-    /// Longest delay between connect attempts.
-    pub max_backoff: Duration,
     /// Exit on the first failed connect instead of waiting for a server.
     pub require_nats: bool,
 }
@@ -38,22 +60,141 @@ impl Default for ConnectionSettings {
     fn default() -> Self {
         ConnectionSettings {
             urls: vec!["nats://127.0.0.1:4222".into()],
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(5),
+            primary_retries: 3,
             initial_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(5),
+            backoff_multiplier: 2.0,
+            failback_interval: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
             require_nats: false,
         }
     }
 }
 
-/// The service's connection and whether it is up right now.
-#[derive(Debug, Clone)]
+impl ConnectionSettings {
+    /// The delay before an attempt on a server that has failed `failures` times in a row.
+    pub fn backoff(&self, failures: usize) -> Duration {
+        if failures == 0 {
+            return Duration::ZERO;
+        }
+        let exponent = i32::try_from(failures - 1).unwrap_or(i32::MAX);
+        let secs = self.initial_backoff.as_secs_f64() * self.backoff_multiplier.powi(exponent);
+        Duration::try_from_secs_f64(secs).unwrap_or(self.max_backoff).min(self.max_backoff)
+    }
+}
+
+/// Which configured server to try next, and after what delay, given each one's consecutive
+/// failures (primary first).
+///
+/// The primary while it has failed fewer than `primary_retries` times; then the backup with
+/// the fewest failures (earlier ones first); when every server has failed that often, the one
+/// with the fewest failures, the primary winning ties.
+pub fn next_server(failures: &[usize], settings: &ConnectionSettings) -> (usize, Duration) {
+    let Some(&primary) = failures.first() else { return (0, Duration::ZERO) };
+    let choice = if primary < settings.primary_retries || failures.len() == 1 {
+        0
+    } else {
+        let (backup, fewest) = failures
+            .iter()
+            .enumerate()
+            .skip(1)
+            .min_by_key(|(i, f)| (**f, *i))
+            .expect("a backup exists");
+        if *fewest < settings.primary_retries || *fewest < primary {
+            backup
+        } else {
+            0
+        }
+    };
+    (choice, settings.backoff(failures[choice]))
+}
+
+/// Where the connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    /// No server has answered yet.
+    Bootstrapping,
+    /// On the primary.
+    Connected,
+    /// Lost; trying to get back.
+    Reconnecting,
+    /// On a backup.
+    FailedOver,
+    /// Closed (shutting down).
+    Closed,
+}
+
+/// The connection as `authd.status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkStatus {
+    pub state: LinkState,
+    /// URL of the server the connection is on (or was last on).
+    pub url: Option<String>,
+    pub last_failover_at: Option<UnixTime>,
+    pub last_failback_at: Option<UnixTime>,
+    /// Successful reconnects after the first connect.
+    pub reconnects: u64,
+    pub disconnects: u64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    urls: Vec<String>,
+    addrs: Vec<ServerAddr>,
+    status: LinkStatus,
+    /// The server the reconnect callback chose last: where a `Connected` event lands.
+    target: usize,
+    /// Set by the failback task: go to the primary on the next attempt, at once.
+    failback: bool,
+    ever_connected: bool,
+}
+
+/// The service's connection, its state, and the failback task it owns.
+#[derive(Debug)]
 pub struct Connection {
-    /// The client; async-nats reconnects it by itself.
+    /// The client; async-nats reconnects it by itself, where [`next_server`] says.
     pub client: Client,
     /// `true` while connected; the publisher's circuit breaker watches it.
     pub state: watch::Receiver<bool>,
+    shared: Arc<Mutex<Shared>>,
+    stop: CancellationToken,
+    failback: Option<JoinHandle<()>>,
+}
+
+impl Connection {
+    /// The connection's status now.
+    pub fn status(&self) -> LinkStatus {
+        self.shared.lock().expect("connection state lock").status.clone()
+    }
+
+    /// A handle that reads the status from elsewhere (the status endpoint).
+    pub fn status_handle(&self) -> StatusHandle {
+        StatusHandle(Arc::clone(&self.shared))
+    }
+
+    /// Stops the failback task and drains the client: pending replies go out, then it closes.
+    pub async fn close(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.failback.take() {
+            let _ = task.await;
+        }
+        if let Err(e) = self.client.drain().await {
+            tracing::warn!(error = %e, "draining the NATS connection failed");
+        }
+    }
+}
+
+/// Reads the connection status; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StatusHandle(Arc<Mutex<Shared>>);
+
+impl StatusHandle {
+    /// The connection's status now.
+    pub fn get(&self) -> LinkStatus {
+        self.0.lock().expect("connection state lock").status.clone()
+    }
 }
 
 /// Why no connection was made.
@@ -63,6 +204,9 @@ pub enum ConnectionError {
     Authority(#[from] AuthorityError),
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
+    /// A URL is not a NATS server address.
+    #[error("invalid NATS URL {url:?}: {cause}")]
+    BadUrl { url: String, cause: String },
     /// `--require-nats` and the first attempt failed.
     #[error("cannot connect to NATS at {url}: {cause}")]
     Unreachable { url: String, cause: String },
@@ -81,12 +225,9 @@ pub async fn connect(
     settings: &ConnectionSettings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Connection, ConnectionError> {
-    let (state_tx, state) = watch::channel(false);
-    let state_tx = Arc::new(state_tx);
     let auth = AccountName::new(AUTH_ACCOUNT).expect("valid");
     let account = authority.account(&auth).await?;
     let user = authority.user(&auth, &UserName::new(SERVICE_USER).expect("valid")).await?;
-    let now = crate::model::now();
     let jwt = trust::user_jwt(
         &account,
         &user.identity.public,
@@ -94,79 +235,274 @@ pub async fn connect(
         policy::user_permissions(&user, None),
         None,
         authority.master(),
-        now,
+        model::now(),
     )
     .map_err(AuthorityError::from)?;
     let key_pair = Arc::new(user.identity.key_pair(authority.master())?);
-    let urls = settings.urls.join(", ");
 
+    let addrs = settings
+        .urls
+        .iter()
+        .map(|url| {
+            ServerAddr::from_str(url)
+                .map_err(|e| ConnectionError::BadUrl { url: url.clone(), cause: e.to_string() })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let shared = Arc::new(Mutex::new(Shared {
+        urls: settings.urls.clone(),
+        addrs: addrs.clone(),
+        status: LinkStatus {
+            state: LinkState::Bootstrapping,
+            url: None,
+            last_failover_at: None,
+            last_failback_at: None,
+            reconnects: 0,
+            disconnects: 0,
+        },
+        target: 0,
+        failback: false,
+        ever_connected: false,
+    }));
+    let (up_tx, up) = watch::channel(false);
+    let up_tx = Arc::new(up_tx);
+
+    let options = ConnectOptions::with_jwt(jwt, move |nonce| {
+        let key_pair = Arc::clone(&key_pair);
+        async move { key_pair.sign(&nonce).map_err(async_nats::AuthError::new) }
+    })
+    .name("nats-authd")
+    .connection_timeout(settings.connect_timeout)
+    .request_timeout(Some(settings.request_timeout))
+    .max_reconnects(None)
+    .retain_servers_order()
+    // The configured list is the whole list: a primary and its backups, nothing gossiped.
+    .ignore_discovered_servers()
+    .reconnect_to_server_callback({
+        let (shared, settings) = (Arc::clone(&shared), settings.clone());
+        move |pool, _info| {
+            let choice = choose(&shared, &pool, &settings);
+            async move { choice }
+        }
+    })
+    .event_callback({
+        let shared = Arc::clone(&shared);
+        move |event| {
+            let (shared, up_tx) = (Arc::clone(&shared), Arc::clone(&up_tx));
+            async move { on_event(&shared, &up_tx, event) }
+        }
+    });
+
+    let urls = settings.urls.join(", ");
+    let client = if settings.require_nats {
+        options
+            .connect(addrs.clone())
+            .await
+            .map_err(|e| ConnectionError::Unreachable { url: urls.clone(), cause: e.to_string() })?
+    } else {
+        let client =
+            options.retry_on_initial_connect().connect(addrs.clone()).await.map_err(|e| {
+                ConnectionError::Unreachable { url: urls.clone(), cause: e.to_string() }
+            })?;
+        wait_until_up(up.clone(), &urls, shutdown).await?;
+        client
+    };
+    let info = client.server_info();
+    tracing::info!(server = %info.server_name, url = %current_url(&shared), "connected to NATS");
+
+    let stop = CancellationToken::new();
+    let failback = (settings.urls.len() > 1).then(|| {
+        tokio::spawn(failback_task(
+            client.clone(),
+            Arc::clone(&shared),
+            settings.clone(),
+            stop.clone(),
+        ))
+    });
+    Ok(Connection { client, state: up, shared, stop, failback })
+}
+
+async fn wait_until_up(
+    mut up: watch::Receiver<bool>,
+    urls: &str,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ConnectionError> {
     tokio::pin!(shutdown);
-    let mut backoff = settings.initial_backoff;
     let mut announced = false;
     loop {
-        let key_pair = Arc::clone(&key_pair);
-        let options = ConnectOptions::with_jwt(jwt.clone(), move |nonce| {
-            let key_pair = Arc::clone(&key_pair);
-            async move { key_pair.sign(&nonce).map_err(async_nats::AuthError::new) }
-        })
-        .name("nats-authd")
-        .connection_timeout(settings.connect_timeout)
-        .request_timeout(Some(settings.request_timeout))
-        .max_reconnects(None)
-        .event_callback({
-            let state_tx = Arc::clone(&state_tx);
-            move |event| {
-                let state_tx = Arc::clone(&state_tx);
-                async move {
-                    match event {
-                        Event::Connected => state_tx.send_replace(true),
-                        Event::Disconnected | Event::Closed => state_tx.send_replace(false),
-                        _ => false,
-                    };
-                    log_event(event);
-                }
-            }
-        });
-        let attempt = options.connect(settings.urls.as_slice());
-        let result = tokio::select! {
-            r = attempt => r,
-            () = &mut shutdown => return Err(ConnectionError::Cancelled),
-        };
-        match result {
-            Ok(client) => {
-                let info = client.server_info();
-                tracing::info!(server = %info.server_name, url = %urls, "connected to NATS");
-                state_tx.send_replace(true);
-                return Ok(Connection { client, state });
-            }
-            Err(e) if settings.require_nats => {
-                return Err(ConnectionError::Unreachable { url: urls, cause: e.to_string() });
-            }
-            Err(e) => {
-                if !announced {
-                    tracing::warn!(url = %urls, cause = %e, "waiting for NATS");
-                    announced = true;
-                } else {
-                    tracing::debug!(url = %urls, cause = %e, "still waiting for NATS");
-                }
-            }
+        if *up.borrow_and_update() {
+            return Ok(());
+        }
+        if !announced {
+            tracing::warn!(url = %urls, "waiting for NATS");
+            announced = true;
         }
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
+            changed = up.changed() => if changed.is_err() { return Err(ConnectionError::Cancelled) },
             () = &mut shutdown => return Err(ConnectionError::Cancelled),
         }
-        backoff = (backoff * 2).min(settings.max_backoff);
     }
 }
 
-fn log_event(event: Event) {
+fn current_url(shared: &Mutex<Shared>) -> String {
+    let shared = shared.lock().expect("connection state lock");
+    shared.status.url.clone().unwrap_or_else(|| shared.urls[0].clone())
+}
+
+/// The reconnect callback: applies [`next_server`] to the pool's failure counts.
+fn choose(
+    shared: &Mutex<Shared>,
+    pool: &[async_nats::Server],
+    settings: &ConnectionSettings,
+) -> Option<ReconnectToServer> {
+    let mut shared = shared.lock().expect("connection state lock");
+    let (index, delay) = if std::mem::take(&mut shared.failback) {
+        (0, Duration::ZERO)
+    } else {
+        let failures: Vec<usize> = shared
+            .addrs
+            .iter()
+            .map(|addr| pool.iter().find(|s| s.addr == *addr).map_or(0, |s| s.failed_attempts))
+            .collect();
+        next_server(&failures, settings)
+    };
+    shared.target = index;
+    Some(ReconnectToServer { addr: shared.addrs[index].clone(), delay: Some(delay) })
+}
+
+fn on_event(shared: &Mutex<Shared>, up: &watch::Sender<bool>, event: Event) {
+    let mut shared = shared.lock().expect("connection state lock");
     match event {
-        Event::Connected => tracing::info!("NATS connection up"),
-        Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
-        Event::LameDuckMode => tracing::warn!("NATS server entering lame duck mode"),
-        Event::Draining | Event::Closed => {
-            tracing::info!(event = %event, "NATS connection closing")
+        Event::Connected => {
+            let now = model::now();
+            let url = shared.urls[shared.target].clone();
+            let previous = shared.status.url.replace(url.clone());
+            let on_primary = shared.target == 0;
+            shared.status.state =
+                if on_primary { LinkState::Connected } else { LinkState::FailedOver };
+            if shared.ever_connected {
+                shared.status.reconnects += 1;
+            }
+            shared.ever_connected = true;
+            match previous {
+                Some(from) if from != url && on_primary => {
+                    shared.status.last_failback_at = Some(now);
+                    tracing::info!(%from, to = %url, reason = "primary answers again", "failed back to the primary");
+                }
+                Some(from) if from != url => {
+                    shared.status.last_failover_at = Some(now);
+                    tracing::warn!(%from, to = %url, reason = "primary unreachable", "failed over to a backup");
+                }
+                Some(_) => tracing::info!(url = %url, "NATS connection restored"),
+                None if !on_primary => {
+                    shared.status.last_failover_at = Some(now);
+                    tracing::warn!(from = %shared.urls[0], to = %url, reason = "primary unreachable", "started on a backup");
+                }
+                None => {}
+            }
+            up.send_replace(true);
         }
-        other => tracing::warn!(event = %other, "NATS connection event"),
+        Event::Disconnected => {
+            shared.status.state = LinkState::Reconnecting;
+            shared.status.disconnects += 1;
+            tracing::warn!(url = ?shared.status.url, "NATS connection lost; reconnecting");
+            up.send_replace(false);
+        }
+        Event::Closed => {
+            shared.status.state = LinkState::Closed;
+            up.send_replace(false);
+        }
+        Event::Draining => tracing::info!("NATS connection draining"),
+        Event::LameDuckMode => {
+            tracing::warn!(url = ?shared.status.url, "NATS server entering lame duck mode")
+        }
+        Event::ServerError(e) => tracing::warn!(error = %e, "NATS server error"),
+        other => tracing::debug!(event = %other, "NATS connection event"),
+    }
+}
+
+/// While on a backup: probe the primary every `failback_interval`, and go back when it answers.
+async fn failback_task(
+    client: Client,
+    shared: Arc<Mutex<Shared>>,
+    settings: ConnectionSettings,
+    stop: CancellationToken,
+) {
+    let primary = shared.lock().expect("connection state lock").addrs[0].clone();
+    let addr = format!("{}:{}", primary.host(), primary.port());
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(settings.failback_interval) => {}
+            () = stop.cancelled() => return,
+        }
+        if shared.lock().expect("connection state lock").status.state != LinkState::FailedOver {
+            continue;
+        }
+        if !probe(&addr, settings.connect_timeout).await {
+            tracing::debug!(%addr, "primary still unreachable");
+            continue;
+        }
+        tracing::info!(%addr, "primary answers again; failing back");
+        shared.lock().expect("connection state lock").failback = true;
+        if let Err(e) = client.force_reconnect().await {
+            shared.lock().expect("connection state lock").failback = false;
+            tracing::warn!(error = %e, "failback reconnect failed");
+        }
+    }
+}
+
+/// True once something on `addr` (host:port) speaks NATS: sends `INFO` on connect.
+pub async fn probe(addr: &str, within: Duration) -> bool {
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        let mut buf = [0u8; 4];
+        stream.read_exact(&mut buf).await.ok()?;
+        Some(&buf == b"INFO")
+    };
+    matches!(tokio::time::timeout(within, attempt).await, Ok(Some(true)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(retries: usize) -> ConnectionSettings {
+        ConnectionSettings {
+            primary_retries: retries,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            ..ConnectionSettings::default()
+        }
+    }
+
+    #[test]
+    fn the_primary_is_retried_before_failing_over_in_order() {
+        let s = settings(3);
+        assert_eq!(next_server(&[0, 0, 0], &s), (0, Duration::ZERO));
+        assert_eq!(next_server(&[1, 0, 0], &s), (0, Duration::from_millis(100)));
+        assert_eq!(next_server(&[2, 0, 0], &s), (0, Duration::from_millis(200)));
+        assert_eq!(next_server(&[3, 0, 0], &s), (1, Duration::ZERO), "first backup");
+        assert_eq!(next_server(&[3, 1, 0], &s), (2, Duration::ZERO), "next healthy backup");
+        assert_eq!(
+            next_server(&[4, 3, 3], &s),
+            (1, Duration::from_millis(400)),
+            "all failing: fewest failures"
+        );
+        assert_eq!(
+            next_server(&[3, 3, 3], &s),
+            (0, Duration::from_millis(400)),
+            "ties go to the primary"
+        );
+        assert_eq!(
+            next_server(&[9], &s),
+            (0, Duration::from_secs(1)),
+            "no backup: primary, capped backoff"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_by_the_multiplier_up_to_the_ceiling() {
+        let s = ConnectionSettings { backoff_multiplier: 3.0, ..settings(1) };
+        let delays: Vec<_> = (0..6).map(|n| s.backoff(n)).collect();
+        assert_eq!(delays, [0, 100, 300, 900, 1000, 1000].map(Duration::from_millis),);
     }
 }

@@ -174,6 +174,14 @@ impl PublisherArgs {
     }
 }
 
+/// Parses a backoff multiplier: at least 1.
+fn multiplier(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v >= 1.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("{text} must be a number >= 1")),
+    }
+}
+
 /// Parses a positive number of seconds.
 fn secs(text: &str) -> Result<Duration, String> {
     let value: f64 = text.parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
@@ -199,6 +207,21 @@ pub struct ServeArgs {
     /// Exit with an error if the first connect fails, instead of waiting for a server.
     #[arg(long)]
     pub require_nats: bool,
+    /// Consecutive failed attempts on the primary before moving to a backup.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub primary_retries: u32,
+    /// Delay before the second attempt on a server, in seconds (the first is immediate).
+    #[arg(long, value_name = "SECS", default_value = "0.25", value_parser = secs)]
+    pub initial_backoff: Duration,
+    /// Longest delay between attempts, in seconds.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = secs)]
+    pub max_backoff: Duration,
+    /// Growth of the delay per failed attempt.
+    #[arg(long, default_value_t = 2.0, value_parser = multiplier)]
+    pub backoff_multiplier: f64,
+    /// While on a backup, how often to check whether the primary is back, in seconds.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = secs)]
+    pub failback_interval: Duration,
     /// Time-out of one connect attempt, in seconds.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = secs)]
     pub connect_timeout: Duration,
@@ -252,10 +275,14 @@ impl ServeArgs {
         app::Settings {
             connection: ConnectionSettings {
                 urls: self.nats_urls.clone(),
+                primary_retries: self.primary_retries as usize,
+                initial_backoff: self.initial_backoff,
+                max_backoff: self.max_backoff,
+                backoff_multiplier: self.backoff_multiplier,
+                failback_interval: self.failback_interval,
                 connect_timeout: self.connect_timeout,
                 request_timeout: self.request_timeout,
                 require_nats: self.require_nats,
-                ..ConnectionSettings::default()
             },
             publisher: self.publisher.settings(),
         }

@@ -18,6 +18,7 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::connection::StatusHandle;
 use crate::manage::{self, ManageError, Manager};
 use crate::model::{self, AccountRecord, PendingState, PendingUpdate, RoleRecord, UserRecord};
 use crate::publisher::PublisherStats;
@@ -130,6 +131,7 @@ pub struct Context {
     pub manager: Manager,
     pub client: Client,
     pub connected: watch::Receiver<bool>,
+    pub link: StatusHandle,
     pub stats: Arc<PublisherStats>,
     pub started: Instant,
 }
@@ -202,7 +204,14 @@ pub struct Status {
     pub version: String,
     pub uptime_secs: u64,
     pub connected: bool,
+    /// bootstrapping, connected, reconnecting, failed_over or closed.
+    pub state: String,
     pub server_name: String,
+    pub server_url: Option<String>,
+    pub last_failover_at: Option<i64>,
+    pub last_failback_at: Option<i64>,
+    pub reconnects: u64,
+    pub disconnects: u64,
     pub accounts: usize,
     pub users: usize,
     pub roles: usize,
@@ -292,6 +301,7 @@ pub async fn handle(ctx: &Context, endpoint: Endpoint, body: &[u8]) -> Result<By
 
 async fn status(ctx: &Context) -> Result<Status, ManageError> {
     let connected = *ctx.connected.borrow();
+    let link = ctx.link.get();
     let db = ctx.manager.authority().db();
     let pending = db.list::<PendingUpdate>("").await?;
     let failed = pending.iter().filter(|p| matches!(p.state, PendingState::Failed { .. })).count();
@@ -299,6 +309,15 @@ async fn status(ctx: &Context) -> Result<Status, ManageError> {
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_secs: ctx.started.elapsed().as_secs(),
         connected,
+        state: serde_json::to_value(link.state)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        server_url: link.url,
+        last_failover_at: link.last_failover_at,
+        last_failback_at: link.last_failback_at,
+        reconnects: link.reconnects,
+        disconnects: link.disconnects,
         server_name: ctx.client.server_info().server_name,
         accounts: db.count::<AccountRecord>().await?,
         users: db.count::<UserRecord>().await?,
