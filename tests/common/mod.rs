@@ -209,15 +209,26 @@ impl Stack {
 
     /// As [`Stack::serve`], with publisher settings.
     pub fn serve_with(&self, publisher: PublisherSettings) -> Running {
-        let settings = app::Settings {
-            connection: ConnectionSettings {
-                urls: vec![self.url()],
-                initial_backoff: Duration::from_millis(50),
-                max_backoff: Duration::from_millis(500),
-                ..ConnectionSettings::default()
-            },
-            publisher,
-        };
+        self.serve_on(self.connection_settings(), publisher)
+    }
+
+    /// Connection settings for this stack's server, with short test back-offs.
+    pub fn connection_settings(&self) -> ConnectionSettings {
+        ConnectionSettings {
+            urls: vec![self.url()],
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(500),
+            ..ConnectionSettings::default()
+        }
+    }
+
+    /// Runs the service with explicit connection and publisher settings.
+    pub fn serve_on(
+        &self,
+        connection: ConnectionSettings,
+        publisher: PublisherSettings,
+    ) -> Running {
+        let settings = app::Settings { connection, publisher };
         let stop = CancellationToken::new();
         let task = tokio::spawn(app::run(
             self.authority().clone(),
@@ -229,8 +240,17 @@ impl Stack {
 
     /// A management client with the admin creds, once the service answers.
     pub async fn admin(&self) -> AdminClient {
+        self.admin_at(&self.url()).await
+    }
+
+    /// A management client on the server at `url`, once the service answers there.
+    pub async fn admin_at(&self, url: &str) -> AdminClient {
         let creds = std::fs::read_to_string(self.layout.admin_creds()).unwrap();
-        let (client, _) = self.connect_creds(&creds).await;
+        let client = async_nats::ConnectOptions::with_credentials(&creds)
+            .unwrap()
+            .connect(url)
+            .await
+            .unwrap();
         let admin = AdminClient::new(client, API_PREFIX, Duration::from_secs(10));
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         while admin.call("status", &serde_json::json!({})).await.is_err() {
@@ -243,6 +263,47 @@ impl Stack {
     /// A manager on this stack's store, as the service would have.
     pub fn manager(&self) -> Manager {
         Manager::new(self.authority().clone(), PasswordHasher::new(2))
+    }
+}
+
+/// A second server with the same operator: its own config, ports and resolver dir.
+pub struct Backup {
+    pub settings: ServerSettings,
+    pub server: NatsServer,
+}
+
+impl Backup {
+    /// Its client URL.
+    pub fn url(&self) -> String {
+        self.settings.client_url()
+    }
+}
+
+impl Stack {
+    /// Writes a config for a backup server (same trust chain, other ports) and starts it.
+    pub async fn start_backup(&self) -> Backup {
+        let layout = Layout {
+            data_dir: self.layout.data_dir.clone(),
+            out_dir: self.dir.path().join("out-backup"),
+        };
+        let settings = ServerSettings {
+            host: "127.0.0.1".into(),
+            port: free_port(),
+            http_port: free_port(),
+            server_name: "authd-backup".into(),
+        };
+        bootstrap::write_outputs(self.authority(), &layout, &settings, model::now()).await.unwrap();
+        let server = NatsServer::start(
+            &nats_server_bin(),
+            &layout.config_file(),
+            &self.dir.path().join("nats-backup.log"),
+            &settings.listen_addr(),
+            &[],
+            Duration::from_secs(15),
+        )
+        .await
+        .unwrap();
+        Backup { settings, server }
     }
 }
 
