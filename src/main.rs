@@ -163,6 +163,7 @@ async fn admin(args: &ClientArgs, call: Call) -> Result<()> {
     let timeout = Duration::try_from_secs_f64(args.timeout).context("--timeout")?;
     let api = AdminClient::new(client, API_PREFIX, timeout);
     let answer = api.call(call.endpoint, &call.body).await?;
+    wait_for_push(&api, &call).await;
     if let Some(creds) = answer.get("creds").and_then(|c| c.as_str()).filter(|_| !args.json) {
         return match &call.out {
             Some(path) => {
@@ -182,6 +183,40 @@ async fn admin(args: &ClientArgs, call: Call) -> Result<()> {
         println!("{}", output::render(call.endpoint, &answer));
     }
     Ok(())
+}
+
+/// After a change to an account (or its users' keys), waits briefly until the servers have
+/// the new account JWT, so that what the user does next (connect with new creds) works.
+/// Says so if it is still queued; never fails the command, which has been applied.
+async fn wait_for_push(api: &AdminClient, call: &Call) {
+    let account = match call.endpoint {
+        "account.create" | "account.update" | "account.delete" => call.body.get("name"),
+        "user.update" | "user.delete" | "user.regenerate" => call.body.get("account"),
+        _ => None,
+    };
+    let Some(account) = account.and_then(|a| a.as_str()).map(|a| a.trim().to_lowercase()) else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        let Ok(pending) = api.call("pending.list", &serde_json::json!({})).await else { return };
+        let entry =
+            pending.as_array().into_iter().flatten().find(|p| p["account"] == account.as_str());
+        match entry {
+            None => return,
+            Some(p) if p["state"] == "failed" => {
+                eprintln!(
+                    "warning: pushing account {account} to the servers failed: {}",
+                    p["reason"]
+                );
+                return;
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    eprintln!(
+        "note: account {account} is still queued for the servers (see `nats-authd pending list`)"
+    );
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {

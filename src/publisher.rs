@@ -30,7 +30,9 @@ use tokio::time::Instant;
 use crate::api_gate::ApiGate;
 use crate::claims::{self, Validation};
 use crate::manage::Manager;
-use crate::model::{self, AccountKind, AccountRecord, PendingState, PendingUpdate, UnixTime};
+use crate::model::{
+    self, AccountKind, AccountName, AccountRecord, PendingState, PendingUpdate, UnixTime,
+};
 use crate::store::{Batch, Expect, Tree};
 use crate::trust;
 
@@ -155,6 +157,8 @@ pub struct Publisher {
     stats: Arc<PublisherStats>,
     gate: Arc<ApiGate>,
     bursts: HashMap<String, Burst>,
+    /// AUTH's public key, once known.
+    auth_key: Option<String>,
 }
 
 impl Publisher {
@@ -167,13 +171,25 @@ impl Publisher {
         stats: Arc<PublisherStats>,
         gate: Arc<ApiGate>,
     ) -> Self {
-        Publisher { manager, client, connected, settings, stats, gate, bursts: HashMap::new() }
+        Publisher {
+            manager,
+            client,
+            connected,
+            settings,
+            stats,
+            gate,
+            bursts: HashMap::new(),
+            auth_key: None,
+        }
     }
 
     /// Runs until `shutdown`. Whatever is still queued then stays in the store for next time.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let changes = self.manager.changes();
+        let auth = AccountName::new(crate::authority::AUTH_ACCOUNT).expect("valid");
+        self.auth_key =
+            self.manager.authority().account(&auth).await.ok().map(|a| a.public_key().to_string());
         let mut reconcile = true;
         let mut next_cleanup = Instant::now();
         loop {
@@ -221,7 +237,11 @@ impl Publisher {
         let db = self.manager.authority().db().clone();
         let mut wake: Option<Instant> = None;
         let mut wake_at = |at: Instant| wake = Some(wake.map_or(at, |w| w.min(at)));
-        let entries = db.store().scan(Tree::Pending, "").await?;
+        let mut entries = db.store().scan(Tree::Pending, "").await?;
+        // AUTH last: its push waits for a quiet API (see api_gate), and tenants queued behind
+        // it would wait with it.
+        let auth_key = self.auth_key.clone();
+        entries.sort_by_key(|(key, _)| Some(key) == auth_key.as_ref());
         self.bursts.retain(|key, b| {
             entries.iter().any(|(k, _)| k == key)
                 || b.last_push.is_some_and(|t| t.elapsed() < self.settings.burst_window)

@@ -41,7 +41,8 @@ pub enum Command {
     /// Create the trust chain (operator, SYS, AUTH, ADMIN, service/sentinel/admin users) and
     /// write the nats-server config and creds. Safe to re-run: keys are kept, files rewritten.
     Init(InitArgs),
-    /// Bring up a local stack: init if needed, start nats-server, run the service. Ctrl-C stops both.
+    /// Bring up a local stack: init (new trust chain if needed, files refreshed), start
+    /// nats-server, run the service. Ctrl-C stops both.
     Up(UpArgs),
     /// Run the service against an existing nats-server.
     Serve(ServeArgs),
