@@ -9,10 +9,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api_gate::ApiGate;
-use crate::authority::Authority;
+use crate::authority::{Authority, AUTH_ACCOUNT};
 use crate::bootstrap::API_PREFIX;
+use crate::callout::authorize::{Authorizer, CalloutSettings};
+use crate::callout::{Callout, CalloutStats};
 use crate::connection::{self, ConnectionError, ConnectionSettings};
 use crate::manage::Manager;
+use crate::model::AccountName;
 use crate::password::PasswordHasher;
 use crate::publisher::{Publisher, PublisherSettings, PublisherStats};
 use crate::service::dedup::Dedup;
@@ -39,6 +42,7 @@ pub enum AppError {
 pub struct Settings {
     pub connection: ConnectionSettings,
     pub publisher: PublisherSettings,
+    pub callout: CalloutSettings,
 }
 
 /// Runs the service until `shutdown` completes; then stops taking requests, finishes the ones
@@ -63,7 +67,8 @@ pub async fn run(
             Err(e) => return Err(e.into()),
         };
     let client = connection.client.clone();
-    let manager = Manager::new(authority.clone(), PasswordHasher::default());
+    let hasher = PasswordHasher::default();
+    let manager = Manager::new(authority.clone(), hasher.clone());
     let stats = Arc::new(PublisherStats::default());
     let stop = CancellationToken::new();
     let gate = Arc::new(ApiGate::default());
@@ -82,8 +87,39 @@ pub async fn run(
         async move { publisher.run(stop.cancelled_owned()).await }
     });
 
+    let callout_stats = Arc::new(CalloutStats::default());
+    let callout = {
+        let authorizer = Authorizer::new(authority.clone(), hasher, settings.callout.clone())
+            .await
+            .map_err(|e| AppError::Service(e.to_string()))?;
+        let auth = authority
+            .account(&AccountName::new(AUTH_ACCOUNT).expect("valid"))
+            .await
+            .map_err(|e| AppError::Service(e.to_string()))?;
+        let signer = auth
+            .user_signer()
+            .key_pair(authority.master())
+            .map_err(|e| AppError::Service(e.to_string()))?;
+        let xkey = auth
+            .xkey
+            .as_ref()
+            .map(|k| k.xkey(authority.master()))
+            .transpose()
+            .map_err(|e| AppError::Service(e.to_string()))?;
+        let callout = Callout::new(
+            Arc::new(authorizer),
+            client.clone(),
+            signer,
+            xkey,
+            Arc::clone(&callout_stats),
+        );
+        let (revocations, stop) = (manager.revocations(), stop.clone());
+        tokio::spawn(async move { callout.run(revocations, stop.cancelled_owned()).await })
+    };
+
     let mut api = service::start(&client, API_PREFIX).await.map_err(AppError::Service)?;
     let ctx = Context {
+        callout: callout_stats,
         manager,
         client: client.clone(),
         connected: connection.state.clone(),
@@ -136,6 +172,11 @@ pub async fn run(
     stop.cancel();
     if let Err(e) = publisher.await {
         tracing::error!(error = %e, "the claims publisher failed");
+    }
+    match callout.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "the callout responder could not subscribe"),
+        Err(e) => tracing::error!(error = %e, "the callout responder failed"),
     }
     connection.close().await;
     authority.db().store().flush().await?;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use crate::authority::{self, Authority, AuthorityError, ADMIN_ACCOUNT, AUTH_ACCOUNT, SYS_ACCOUNT};
-use crate::claims::{Export, Import, ResponseType};
+use crate::claims::{Export, ExportType, Import, ResponseType};
 use crate::keys::{KeyRole, SealedKey};
 use crate::model::{
     AccountKind, AccountName, AccountRecord, OperatorRecord, UnixTime, UserKind, UserName,
@@ -262,6 +262,9 @@ fn topology(master: &MasterKey, operator_name: &str, xkey: bool, now: UnixTime) 
         srv.response_type = Some(ResponseType::Stream);
         srv
     }];
+    let events = format!("{API_PREFIX}.events.>");
+    auth.exports
+        .push(Export { kind: ExportType::Stream, ..Export::service("nats-authd events", &events) });
     if xkey {
         auth.xkey = Some(SealedKey::generate(KeyRole::Curve, master));
     }
@@ -275,6 +278,10 @@ fn topology(master: &MasterKey, operator_name: &str, xkey: bool, now: UnixTime) 
             ..Import::service(name, subject, auth.public_key())
         })
         .collect();
+    admin.imports.push(Import {
+        kind: ExportType::Stream,
+        ..Import::service("nats-authd events", &events, auth.public_key())
+    });
 
     let operator = OperatorRecord {
         name: operator_name.to_string(),

@@ -28,6 +28,7 @@ pub mod api_gate;
 pub mod app;
 pub mod authority;
 pub mod bootstrap;
+pub mod callout;
 pub mod claims;
 pub mod cli;
 pub mod client;

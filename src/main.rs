@@ -136,6 +136,7 @@ async fn up(args: UpArgs, env_key: Option<String>, signal: impl Future<Output = 
     let settings = app::Settings {
         connection: ConnectionSettings { urls: vec![url], ..ConnectionSettings::default() },
         publisher: args.publisher.settings(),
+        callout: args.callout.settings(),
     };
     let result = app::run(outcome.authority, settings, shutdown).await;
     let server_status = server.stop(Duration::from_secs(10)).await;

@@ -263,6 +263,9 @@ pub struct UserRecord {
     pub jwt_ttl_secs: Option<i64>,
     #[serde(default)]
     pub bearer_token: bool,
+    /// Free-form `key -> value` tags; role templates read them with `{{tag(key)}}`.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
 }
@@ -287,6 +290,7 @@ impl UserRecord {
             password_hash: None,
             jwt_ttl_secs: None,
             bearer_token: false,
+            tags: BTreeMap::new(),
             created_at: now,
             updated_at: now,
         }
@@ -321,6 +325,23 @@ impl RoleRecord {
     pub fn key_of(account: &AccountName, name: &RoleName) -> String {
         format!("{account}/{name}")
     }
+}
+
+/// An API token of a user: the public id, and a SHA-256 of the secret part.
+///
+/// Tokens are 256 random bits, so a fast hash is enough (no dictionary to attack); the
+/// secret itself is shown once, when the token is made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Public id, the part of the token before the secret.
+    pub id: String,
+    pub account: AccountName,
+    pub user: UserName,
+    #[serde(default)]
+    pub description: String,
+    /// Lower-case hex SHA-256 of the secret.
+    pub secret_sha256: String,
+    pub created_at: UnixTime,
 }
 
 /// State of a queued claims push.

@@ -80,6 +80,30 @@ impl PasswordHasher {
         .await
     }
 
+    /// As [`PasswordHasher::verify`], unless the turn to hash comes after `deadline`: then
+    /// `Ok(None)` and nothing is hashed (the caller has stopped waiting).
+    ///
+    /// # Errors
+    /// [`PasswordError::MalformedHash`] for a stored hash argon2 cannot read.
+    pub async fn verify_by(
+        &self,
+        password: Zeroizing<String>,
+        phc: String,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<bool>, PasswordError> {
+        let _permit =
+            self.permits.acquire().await.map_err(|e| PasswordError::Hashing(e.to_string()))?;
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::task::spawn_blocking(move || {
+            let parsed = PasswordHash::new(&phc).map_err(|_| PasswordError::MalformedHash)?;
+            Ok(Some(argon2().verify_password(password.as_bytes(), &parsed).is_ok()))
+        })
+        .await
+        .map_err(|e| PasswordError::Hashing(e.to_string()))?
+    }
+
     /// Whether `password` matches the PHC string `phc` (parameters are read from it).
     ///
     /// # Errors

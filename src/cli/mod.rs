@@ -8,6 +8,8 @@ use zeroize::Zeroizing;
 
 use crate::app;
 use crate::bootstrap::{InitOptions, Layout, MasterKeyOptions};
+use crate::callout::authorize::CalloutSettings;
+use crate::callout::limiter::Limits;
 use crate::connection::ConnectionSettings;
 use crate::publisher::PublisherSettings;
 use crate::server_config::ServerSettings;
@@ -151,6 +153,43 @@ pub struct UpArgs {
     pub nats_server: Option<PathBuf>,
     #[command(flatten)]
     pub publisher: PublisherArgs,
+    #[command(flatten)]
+    pub callout: CalloutArgs,
+}
+
+/// Auth callout tuning.
+#[derive(Debug, Clone, Args)]
+pub struct CalloutArgs {
+    /// Lifetime of user JWTs minted at login, in seconds (a user's own shorter lifetime wins).
+    #[arg(long, value_name = "SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub callout_jwt_ttl: u64,
+    /// How long a verified password is remembered so reconnects skip argon2, in seconds (0: never).
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    pub callout_cache_ttl: u64,
+    /// Failed logins per user name within the window before further attempts are refused (0: no limit).
+    #[arg(long, default_value_t = 5)]
+    pub login_failures_per_user: u32,
+    /// Failed logins per client address within the window before further attempts are refused (0: no limit).
+    #[arg(long, default_value_t = 50)]
+    pub login_failures_per_host: u32,
+    /// The brute-force window, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub login_failure_window: u64,
+}
+
+impl CalloutArgs {
+    /// Callout settings.
+    pub fn settings(&self) -> CalloutSettings {
+        CalloutSettings {
+            jwt_ttl: Duration::from_secs(self.callout_jwt_ttl),
+            cache_ttl: Duration::from_secs(self.callout_cache_ttl),
+            limits: Limits {
+                per_login: self.login_failures_per_user,
+                per_host: self.login_failures_per_host,
+                window: Duration::from_secs(self.login_failure_window),
+            },
+        }
+    }
 }
 
 /// Claims publisher tuning.
@@ -231,6 +270,8 @@ pub struct ServeArgs {
     pub request_timeout: Duration,
     #[command(flatten)]
     pub publisher: PublisherArgs,
+    #[command(flatten)]
+    pub callout: CalloutArgs,
 }
 
 impl StoreArgs {
@@ -286,6 +327,7 @@ impl ServeArgs {
                 require_nats: self.require_nats,
             },
             publisher: self.publisher.settings(),
+            callout: self.callout.settings(),
         }
     }
 }

@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_len, check_limit, LimitsInput, ManageError, Manager, MAX_DESCRIPTION_LEN};
+use super::{
+    check_len, check_limit, LimitsInput, ManageError, Manager, Revoked, MAX_DESCRIPTION_LEN,
+};
 use crate::authority::AUTH_ACCOUNT;
 use crate::bootstrap::API_PREFIX;
 use crate::claims::{Export, ExportType, Import, OperatorLimits};
@@ -349,6 +351,9 @@ impl Manager {
             self.enqueue_auth(&mut batch, now).await?;
         }
         self.commit(batch).await?;
+        if activity_changed && !account.active {
+            self.revoke(Revoked::Account { account: account.name.to_string() });
+        }
         Ok(AccountView::from(&account))
     }
 
@@ -382,9 +387,13 @@ impl Manager {
         for role in &roles {
             batch.delete::<RoleRecord>(&RoleRecord::key_of(&role.account, &role.name));
         }
+        for token in self.tokens_of(&account.name, None).await? {
+            batch.delete::<crate::model::TokenRecord>(&token.id);
+        }
         self.enqueue(&mut batch, &account, true, now);
         self.enqueue_auth(&mut batch, now).await?;
         self.commit(batch).await?;
+        self.revoke(Revoked::Account { account: account.name.to_string() });
         Ok(Deleted { name: account.name.to_string(), users: users.len(), roles: roles.len() })
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod roles;
+pub mod tokens;
 pub mod users;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +15,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::{broadcast, Notify};
 
 use crate::authority::{Authority, AuthorityError, AUTH_ACCOUNT};
 use crate::model::{
@@ -130,6 +131,17 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ManageError> {
         .map_err(|e| ManageError::BadRequest(format!("invalid request: {e}")))
 }
 
+/// A change after which live callout connections must end now, not when their JWT expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    /// A user was deactivated, deleted, or given a new password.
+    User { account: String, user: String },
+    /// An account was deactivated or deleted.
+    Account { account: String },
+    /// An API token was revoked.
+    Token { id: String },
+}
+
 /// The management domain; cheap to clone.
 #[derive(Clone)]
 pub struct Manager {
@@ -137,6 +149,7 @@ pub struct Manager {
     hasher: PasswordHasher,
     changed: Arc<Notify>,
     generation: Arc<AtomicU64>,
+    revoked: broadcast::Sender<Revoked>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -159,12 +172,23 @@ impl Manager {
             hasher,
             changed: Arc::new(Notify::new()),
             generation: Arc::new(AtomicU64::new(start)),
+            revoked: broadcast::channel(1024).0,
         }
     }
 
     /// The store and keys.
     pub fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    /// Revocations, for the callout to end live connections.
+    pub fn revocations(&self) -> broadcast::Receiver<Revoked> {
+        self.revoked.subscribe()
+    }
+
+    /// Announces a committed revocation (nobody listening is fine: no callout running).
+    fn revoke(&self, revoked: Revoked) {
+        let _ = self.revoked.send(revoked);
     }
 
     /// Signalled after every change that queued a push.

@@ -1,9 +1,11 @@
 //! Users of tenant (and admin) accounts: create, read, update, delete, new keys, creds.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{check_len, ManageError, Manager, MAX_DESCRIPTION_LEN};
+use super::{check_len, ManageError, Manager, Revoked, MAX_DESCRIPTION_LEN};
 use crate::keys::{KeyRole, SealedKey};
 use crate::model::{
     AccountKind, AccountName, AccountRecord, PasswordHash, RoleName, RoleRecord, UnixTime,
@@ -37,6 +39,9 @@ pub struct CreateUser {
     /// Issue bearer JWTs (no nonce signature needed to connect).
     #[serde(default)]
     pub bearer_token: Option<bool>,
+    /// Tags for role templates (`{{tag(key)}}`).
+    #[serde(default)]
+    pub tags: Option<BTreeMap<String, String>>,
 }
 
 /// `user.update`: absent fields are left as they are.
@@ -60,6 +65,9 @@ pub struct UpdateUser {
     pub jwt_ttl_secs: Option<i64>,
     #[serde(default)]
     pub bearer_token: Option<bool>,
+    /// Replaces the tags.
+    #[serde(default)]
+    pub tags: Option<BTreeMap<String, String>>,
 }
 
 /// `user.get`, `user.delete`, `user.regenerate`, `user.creds`.
@@ -90,6 +98,7 @@ pub struct UserView {
     pub has_password: bool,
     pub jwt_ttl_secs: Option<i64>,
     pub bearer_token: bool,
+    pub tags: BTreeMap<String, String>,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
 }
@@ -107,6 +116,7 @@ impl From<&UserRecord> for UserView {
             has_password: u.password_hash.is_some(),
             jwt_ttl_secs: u.jwt_ttl_secs,
             bearer_token: u.bearer_token,
+            tags: u.tags.clone(),
             created_at: u.created_at,
             updated_at: u.updated_at,
         }
@@ -128,6 +138,28 @@ fn check_password(password: &str) -> Result<(), ManageError> {
         return Err(ManageError::BadRequest(format!(
             "password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"
         )));
+    }
+    Ok(())
+}
+
+/// Most tags on one user.
+pub const MAX_TAGS: usize = 32;
+
+fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), ManageError> {
+    if tags.len() > MAX_TAGS {
+        return Err(ManageError::BadRequest(format!("at most {MAX_TAGS} tags")));
+    }
+    for (key, value) in tags {
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        };
+        if !ok(key) || !ok(value) {
+            return Err(ManageError::BadRequest(format!(
+                "tag {key:?} must have a key and value of 1-64 visible characters"
+            )));
+        }
     }
     Ok(())
 }
@@ -214,6 +246,10 @@ impl Manager {
         user.description = description;
         user.jwt_ttl_secs = req.jwt_ttl_secs;
         user.bearer_token = req.bearer_token.unwrap_or(false);
+        if let Some(tags) = req.tags {
+            check_tags(&tags)?;
+            user.tags = tags;
+        }
         if let Some(password) = req.password {
             user.password_hash = Some(PasswordHash::new(self.hasher.hash(password).await?));
         }
@@ -285,6 +321,11 @@ impl Manager {
         if let Some(bearer) = req.bearer_token {
             user.bearer_token = bearer;
         }
+        if let Some(tags) = req.tags {
+            check_tags(&tags)?;
+            user.tags = tags;
+        }
+        let password_changed = req.password.is_some();
         match req.password {
             Some(p) if p.is_empty() => user.password_hash = None,
             Some(p) => {
@@ -318,6 +359,12 @@ impl Manager {
             self.enqueue(&mut batch, &changed, false, now);
         }
         self.commit(batch).await?;
+        if revoke == Some(true) || password_changed {
+            self.revoke(Revoked::User {
+                account: user.account.to_string(),
+                user: user.name.to_string(),
+            });
+        }
         Ok(UserView::from(&user))
     }
 
@@ -337,8 +384,15 @@ impl Manager {
             crate::store::Expect::Value(serde_json::to_vec(&user).expect("records serialize")),
         );
         batch.replace(&account, &changed);
+        for token in self.tokens_of(&user.account, Some(&user.name)).await? {
+            batch.delete::<crate::model::TokenRecord>(&token.id);
+        }
         self.enqueue(&mut batch, &changed, false, now);
         self.commit(batch).await?;
+        self.revoke(Revoked::User {
+            account: user.account.to_string(),
+            user: user.name.to_string(),
+        });
         Ok(UserView::from(&user))
     }
 

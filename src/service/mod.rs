@@ -18,6 +18,7 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::callout::{CalloutCounts, CalloutStats};
 use crate::connection::StatusHandle;
 use crate::manage::{self, ManageError, Manager};
 use crate::model::{self, AccountRecord, PendingState, PendingUpdate, RoleRecord, UserRecord};
@@ -52,11 +53,14 @@ pub enum Endpoint {
     Status,
     PendingList,
     PendingRetry,
+    TokenCreate,
+    TokenList,
+    TokenRevoke,
 }
 
 impl Endpoint {
     /// Every endpoint.
-    pub const ALL: [Endpoint; 21] = [
+    pub const ALL: [Endpoint; 24] = [
         Endpoint::AccountCreate,
         Endpoint::AccountGet,
         Endpoint::AccountList,
@@ -78,6 +82,9 @@ impl Endpoint {
         Endpoint::Status,
         Endpoint::PendingList,
         Endpoint::PendingRetry,
+        Endpoint::TokenCreate,
+        Endpoint::TokenList,
+        Endpoint::TokenRevoke,
     ];
 
     /// Whether it changes state (and so must not be applied twice on a retry).
@@ -94,6 +101,7 @@ impl Endpoint {
                 | Endpoint::OperatorGet
                 | Endpoint::Status
                 | Endpoint::PendingList
+                | Endpoint::TokenList
         )
     }
 
@@ -121,6 +129,9 @@ impl Endpoint {
             Endpoint::Status => "status",
             Endpoint::PendingList => "pending.list",
             Endpoint::PendingRetry => "pending.retry",
+            Endpoint::TokenCreate => "token.create",
+            Endpoint::TokenList => "token.list",
+            Endpoint::TokenRevoke => "token.revoke",
         }
     }
 }
@@ -133,6 +144,7 @@ pub struct Context {
     pub connected: watch::Receiver<bool>,
     pub link: StatusHandle,
     pub stats: Arc<PublisherStats>,
+    pub callout: Arc<CalloutStats>,
     pub started: Instant,
 }
 
@@ -220,6 +232,7 @@ pub struct Status {
     pub pushes: u64,
     pub push_failures: u64,
     pub reconciliations: u64,
+    pub callout: CalloutCounts,
 }
 
 /// Handles one request: changes carrying a request id are applied once across retries.
@@ -291,6 +304,9 @@ pub async fn handle(ctx: &Context, endpoint: Endpoint, body: &[u8]) -> Result<By
             manage::parse::<Empty>(body)?;
             json(&m.pending().await?)
         }
+        Endpoint::TokenCreate => json(&m.create_token(manage::parse(body)?, now).await?),
+        Endpoint::TokenList => json(&m.list_tokens(manage::parse(body)?).await?),
+        Endpoint::TokenRevoke => json(&m.revoke_token(manage::parse(body)?).await?),
         Endpoint::PendingRetry => {
             let req: RetryRequest = manage::parse(body)?;
             let retried = m.retry_failed(req.account.as_deref(), now).await?;
@@ -327,5 +343,6 @@ async fn status(ctx: &Context) -> Result<Status, ManageError> {
         pushes: ctx.stats.pushes.load(Ordering::Relaxed),
         push_failures: ctx.stats.failures.load(Ordering::Relaxed),
         reconciliations: ctx.stats.reconciliations.load(Ordering::Relaxed),
+        callout: ctx.callout.counts(),
     })
 }

@@ -14,7 +14,9 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::model::{AccountRecord, OperatorRecord, PendingUpdate, RoleRecord, UserRecord};
+use crate::model::{
+    AccountRecord, OperatorRecord, PendingUpdate, RoleRecord, TokenRecord, UserRecord,
+};
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -30,12 +32,21 @@ pub enum Tree {
     Roles,
     /// Account JWT pushes waiting for the publisher.
     Pending,
+    /// API tokens, by id.
+    Tokens,
 }
 
 impl Tree {
     /// Every tree, in a fixed order.
-    pub const ALL: [Tree; 6] =
-        [Tree::Meta, Tree::Operator, Tree::Accounts, Tree::Users, Tree::Roles, Tree::Pending];
+    pub const ALL: [Tree; 7] = [
+        Tree::Meta,
+        Tree::Operator,
+        Tree::Accounts,
+        Tree::Users,
+        Tree::Roles,
+        Tree::Pending,
+        Tree::Tokens,
+    ];
 
     /// The backend's name for the tree.
     pub fn name(self) -> &'static str {
@@ -46,6 +57,7 @@ impl Tree {
             Tree::Users => "users",
             Tree::Roles => "roles",
             Tree::Pending => "pending",
+            Tree::Tokens => "tokens",
         }
     }
 }
@@ -203,6 +215,13 @@ impl Record for RoleRecord {
     const TREE: Tree = Tree::Roles;
     fn key(&self) -> String {
         RoleRecord::key_of(&self.account, &self.name)
+    }
+}
+
+impl Record for TokenRecord {
+    const TREE: Tree = Tree::Tokens;
+    fn key(&self) -> String {
+        self.id.clone()
     }
 }
 

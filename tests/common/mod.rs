@@ -228,7 +228,7 @@ impl Stack {
         connection: ConnectionSettings,
         publisher: PublisherSettings,
     ) -> Running {
-        let settings = app::Settings { connection, publisher };
+        let settings = app::Settings { connection, publisher, ..app::Settings::default() };
         let stop = CancellationToken::new();
         let task = tokio::spawn(app::run(
             self.authority().clone(),

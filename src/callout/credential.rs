@@ -1,0 +1,164 @@
+//! What a client presents through the callout, and the API-token format.
+//!
+//! - `user` + `pass`: a password login; `user` is `name` or `name@account`.
+//! - `auth_token` = `authd_<id>_<secret>`: an API token ([`Token`]).
+//! - `auth_token` = `name[@account]:password`: a password login from clients that can send
+//!   only a token next to creds (nats-py sends `auth_token`, never user/pass, with a creds file).
+//! - `user` + `auth_token` (not an API token): the token is the password.
+
+use std::fmt;
+
+use data_encoding::BASE32_NOPAD;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::claims::ConnectOptions;
+
+/// Prefix of every API token.
+pub const TOKEN_PREFIX: &str = "authd_";
+/// Random bytes in a token's secret.
+const SECRET_BYTES: usize = 32;
+/// Random bytes in a token's id.
+const ID_BYTES: usize = 10;
+
+/// A parsed credential. Secrets are wiped on drop and never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A password login.
+    Password { login: String, password: Zeroizing<String> },
+    /// An API token.
+    Token(Token),
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credential::Password { login, .. } => write!(f, "Password {{ login: {login:?} }}"),
+            Credential::Token(t) => write!(f, "Token {{ id: {:?} }}", t.id),
+        }
+    }
+}
+
+impl Credential {
+    /// The name an attempt is counted under for brute-force limits.
+    pub fn login(&self) -> &str {
+        match self {
+            Credential::Password { login, .. } => login,
+            Credential::Token(t) => &t.id,
+        }
+    }
+}
+
+/// An API token: `authd_<id>_<secret>`, id and secret base32 (lower case, no padding).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    pub id: String,
+    pub secret: Zeroizing<String>,
+}
+
+impl Token {
+    /// A fresh token: 80-bit id, 256-bit secret.
+    pub fn generate() -> Token {
+        let id = BASE32_NOPAD.encode(&rand::random::<[u8; ID_BYTES]>()).to_lowercase();
+        let secret = BASE32_NOPAD.encode(&rand::random::<[u8; SECRET_BYTES]>()).to_lowercase();
+        Token { id, secret: Zeroizing::new(secret) }
+    }
+
+    /// Parses `authd_<id>_<secret>`.
+    pub fn parse(text: &str) -> Option<Token> {
+        let rest = text.strip_prefix(TOKEN_PREFIX)?;
+        let (id, secret) = rest.split_once('_')?;
+        let valid = |s: &str| {
+            !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c))
+        };
+        (valid(id) && valid(secret))
+            .then(|| Token { id: id.to_string(), secret: Zeroizing::new(secret.to_string()) })
+    }
+
+    /// The whole token text, to hand out once.
+    pub fn text(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!("{TOKEN_PREFIX}{}_{}", self.id, self.secret.as_str()))
+    }
+
+    /// Hex SHA-256 of the secret, as stored.
+    pub fn secret_sha256(&self) -> String {
+        data_encoding::HEXLOWER.encode(&Sha256::digest(self.secret.as_bytes()))
+    }
+}
+
+/// Reads the credential out of CONNECT options; `None` if there is none to read.
+pub fn parse(opts: &ConnectOptions) -> Option<Credential> {
+    let token = opts.token.trim();
+    if !opts.username.is_empty() && !opts.password.is_empty() {
+        return Some(Credential::Password {
+            login: opts.username.clone(),
+            password: Zeroizing::new(opts.password.clone()),
+        });
+    }
+    if token.starts_with(TOKEN_PREFIX) {
+        return Token::parse(token).map(Credential::Token);
+    }
+    if !opts.username.is_empty() && !token.is_empty() {
+        return Some(Credential::Password {
+            login: opts.username.clone(),
+            password: Zeroizing::new(token.to_string()),
+        });
+    }
+    let (login, password) = token.split_once(':')?;
+    (!login.is_empty() && !password.is_empty()).then(|| Credential::Password {
+        login: login.to_string(),
+        password: Zeroizing::new(password.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(user: &str, pass: &str, token: &str) -> ConnectOptions {
+        ConnectOptions {
+            username: user.into(),
+            password: pass.into(),
+            token: token.into(),
+            ..ConnectOptions::default()
+        }
+    }
+
+    #[test]
+    fn tokens_round_trip_and_hash() {
+        let token = Token::generate();
+        let text = token.text();
+        assert!(text.starts_with("authd_"));
+        assert_eq!(text.len(), 6 + 16 + 1 + 52);
+        let parsed = Token::parse(&text).unwrap();
+        assert_eq!(parsed.id, token.id);
+        assert_eq!(parsed.secret_sha256(), token.secret_sha256());
+        assert_ne!(token.secret_sha256(), Token::generate().secret_sha256());
+        for bad in ["authd_", "authd_abc", "authd__x", "authd_ABC_def", "authd_a1_b", "x_a_b"] {
+            assert!(Token::parse(bad).is_none(), "{bad}");
+        }
+        assert!(!format!("{:?}", Credential::Token(token)).contains(text.as_str()));
+    }
+
+    #[test]
+    fn every_way_a_client_sends_a_secret_is_read() {
+        let pw = |login: &str, password: &str| {
+            Some(Credential::Password {
+                login: login.into(),
+                password: Zeroizing::new(password.into()),
+            })
+        };
+        assert_eq!(parse(&opts("dev1", "pw", "")), pw("dev1", "pw"));
+        assert_eq!(parse(&opts("dev1@acme", "pw", "ignored")), pw("dev1@acme", "pw"));
+        assert_eq!(parse(&opts("", "", "dev1:pass:with:colons")), pw("dev1", "pass:with:colons"));
+        assert_eq!(parse(&opts("dev1", "", "pw")), pw("dev1", "pw"));
+        let token = Token::generate();
+        assert_eq!(parse(&opts("", "", &token.text())), Some(Credential::Token(token.clone())));
+        assert_eq!(parse(&opts("dev1", "", &token.text())), Some(Credential::Token(token)));
+        assert_eq!(parse(&opts("", "", "")), None);
+        assert_eq!(parse(&opts("", "", "nocolon")), None);
+        assert_eq!(parse(&opts("", "", ":pw")), None);
+        assert_eq!(parse(&opts("", "", "authd_broken")), None);
+        assert!(!format!("{:?}", parse(&opts("dev1", "hunter2", ""))).contains("hunter2"));
+    }
+}

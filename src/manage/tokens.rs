@@ -1,0 +1,155 @@
+//! API tokens: per-user secrets for callout logins, shown once, stored as a SHA-256.
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{check_len, ManageError, Manager, Revoked, MAX_DESCRIPTION_LEN};
+use crate::callout::authorize::new_token;
+use crate::model::{AccountKind, AccountName, TokenRecord, UnixTime, UserName, UserRecord};
+use crate::store::{Batch, Expect};
+
+/// Most tokens one user may hold.
+pub const MAX_TOKENS_PER_USER: usize = 100;
+
+/// `token.create`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    pub account: String,
+    pub user: String,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `token.list`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListTokens {
+    pub account: String,
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// `token.revoke`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeToken {
+    pub id: String,
+}
+
+/// A token as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    pub id: String,
+    pub account: String,
+    pub user: String,
+    pub description: String,
+    pub created_at: UnixTime,
+}
+
+impl From<&TokenRecord> for TokenView {
+    fn from(t: &TokenRecord) -> Self {
+        TokenView {
+            id: t.id.clone(),
+            account: t.account.to_string(),
+            user: t.user.to_string(),
+            description: t.description.clone(),
+            created_at: t.created_at,
+        }
+    }
+}
+
+/// A new token: the only time its secret is shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenCreated {
+    #[serde(flatten)]
+    pub view: TokenView,
+    /// The whole token, `authd_<id>_<secret>`: give it to the client now; it cannot be shown again.
+    pub token: Zeroizing<String>,
+}
+
+impl Manager {
+    /// Every token record of `account` (and `user`, if given).
+    pub(crate) async fn tokens_of(
+        &self,
+        account: &AccountName,
+        user: Option<&UserName>,
+    ) -> Result<Vec<TokenRecord>, ManageError> {
+        let all = self.authority.db().list::<TokenRecord>("").await?;
+        Ok(all
+            .into_iter()
+            .filter(|t| t.account == *account && user.is_none_or(|u| t.user == *u))
+            .collect())
+    }
+
+    /// Makes an API token for a tenant user.
+    ///
+    /// # Errors
+    /// 404 for an unknown user, 400 for a non-tenant account, 409 past the per-user maximum.
+    pub async fn create_token(
+        &self,
+        req: CreateToken,
+        now: UnixTime,
+    ) -> Result<TokenCreated, ManageError> {
+        let account = self.authority.account(&AccountName::new(&req.account)?).await?;
+        if account.kind != AccountKind::Tenant {
+            return Err(ManageError::BadRequest(
+                "API tokens are for users of tenant accounts".into(),
+            ));
+        }
+        let user = self.authority.user(&account.name, &UserName::new(&req.user)?).await?;
+        let description = req.description.unwrap_or_default();
+        check_len("description", &description, MAX_DESCRIPTION_LEN)?;
+        if self.tokens_of(&account.name, Some(&user.name)).await?.len() >= MAX_TOKENS_PER_USER {
+            return Err(ManageError::Conflict(format!(
+                "user {:?} already has {MAX_TOKENS_PER_USER} tokens",
+                user.name.as_str()
+            )));
+        }
+        let (token, record) = new_token(&account.name, &user.name, description, now);
+        let mut batch = Batch::new();
+        batch.create(&record);
+        // The user must still exist when the token is written.
+        batch.push(crate::store::Op::Put {
+            tree: crate::store::Tree::Users,
+            key: UserRecord::key_of(&user.account, &user.name),
+            value: serde_json::to_vec(&user).expect("records serialize"),
+            expect: Expect::Value(serde_json::to_vec(&user).expect("records serialize")),
+        });
+        self.commit(batch).await?;
+        Ok(TokenCreated { view: TokenView::from(&record), token })
+    }
+
+    /// Lists tokens (never their secrets).
+    ///
+    /// # Errors
+    /// 404 for an unknown account.
+    pub async fn list_tokens(&self, req: ListTokens) -> Result<Vec<TokenView>, ManageError> {
+        let account = self.authority.account(&AccountName::new(&req.account)?).await?;
+        let user = req.user.as_deref().map(UserName::new).transpose()?;
+        Ok(self
+            .tokens_of(&account.name, user.as_ref())
+            .await?
+            .iter()
+            .map(TokenView::from)
+            .collect())
+    }
+
+    /// Revokes a token; connections that logged in with it are ended.
+    ///
+    /// # Errors
+    /// 404 for an unknown token.
+    pub async fn revoke_token(&self, req: RevokeToken) -> Result<TokenView, ManageError> {
+        let record = self
+            .authority
+            .db()
+            .get::<TokenRecord>(&req.id)
+            .await?
+            .ok_or_else(|| ManageError::NotFound { what: "token", name: req.id.clone() })?;
+        let mut batch = Batch::new();
+        batch.delete::<TokenRecord>(&record.id);
+        self.commit(batch).await?;
+        self.revoke(Revoked::Token { id: record.id.clone() });
+        Ok(TokenView::from(&record))
+    }
+}
