@@ -60,6 +60,11 @@ pub struct Stack {
 impl Stack {
     /// `init` in a fresh temp dir, with free ports; no server yet.
     pub async fn init() -> Stack {
+        Stack::init_with(true).await
+    }
+
+    /// `init` with callout sealing (xkey) on or off.
+    pub async fn init_with(xkey: bool) -> Stack {
         // RUST_LOG=nats_authd=debug cargo test -- --nocapture shows the service's log.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -78,7 +83,7 @@ impl Stack {
             master_key: MasterKeyOptions::default(),
             server: settings.clone(),
             operator_name: "test-operator".into(),
-            xkey: true,
+            xkey,
         };
         let outcome = bootstrap::init(&options, model::now()).await.unwrap();
         Stack { dir, layout, settings, authority: Some(outcome.authority), server: None }
@@ -165,6 +170,28 @@ impl Stack {
             .await
             .unwrap();
         (client, rx)
+    }
+
+    /// Logs in through the callout: sentinel creds plus `options` (user/password or token).
+    /// Returns the client and every connection event as text.
+    pub async fn login(
+        &self,
+        options: async_nats::ConnectOptions,
+    ) -> Result<(Client, mpsc::UnboundedReceiver<String>), async_nats::ConnectError> {
+        let sentinel = std::fs::read_to_string(self.layout.sentinel_creds()).unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let client = options
+            .credentials(&sentinel)
+            .unwrap()
+            .event_callback(move |event| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(event.to_string());
+                }
+            })
+            .connect(self.url())
+            .await?;
+        Ok((client, rx))
     }
 
     /// The service's own connection (service user of AUTH).
