@@ -66,7 +66,7 @@ fn password(user: &str, pass: &str) -> ConnectOptions {
 }
 
 async fn refused(stack: &Stack, options: ConnectOptions) {
-    let err = stack.login(options).await.err().expect("the login was let in");
+    let Err(err) = stack.login(options).await else { panic!("the login was let in") };
     assert_eq!(err.kind(), ConnectErrorKind::AuthorizationViolation, "{err}");
 }
 
