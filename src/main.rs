@@ -57,6 +57,7 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Role(a) => admin(&a.client, a.cmd.call()).await,
         Command::Pending(a) => admin(&a.client, a.cmd.call()).await,
+        Command::Token(a) => admin(&a.client, a.cmd.call()).await,
         Command::Operator(client) => {
             admin(
                 &client,

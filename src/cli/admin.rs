@@ -97,6 +97,9 @@ pub enum UserCmd {
         /// Issue bearer JWTs.
         #[arg(long)]
         bearer: bool,
+        /// A tag for role templates, `key=value` (repeat).
+        #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = tag)]
+        tags: Vec<(String, String)>,
     },
     /// Show one user.
     Get { account: String, name: String },
@@ -125,6 +128,9 @@ pub enum UserCmd {
         ttl: Option<i64>,
         #[arg(long)]
         bearer: Option<bool>,
+        /// Replace the tags, `key=value` (repeat).
+        #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = tag)]
+        tags: Vec<(String, String)>,
     },
     /// Delete a user and revoke its key.
     Delete { account: String, name: String },
@@ -208,6 +214,60 @@ pub enum RoleCmd {
     },
     /// Delete a role no user holds.
     Delete { account: String, name: String },
+}
+
+/// `token ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenCmd {
+    /// Make an API token for a user (printed once; only its hash is kept).
+    Create {
+        account: String,
+        user: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List an account's tokens (never their secrets).
+    List {
+        account: String,
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a token; connections made with it are ended.
+    Revoke { id: String },
+}
+
+impl TokenCmd {
+    /// The request.
+    pub fn call(&self) -> Call {
+        match self {
+            TokenCmd::Create { account, user, description } => {
+                let mut body = Map::new();
+                body.insert("account".into(), json!(account));
+                body.insert("user".into(), json!(user));
+                put(&mut body, "description", description.as_ref().map(|d| json!(d)));
+                call("token.create", Value::Object(body))
+            }
+            TokenCmd::List { account, user } => {
+                let mut body = Map::new();
+                body.insert("account".into(), json!(account));
+                put(&mut body, "user", user.as_ref().map(|u| json!(u)));
+                call("token.list", Value::Object(body))
+            }
+            TokenCmd::Revoke { id } => call("token.revoke", json!({ "id": id })),
+        }
+    }
+}
+
+/// Parses `key=value`.
+fn tag(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{text:?} is not key=value"))
+}
+
+fn tags(list: &[(String, String)]) -> Option<Value> {
+    (!list.is_empty())
+        .then(|| Value::Object(list.iter().map(|(k, v)| (k.clone(), json!(v))).collect()))
 }
 
 /// `pending ...`
@@ -307,7 +367,16 @@ impl UserCmd {
     /// No password on stdin when one was asked for.
     pub fn call(&self, password: &mut dyn FnMut() -> Result<String>) -> Result<Call> {
         Ok(match self {
-            UserCmd::Create { account, name, role, description, password_stdin, ttl, bearer } => {
+            UserCmd::Create {
+                account,
+                name,
+                role,
+                description,
+                password_stdin,
+                ttl,
+                bearer,
+                tags: tag_list,
+            } => {
                 let mut body = Map::new();
                 body.insert("account".into(), json!(account));
                 body.insert("name".into(), json!(name));
@@ -317,6 +386,7 @@ impl UserCmd {
                 if *bearer {
                     body.insert("bearer_token".into(), json!(true));
                 }
+                put(&mut body, "tags", tags(tag_list));
                 if *password_stdin {
                     body.insert("password".into(), json!(password()?));
                 }
@@ -336,6 +406,7 @@ impl UserCmd {
                 clear_password,
                 ttl,
                 bearer,
+                tags: tag_list,
             } => {
                 let mut body = Map::new();
                 body.insert("account".into(), json!(account));
@@ -345,6 +416,7 @@ impl UserCmd {
                 put(&mut body, "active", active.map(|a| json!(a)));
                 put(&mut body, "jwt_ttl_secs", ttl.map(|t| json!(t)));
                 put(&mut body, "bearer_token", bearer.map(|b| json!(b)));
+                put(&mut body, "tags", tags(tag_list));
                 if *clear_password {
                     body.insert("password".into(), json!(""));
                 } else if *password_stdin {
@@ -507,10 +579,12 @@ mod tests {
             password_stdin: true,
             ttl: None,
             bearer: false,
+            tags: vec![("site".into(), "berlin".into())],
         };
         let mut input = std::io::Cursor::new("s3cret-pass\nignored\n");
         let c = create.call(&mut || read_password(&mut input)).unwrap();
         assert_eq!(c.body["password"], "s3cret-pass");
+        assert_eq!(c.body["tags"], json!({"site": "berlin"}));
         let get = UserCmd::Get { account: "acme".into(), name: "dev1".into() };
         let c = get.call(&mut || panic!("must not read stdin")).unwrap();
         assert_eq!(c.body, json!({"account": "acme", "name": "dev1"}));

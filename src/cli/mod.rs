@@ -17,7 +17,7 @@ use crate::server_config::ServerSettings;
 pub mod admin;
 pub mod output;
 
-pub use admin::{AccountCmd, ClientArgs, PendingCmd, RoleCmd, UserCmd};
+pub use admin::{AccountCmd, ClientArgs, PendingCmd, RoleCmd, TokenCmd, UserCmd};
 
 /// Environment variable holding the master key itself (base64). Not a flag: flags show in `ps`.
 pub const MASTER_KEY_ENV: &str = "NATS_AUTHD_MASTER_KEY";
@@ -54,6 +54,8 @@ pub enum Command {
     User(UserArgs),
     /// Manage roles (as an admin, over NATS).
     Role(RoleArgs),
+    /// Manage API tokens for callout logins (as an admin, over NATS).
+    Token(TokenArgs),
     /// Inspect or retry queued account pushes.
     Pending(PendingArgs),
     /// Show the operator JWT and keys (to configure more servers).
@@ -89,6 +91,11 @@ client_command!(
     /// `role` and its connection flags.
     RoleArgs,
     RoleCmd
+);
+client_command!(
+    /// `token` and its connection flags.
+    TokenArgs,
+    TokenCmd
 );
 client_command!(
     /// `pending` and its connection flags.

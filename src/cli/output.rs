@@ -9,6 +9,7 @@ fn columns(endpoint: &str) -> &'static [&'static str] {
         "user" => &["account", "name", "role", "active", "has_password", "public_key"],
         "role" => &["account", "name", "default", "publish", "subscribe"],
         "pending" => &["account", "state", "delete", "attempts", "last_error"],
+        "token" => &["id", "account", "user", "description", "created_at"],
         _ => &[],
     }
 }
