@@ -71,6 +71,8 @@ pub async fn run(
     let manager = Manager::new(authority.clone(), hasher.clone());
     let stats = Arc::new(PublisherStats::default());
     let stop = CancellationToken::new();
+    // Every task started below watches `stop`; an early error return cancels it too.
+    let _stop_on_exit = stop.clone().drop_guard();
     let gate = Arc::new(ApiGate::default());
     let dedup = Dedup::default();
 
@@ -88,7 +90,7 @@ pub async fn run(
     });
 
     let callout_stats = Arc::new(CalloutStats::default());
-    let callout = {
+    let mut callout = {
         let authorizer = Authorizer::new(authority.clone(), hasher, settings.callout.clone())
             .await
             .map_err(|e| AppError::Service(e.to_string()))?;
@@ -130,9 +132,21 @@ pub async fn run(
     tracing::info!(prefix = API_PREFIX, "serving");
 
     let mut in_flight = JoinSet::new();
+    let mut failure = None;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            ended = &mut callout => {
+                // Without its responder every callout login would time out: stop loudly.
+                let why = match ended {
+                    Ok(Ok(())) => "the callout responder stopped".to_string(),
+                    Ok(Err(e)) => format!("the callout responder could not subscribe: {e}"),
+                    Err(e) => format!("the callout responder failed: {e}"),
+                };
+                tracing::error!(%why, "stopping the service");
+                failure = Some(AppError::Service(why));
+                break;
+            }
             next = api.requests.next() => {
                 let Some((endpoint, request)) = next else { break };
                 let ctx = ctx.clone();
@@ -173,12 +187,14 @@ pub async fn run(
     if let Err(e) = publisher.await {
         tracing::error!(error = %e, "the claims publisher failed");
     }
-    match callout.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "the callout responder could not subscribe"),
-        Err(e) => tracing::error!(error = %e, "the callout responder failed"),
+    if failure.is_none() {
+        match callout.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the callout responder could not subscribe"),
+            Err(e) => tracing::error!(error = %e, "the callout responder failed"),
+        }
     }
     connection.close().await;
     authority.db().store().flush().await?;
-    Ok(())
+    failure.map_or(Ok(()), Err)
 }

@@ -185,7 +185,12 @@ impl Authority {
             Some(role) => self.db.get::<RoleRecord>(&format!("{}/{}", account.name, role)).await?,
             None => None,
         };
-        let permissions = policy::user_permissions(&user, role.as_ref());
+        let permissions = policy::connection_permissions(
+            &user,
+            role.as_ref(),
+            account.name.as_str(),
+            &user.identity.public,
+        );
         Ok(trust::user_creds(&account, &user, permissions, &self.master, now)?)
     }
 }

@@ -110,6 +110,14 @@ pub fn next_server(failures: &[usize], settings: &ConnectionSettings) -> (usize,
     (choice, settings.backoff(failures[choice]))
 }
 
+/// Whether the connection is up, and how many times it has come up: a consumer that sees a
+/// new `epoch` knows it reconnected, even if it missed the moment it was down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Link {
+    pub up: bool,
+    pub epoch: u64,
+}
+
 /// Where the connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -149,6 +157,11 @@ struct Shared {
     /// Set by the failback task: go to the primary on the next attempt, at once.
     failback: bool,
     ever_connected: bool,
+    /// Consecutive failed attempts per configured server. Ours, not async-nats's: its pool
+    /// does not count every kind of failure (a name that does not resolve, for one).
+    failures: Vec<usize>,
+    /// An attempt is under way: the next callback means it failed.
+    attempting: bool,
 }
 
 /// The service's connection, its state, and the failback task it owns.
@@ -156,8 +169,8 @@ struct Shared {
 pub struct Connection {
     /// The client; async-nats reconnects it by itself, where [`next_server`] says.
     pub client: Client,
-    /// `true` while connected; the publisher's circuit breaker watches it.
-    pub state: watch::Receiver<bool>,
+    /// Up or not, and the connect count; the publisher's circuit breaker watches it.
+    pub state: watch::Receiver<Link>,
     shared: Arc<Mutex<Shared>>,
     stop: CancellationToken,
     failback: Option<JoinHandle<()>>,
@@ -262,8 +275,10 @@ pub async fn connect(
         target: 0,
         failback: false,
         ever_connected: false,
+        failures: vec![0; settings.urls.len()],
+        attempting: false,
     }));
-    let (up_tx, up) = watch::channel(false);
+    let (up_tx, up) = watch::channel(Link::default());
     let up_tx = Arc::new(up_tx);
 
     let options = ConnectOptions::with_jwt(jwt, move |nonce| {
@@ -279,8 +294,8 @@ pub async fn connect(
     .ignore_discovered_servers()
     .reconnect_to_server_callback({
         let (shared, settings) = (Arc::clone(&shared), settings.clone());
-        move |pool, _info| {
-            let choice = choose(&shared, &pool, &settings);
+        move |_pool, _info| {
+            let choice = choose(&shared, &settings);
             async move { choice }
         }
     })
@@ -322,14 +337,14 @@ pub async fn connect(
 }
 
 async fn wait_until_up(
-    mut up: watch::Receiver<bool>,
+    mut up: watch::Receiver<Link>,
     urls: &str,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ConnectionError> {
     tokio::pin!(shutdown);
     let mut announced = false;
     loop {
-        if *up.borrow_and_update() {
+        if up.borrow_and_update().up {
             return Ok(());
         }
         if !announced {
@@ -348,33 +363,32 @@ fn current_url(shared: &Mutex<Shared>) -> String {
     shared.status.url.clone().unwrap_or_else(|| shared.urls[0].clone())
 }
 
-/// The reconnect callback: applies [`next_server`] to the pool's failure counts.
-fn choose(
-    shared: &Mutex<Shared>,
-    pool: &[async_nats::Server],
-    settings: &ConnectionSettings,
-) -> Option<ReconnectToServer> {
+/// The reconnect callback: counts the previous attempt's failure, then applies
+/// [`next_server`].
+fn choose(shared: &Mutex<Shared>, settings: &ConnectionSettings) -> Option<ReconnectToServer> {
     let mut shared = shared.lock().expect("connection state lock");
+    if std::mem::replace(&mut shared.attempting, true) {
+        let target = shared.target;
+        shared.failures[target] += 1;
+    }
     let (index, delay) = if std::mem::take(&mut shared.failback) {
         (0, Duration::ZERO)
     } else {
-        let failures: Vec<usize> = shared
-            .addrs
-            .iter()
-            .map(|addr| pool.iter().find(|s| s.addr == *addr).map_or(0, |s| s.failed_attempts))
-            .collect();
-        next_server(&failures, settings)
+        next_server(&shared.failures, settings)
     };
     shared.target = index;
     Some(ReconnectToServer { addr: shared.addrs[index].clone(), delay: Some(delay) })
 }
 
-fn on_event(shared: &Mutex<Shared>, up: &watch::Sender<bool>, event: Event) {
+fn on_event(shared: &Mutex<Shared>, up: &watch::Sender<Link>, event: Event) {
     let mut shared = shared.lock().expect("connection state lock");
     match event {
         Event::Connected => {
             let now = model::now();
-            let url = shared.urls[shared.target].clone();
+            let target = shared.target;
+            shared.failures[target] = 0;
+            shared.attempting = false;
+            let url = shared.urls[target].clone();
             let previous = shared.status.url.replace(url.clone());
             let on_primary = shared.target == 0;
             shared.status.state =
@@ -399,17 +413,17 @@ fn on_event(shared: &Mutex<Shared>, up: &watch::Sender<bool>, event: Event) {
                 }
                 None => {}
             }
-            up.send_replace(true);
+            up.send_modify(|l| *l = Link { up: true, epoch: l.epoch + 1 });
         }
         Event::Disconnected => {
             shared.status.state = LinkState::Reconnecting;
             shared.status.disconnects += 1;
             tracing::warn!(url = ?shared.status.url, "NATS connection lost; reconnecting");
-            up.send_replace(false);
+            up.send_modify(|l| l.up = false);
         }
         Event::Closed => {
             shared.status.state = LinkState::Closed;
-            up.send_replace(false);
+            up.send_modify(|l| l.up = false);
         }
         Event::Draining => tracing::info!("NATS connection draining"),
         Event::LameDuckMode => {
@@ -428,7 +442,11 @@ async fn failback_task(
     stop: CancellationToken,
 ) {
     let primary = shared.lock().expect("connection state lock").addrs[0].clone();
-    let addr = format!("{}:{}", primary.host(), primary.port());
+    let addr = if primary.host().contains(':') {
+        format!("[{}]:{}", primary.host(), primary.port())
+    } else {
+        format!("{}:{}", primary.host(), primary.port())
+    };
     loop {
         tokio::select! {
             () = tokio::time::sleep(settings.failback_interval) => {}

@@ -167,6 +167,9 @@ pub struct AccountRecord {
     /// Role of users created without one.
     #[serde(default)]
     pub default_role: Option<RoleName>,
+    /// A delete has begun: nothing may be added to it any more (see `delete_account`).
+    #[serde(default)]
+    pub deleting: bool,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
 }
@@ -188,6 +191,7 @@ impl AccountRecord {
             exports: Vec::new(),
             revocations: BTreeMap::new(),
             default_role: None,
+            deleting: false,
             created_at: now,
             updated_at: now,
         }
@@ -383,9 +387,20 @@ pub struct PendingUpdate {
 impl PendingUpdate {
     /// A fresh entry for `account`, due now.
     pub fn new(account: &AccountRecord, delete: bool, generation: u64, now: UnixTime) -> Self {
+        Self::for_key(account.public_key(), &account.name, delete, generation, now)
+    }
+
+    /// A fresh entry for the account with public key `key`, due now.
+    pub fn for_key(
+        key: &str,
+        name: &AccountName,
+        delete: bool,
+        generation: u64,
+        now: UnixTime,
+    ) -> Self {
         PendingUpdate {
-            account_key: account.public_key().to_string(),
-            account: account.name.clone(),
+            account_key: key.to_string(),
+            account: name.clone(),
             delete,
             generation,
             attempts: 0,

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use crate::api_gate::ApiGate;
 use crate::claims::{self, Validation};
+use crate::connection::Link;
 use crate::manage::Manager;
 use crate::model::{
     self, AccountKind, AccountName, AccountRecord, PendingState, PendingUpdate, UnixTime,
@@ -152,7 +153,7 @@ impl Burst {
 pub struct Publisher {
     manager: Manager,
     client: Client,
-    connected: watch::Receiver<bool>,
+    connected: watch::Receiver<Link>,
     settings: PublisherSettings,
     stats: Arc<PublisherStats>,
     gate: Arc<ApiGate>,
@@ -166,7 +167,7 @@ impl Publisher {
     pub fn new(
         manager: Manager,
         client: Client,
-        connected: watch::Receiver<bool>,
+        connected: watch::Receiver<Link>,
         settings: PublisherSettings,
         stats: Arc<PublisherStats>,
         gate: Arc<ApiGate>,
@@ -190,20 +191,22 @@ impl Publisher {
         let auth = AccountName::new(crate::authority::AUTH_ACCOUNT).expect("valid");
         self.auth_key =
             self.manager.authority().account(&auth).await.ok().map(|a| a.public_key().to_string());
-        let mut reconcile = true;
+        // Every new connection (the epoch counts them) may be to a server that holds other
+        // JWTs: reconcile once per epoch, even one that came and went during a push.
+        let mut reconciled_epoch = 0;
         let mut next_cleanup = Instant::now();
         loop {
-            if !*self.connected.borrow_and_update() {
+            let link = *self.connected.borrow_and_update();
+            if !link.up {
                 // Circuit open: wait for the connection instead of burning retries.
                 tokio::select! {
                     r = self.connected.changed() => if r.is_err() { return },
                     () = &mut shutdown => return,
                 }
-                reconcile = true;
                 continue;
             }
-            if reconcile {
-                reconcile = false;
+            if link.epoch != reconciled_epoch {
+                reconciled_epoch = link.epoch;
                 if let Err(e) = self.reconcile().await {
                     tracing::warn!(error = %e, "reconciling accounts with the server failed");
                 }
@@ -223,10 +226,7 @@ impl Publisher {
             tokio::select! {
                 () = changes.notified() => {}
                 () = tokio::time::sleep_until(wake.min(next_cleanup)) => {}
-                r = self.connected.changed() => {
-                    if r.is_err() { return }
-                    reconcile = true;
-                }
+                r = self.connected.changed() => if r.is_err() { return },
                 () = &mut shutdown => return,
             }
         }
@@ -272,7 +272,7 @@ impl Publisher {
                 wake_at(until);
                 continue;
             }
-            if !*self.connected.borrow() {
+            if !self.connected.borrow().up {
                 return Ok(None);
             }
             let result = self.push(&entry, now).await;
@@ -351,27 +351,7 @@ impl Publisher {
         let authority = self.manager.authority();
         let operator = authority.operator().await.map_err(|e| PushError::Failed(e.to_string()))?;
         if entry.delete {
-            let token = trust::delete_accounts_jwt(
-                &operator,
-                vec![entry.account_key.clone()],
-                authority.master(),
-                now,
-            )
-            .map_err(|e| PushError::Failed(e.to_string()))?;
-            let reply = self.request("$SYS.REQ.CLAIMS.DELETE".into(), token.into()).await?;
-            check_reply(&reply).or_else(|e| {
-                if e.contains("not found") {
-                    Ok(())
-                } else {
-                    Err(PushError::Failed(e))
-                }
-            })?;
-            let held = self.lookup(&entry.account_key).await?;
-            if !held.is_empty() {
-                return Err(PushError::Failed("server still holds the deleted account".into()));
-            }
-            tracing::info!(account = %entry.account, "account removed from the server");
-            return Ok(());
+            return self.push_delete(entry, &operator, now).await;
         }
         let account = authority
             .db()
@@ -379,9 +359,9 @@ impl Publisher {
             .await
             .map_err(|e| PushError::Failed(e.to_string()))?;
         let Some(account) = account.filter(|a| a.public_key() == entry.account_key) else {
-            // The account was deleted (its delete entry replaced this one) or replaced by a
-            // new one of the same name, which has its own entry: nothing left to push here.
-            return Ok(());
+            // The account this key belonged to is gone (deleted, or replaced by a new one of
+            // the same name with another key): make sure the servers forget it too.
+            return self.push_delete(entry, &operator, now).await;
         };
         let token = authority
             .account_jwt(&account, now)
@@ -390,12 +370,14 @@ impl Publisher {
         trust::verify_account_jwt(&operator, &token, now)
             .map_err(|e| PushError::Failed(format!("refusing to push: {e}")))?;
         // Updating AUTH drops replies in flight from its exports (see api_gate).
-        let _quiet = match account.kind {
+        let quiet = match account.kind {
             AccountKind::Auth => Some(self.gate.exclusive().await),
             _ => None,
         };
         let reply =
             self.request("$SYS.REQ.CLAIMS.UPDATE".into(), Bytes::from(token.clone())).await?;
+        // The export map is rebuilt by now; requests may flow again during the lookup.
+        drop(quiet);
         check_reply(&reply).map_err(PushError::Failed)?;
         let held = self.lookup(&entry.account_key).await?;
         if held.as_ref() != token.as_bytes() {
@@ -405,18 +387,42 @@ impl Publisher {
         Ok(())
     }
 
-    /// Queues every account whose JWT on the server differs from what the records say.
+    /// Removes an account from the servers and confirms they no longer hold it.
+    async fn push_delete(
+        &self,
+        entry: &PendingUpdate,
+        operator: &crate::model::OperatorRecord,
+        now: UnixTime,
+    ) -> Result<(), PushError> {
+        let authority = self.manager.authority();
+        let token = trust::delete_accounts_jwt(
+            operator,
+            vec![entry.account_key.clone()],
+            authority.master(),
+            now,
+        )
+        .map_err(|e| PushError::Failed(e.to_string()))?;
+        let reply = self.request("$SYS.REQ.CLAIMS.DELETE".into(), token.into()).await?;
+        // A server that never had the account answers with an error; the lookup decides.
+        if let Err(e) = check_reply(&reply) {
+            tracing::debug!(account = %entry.account, error = %e, "claims delete answered with an error");
+        }
+        let held = self.lookup(&entry.account_key).await?;
+        if !held.is_empty() {
+            return Err(PushError::Failed("server still holds the deleted account".into()));
+        }
+        tracing::info!(account = %entry.account, "account removed from the server");
+        Ok(())
+    }
+
+    /// Queues every account whose JWT on the server differs from what the records say, and a
+    /// delete for every account the server holds that the records do not (a delete that was
+    /// lost or expired from the queue). Entries are only added where none is queued, so a
+    /// change queued meanwhile is never overwritten.
     async fn reconcile(&self) -> Result<(), crate::store::StoreError> {
         self.stats.reconciliations.fetch_add(1, Ordering::Relaxed);
         let authority = self.manager.authority();
         let accounts = authority.db().list::<AccountRecord>("").await?;
-        let queued: Vec<String> = authority
-            .db()
-            .list::<PendingUpdate>("")
-            .await?
-            .into_iter()
-            .map(|p| p.account_key)
-            .collect();
         let callout = match authority.callout_settings().await {
             Ok(c) => c,
             Err(e) => {
@@ -425,34 +431,72 @@ impl Publisher {
             }
         };
         let now = model::now();
-        let mut batch = Batch::new();
-        let mut stale = 0usize;
+        let mut queued = 0usize;
         for account in &accounts {
-            if queued.iter().any(|k| k == account.public_key()) {
-                continue;
-            }
             let want = trust::account_body(
                 account,
                 (account.kind == AccountKind::Auth).then_some(&callout),
             );
-            let held = match self.lookup(account.public_key()).await {
-                Ok(held) => held,
-                Err(_) => return Ok(()),
-            };
+            let Ok(held) = self.lookup(account.public_key()).await else { return Ok(()) };
             let current = std::str::from_utf8(&held)
                 .ok()
                 .and_then(|t| claims::decode::<claims::Account>(t, &Validation::at(now)).ok())
                 .filter(|c| c.nats == want && c.name.as_deref() == Some(account.name.as_str()));
-            if current.is_none() {
-                self.manager.enqueue(&mut batch, account, false, now);
-                stale += 1;
+            if current.is_none()
+                && self.enqueue_if_idle(account.public_key(), &account.name, false, now).await?
+            {
+                queued += 1;
             }
         }
-        if stale > 0 {
-            tracing::info!(stale, "reconcile: queued accounts whose server JWT differs");
-            authority.db().commit(batch).await?;
+        for key in self.server_accounts().await {
+            if accounts.iter().any(|a| a.public_key() == key) {
+                continue;
+            }
+            let Ok(name) = AccountName::new(&key.to_lowercase()) else { continue };
+            if self.enqueue_if_idle(&key, &name, true, now).await? {
+                queued += 1;
+            }
+        }
+        if queued > 0 {
+            tracing::info!(queued, "reconcile: queued accounts the server holds differently");
         }
         Ok(())
+    }
+
+    /// Queues a push for `key` unless an entry for it exists already.
+    async fn enqueue_if_idle(
+        &self,
+        key: &str,
+        name: &AccountName,
+        delete: bool,
+        now: UnixTime,
+    ) -> Result<bool, crate::store::StoreError> {
+        let entry = self.manager.pending_entry(key, name, delete, now);
+        let mut batch = Batch::new();
+        batch.put_with(&entry, Expect::Absent);
+        match self.manager.authority().db().commit(batch).await {
+            Ok(()) => Ok(true),
+            Err(crate::store::StoreError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The account keys the server holds (`$SYS.REQ.CLAIMS.LIST`); empty if it does not answer.
+    async fn server_accounts(&self) -> Vec<String> {
+        #[derive(Deserialize)]
+        struct ListReply {
+            #[serde(default)]
+            data: Vec<String>,
+        }
+        match self.client.request("$SYS.REQ.CLAIMS.LIST", Bytes::new()).await {
+            Ok(msg) => serde_json::from_slice::<ListReply>(&msg.payload)
+                .map(|r| r.data)
+                .unwrap_or_default(),
+            Err(e) => {
+                tracing::debug!(error = %e, "claims list failed");
+                Vec::new()
+            }
+        }
     }
 
     /// Removes failed entries older than the retention period.

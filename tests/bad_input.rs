@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, Stack};
+use common::{drained, Stack};
 use nats_authd::client::AdminClient;
 use serde_json::{json, Value};
 
@@ -208,10 +208,7 @@ async fn bad_input_gets_the_right_code_and_changes_nothing() {
         .call("user.create", &json!({ "account": "acme", "name": "dev1", "role": "sensor" }))
         .await
         .unwrap();
-    eventually(Duration::from_secs(20), "the queue to drain", || async {
-        admin.call("status", &json!({})).await.unwrap()["queue_depth"] == 0
-    })
-    .await;
+    drained(&admin).await;
 
     let before = stack.authority().db().export().await.unwrap();
     let nats = admin.nats().clone();

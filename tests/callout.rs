@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use async_nats::{ConnectErrorKind, ConnectOptions};
-use common::{account_of, eventually, Running, Stack};
+use common::{account_of, disconnected_within, drained, violation, Running, Stack};
 use futures::StreamExt;
 use nats_authd::client::AdminClient;
 use serde_json::{json, Value};
@@ -54,13 +54,6 @@ async fn setup(xkey: bool) -> Setup {
     }
 }
 
-async fn drained(admin: &AdminClient) {
-    eventually(Duration::from_secs(20), "the claims queue to drain", || async {
-        admin.call("status", &json!({})).await.unwrap()["queue_depth"] == 0
-    })
-    .await;
-}
-
 fn password(user: &str, pass: &str) -> ConnectOptions {
     ConnectOptions::with_user_and_password(user.into(), pass.into())
 }
@@ -68,19 +61,6 @@ fn password(user: &str, pass: &str) -> ConnectOptions {
 async fn refused(stack: &Stack, options: ConnectOptions) {
     let Err(err) = stack.login(options).await else { panic!("the login was let in") };
     assert_eq!(err.kind(), ConnectErrorKind::AuthorizationViolation, "{err}");
-}
-
-async fn violation(events: &mut tokio::sync::mpsc::UnboundedReceiver<String>, subject: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let event = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no permissions violation for {subject}"))
-            .unwrap();
-        if event.to_lowercase().contains("permissions violation") && event.contains(subject) {
-            return;
-        }
-    }
 }
 
 async fn holds_exactly_its_role(
@@ -148,22 +128,6 @@ async fn api_tokens_and_secrets_in_auth_token_only() {
     disconnected_within(&mut live_events, Duration::from_secs(2)).await;
     refused(&s.stack, ConnectOptions::with_token(token)).await;
     drop(live);
-}
-
-async fn disconnected_within(
-    events: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
-    within: Duration,
-) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let event = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .expect("not disconnected in time")
-            .unwrap();
-        if event.contains("disconnected") {
-            return;
-        }
-    }
 }
 
 #[tokio::test]

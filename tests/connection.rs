@@ -100,8 +100,9 @@ async fn fails_over_to_the_backup_and_back_to_the_primary() {
     assert!(s.last_failover_at.is_some());
 
     // The backup learns the accounts on connect (reconcile), so acme's users work there.
+    // The backup learns the accounts when the service reconciles on connecting to it.
     eventually(Duration::from_secs(10), "the backup to hold acme", || async {
-        status(&on_backup).await.is_some_and(|s| s.queue_depth == 0)
+        status(&on_backup).await.is_some_and(|s| s.reconciliations >= 2 && s.queue_depth == 0)
     })
     .await;
     let creds =

@@ -95,3 +95,29 @@ async fn pending_pushes_survive_kill_9_and_go_out_after_restart() {
     .unwrap();
     assert!(second.wait().unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap());
 }
+
+#[tokio::test]
+async fn an_account_the_store_no_longer_has_is_removed_from_the_server_on_connect() {
+    let stack = Stack::start().await;
+    let service = stack.serve();
+    let admin = stack.admin().await;
+    let ghost = admin.call("account.create", &json!({ "name": "ghost" })).await.unwrap();
+    let key = ghost["public_key"].as_str().unwrap().to_string();
+    common::drained(&admin).await;
+    service.stop().await.unwrap();
+
+    // A delete whose queue entry was lost: the record is gone, the server still has it.
+    let mut batch = nats_authd::store::Batch::new();
+    batch.delete::<nats_authd::model::AccountRecord>("ghost");
+    stack.authority().db().commit(batch).await.unwrap();
+    let lookup = format!("$SYS.REQ.ACCOUNT.{key}.CLAIMS.LOOKUP");
+    let probe = stack.service_client().await;
+    assert!(!probe.request(lookup.clone(), "".into()).await.unwrap().payload.is_empty());
+
+    let _service = stack.serve();
+    eventually(Duration::from_secs(20), "the server to forget the account", || {
+        let (probe, lookup) = (probe.clone(), lookup.clone());
+        async move { probe.request(lookup, "".into()).await.is_ok_and(|m| m.payload.is_empty()) }
+    })
+    .await;
+}

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, Stack};
+use common::{creds, drained, eventually, violation, Stack};
 use futures::StreamExt;
 use nats_authd::client::{AdminClient, ClientError};
 use nats_authd::service::{Endpoint, Status};
@@ -13,27 +13,6 @@ use serde_json::{json, Value};
 
 async fn status(admin: &AdminClient) -> Status {
     serde_json::from_value(admin.call("status", &json!({})).await.unwrap()).unwrap()
-}
-
-/// Waits until every queued push has gone out.
-async fn drained(admin: &AdminClient) {
-    eventually(Duration::from_secs(20), "the claims queue to drain", || async {
-        let s = status(admin).await;
-        assert_eq!(
-            s.failed_pushes,
-            0,
-            "a push failed: {:?}",
-            admin.call("pending.list", &json!({})).await
-        );
-        s.queue_depth == 0
-    })
-    .await;
-}
-
-async fn creds(admin: &AdminClient, account: &str, name: &str) -> String {
-    let answer =
-        admin.call("user.creds", &json!({ "account": account, "name": name })).await.unwrap();
-    answer["creds"].as_str().unwrap().to_string()
 }
 
 /// acme with roles `sensor` (pub sensors.*.telemetry, sub _INBOX.>) and `monitor` (sub >),
@@ -70,19 +49,6 @@ async fn acme(admin: &AdminClient) {
 async fn next_payload(sub: &mut async_nats::Subscriber, within: Duration) -> Option<String> {
     let msg = tokio::time::timeout(within, sub.next()).await.ok().flatten()?;
     Some(String::from_utf8_lossy(&msg.payload).into_owned())
-}
-
-async fn violation(events: &mut tokio::sync::mpsc::UnboundedReceiver<String>, subject: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let event = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no permissions violation for {subject}"))
-            .unwrap();
-        if event.to_lowercase().contains("permissions violation") && event.contains(subject) {
-            return;
-        }
-    }
 }
 
 #[tokio::test]
@@ -188,8 +154,7 @@ async fn role_changes_reach_new_jwts_and_deleting_a_user_cuts_it_off() {
     assert_eq!(next_payload(&mut alerts, Duration::from_secs(5)).await.as_deref(), Some("fetched"));
 
     // Deleting dev1 revokes its key: the live connection is closed by the server.
-    let (live, mut live_events) =
-        stack.connect_creds_events(&creds(&admin, "acme", "dev1").await).await;
+    let (live, mut live_events) = stack.connect_creds(&creds(&admin, "acme", "dev1").await).await;
     admin.call("user.delete", &json!({ "account": "acme", "name": "dev1" })).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {

@@ -11,7 +11,6 @@ use zeroize::Zeroizing;
 use super::cache::VerifiedCache;
 use super::credential::{self, Credential, Token};
 use super::limiter::{Limiter, Limits};
-use super::templates::{self, TemplateValues};
 use crate::authority::Authority;
 use crate::claims::{AuthorizationRequest, Claims};
 use crate::model::{
@@ -21,6 +20,9 @@ use crate::model::{
 use crate::password::PasswordHasher;
 use crate::policy;
 use crate::trust;
+
+/// Longest login name accepted (`name@account` of two 64-character names, and then some).
+pub const MAX_LOGIN_LEN: usize = 256;
 
 /// Callout tuning.
 #[derive(Debug, Clone)]
@@ -154,44 +156,64 @@ impl Authorizer {
     ) -> Decision {
         let host = request.nats.client_information.host.clone();
         let Some(credential) = credential::parse(&request.nats.connect_options) else {
-            return Decision {
-                login: request.nats.connect_options.username.clone(),
-                result: Err(Refusal::Malformed),
-            };
+            return Decision { login: String::new(), result: Err(Refusal::Malformed) };
         };
-        let login = credential.login().to_string();
-        if self.limiter.blocked(&login, &host) {
-            return Decision { login, result: Err(Refusal::RateLimited) };
+        // One spelling per login for the limiter and the audit: lookups normalize the same way.
+        let login = credential.login().trim().to_ascii_lowercase();
+        if login.len() > MAX_LOGIN_LEN {
+            return Decision { login: String::new(), result: Err(Refusal::Malformed) };
         }
-        let result = self.check(&credential, request, deadline, now).await;
-        if matches!(result, Err(Refusal::UnknownUser | Refusal::BadSecret)) {
-            self.limiter.failed(&login, &host);
-        }
+        let result = self.check(&credential, &login, &host, request, deadline, now).await;
         Decision { login, result }
+    }
+
+    /// Reserves a limiter slot around `verify`: refused without running it when over the
+    /// limit; the slot is given back if the secret was right.
+    async fn limited<F>(&self, login: &str, host: &str, verify: F) -> Result<bool, Refusal>
+    where
+        F: std::future::Future<Output = Result<bool, Refusal>>,
+    {
+        if !self.limiter.attempt(login, host) {
+            return Err(Refusal::RateLimited);
+        }
+        let verified = verify.await;
+        // A right secret, or one never checked (expired in the queue), is not a failure.
+        match verified {
+            Ok(true) | Err(Refusal::Expired) => self.limiter.succeeded(login),
+            _ => self.limiter.failed(host),
+        }
+        verified
     }
 
     async fn check(
         &self,
         credential: &Credential,
+        login: &str,
+        host: &str,
         request: &Claims<AuthorizationRequest>,
         deadline: Instant,
         now: UnixTime,
     ) -> Result<Allowed, Refusal> {
         let (found, token_id, cached) = match credential {
-            Credential::Password { login, password } => {
+            Credential::Password { password, .. } => {
                 let found = self.find_user(login).await?;
                 let phc = found
                     .as_ref()
                     .and_then(|(_, u)| u.password_hash.as_ref().map(|h| h.as_str().to_string()));
+                // A cache hit needs the right password for the current hash: it skips the
+                // limiter too, so a lockout does not keep out a reconnect storm.
                 let cached = phc.as_deref().is_some_and(|phc| self.cache.hit(phc, password));
                 if !cached {
                     let target = phc.clone().unwrap_or_else(|| self.decoy.to_string());
-                    let verified = self
-                        .hasher
-                        .verify_by(password.clone(), target, deadline)
-                        .await
-                        .map_err(|_| Refusal::Internal)?
-                        .ok_or(Refusal::Expired)?;
+                    let verify = async {
+                        self.hasher
+                            .verify_by(password.clone(), target, deadline)
+                            .await
+                            .map_err(|_| Refusal::Internal)?
+                            .ok_or(Refusal::Expired)
+                            .map(|ok| ok && found.is_some() && phc.is_some())
+                    };
+                    let verified = self.limited(login, host, verify).await?;
                     match (&found, &phc, verified) {
                         (None, _, _) => return Err(Refusal::UnknownUser),
                         (Some(_), Some(phc), true) => self.cache.insert(phc, password),
@@ -207,13 +229,17 @@ impl Authorizer {
                     .get::<TokenRecord>(&token.id)
                     .await
                     .map_err(|_| Refusal::Internal)?;
-                let Some(record) = record else { return Err(Refusal::UnknownUser) };
-                if !constant_time_eq(
-                    token.secret_sha256().as_bytes(),
-                    record.secret_sha256.as_bytes(),
-                ) {
-                    return Err(Refusal::BadSecret);
+                let matches = record.as_ref().is_some_and(|r| {
+                    constant_time_eq(token.secret_sha256().as_bytes(), r.secret_sha256.as_bytes())
+                });
+                if !self.limited(login, host, async { Ok(matches) }).await? {
+                    return Err(if record.is_none() {
+                        Refusal::UnknownUser
+                    } else {
+                        Refusal::BadSecret
+                    });
                 }
+                let record = record.expect("matched a record");
                 let found =
                     self.user(&record.account, &record.user).await?.ok_or(Refusal::UnknownUser)?;
                 (found, Some(record.id), false)
@@ -228,6 +254,18 @@ impl Authorizer {
         {
             return Err(Refusal::Inactive);
         }
+        // Leftovers of a delete that raced a create must not come back to life in a new
+        // account or user of the same name.
+        if user.created_at < account.created_at {
+            return Err(Refusal::UnknownUser);
+        }
+        if let Some(id) = &token_id {
+            let record =
+                self.authority.db().get::<TokenRecord>(id).await.map_err(|_| Refusal::Internal)?;
+            if record.is_none_or(|t| t.created_at < user.created_at) {
+                return Err(Refusal::UnknownUser);
+            }
+        }
         let role = match &user.role {
             Some(role) => self
                 .authority
@@ -237,14 +275,12 @@ impl Authorizer {
                 .map_err(|_| Refusal::Internal)?,
             None => None,
         };
-        let mut permissions = policy::user_permissions(&user, role.as_ref());
-        let values = TemplateValues {
-            name: user.name.as_str(),
-            subject: &request.nats.user_nkey,
-            account_name: account.name.as_str(),
-            tags: &user.tags,
-        };
-        permissions.permissions = templates::resolve_permissions(&permissions.permissions, &values);
+        let permissions = policy::connection_permissions(
+            &user,
+            role.as_ref(),
+            account.name.as_str(),
+            &request.nats.user_nkey,
+        );
         let ttl = self.settings.jwt_ttl.as_secs() as i64;
         let expires = now + user.jwt_ttl_secs.map_or(ttl, |own| own.min(ttl));
         let jwt = trust::user_jwt(
@@ -258,6 +294,31 @@ impl Authorizer {
         )
         .map_err(|_| Refusal::Internal)?;
         Ok(Allowed { account, user, jwt, expires, token_id, cached })
+    }
+
+    /// The store and keys.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// Whether an admitted login is still valid now: the same user and account, active, with
+    /// the same password hash, and its token still there. Called after the session is
+    /// recorded, so a revocation either shows here or finds the session to kick.
+    pub async fn still_valid(&self, allowed: &Allowed) -> bool {
+        let Ok(Some((account, user))) = self.user(&allowed.account.name, &allowed.user.name).await
+        else {
+            return false;
+        };
+        let token_ok = match &allowed.token_id {
+            Some(id) => matches!(self.authority.db().get::<TokenRecord>(id).await, Ok(Some(_))),
+            None => true,
+        };
+        token_ok
+            && account.active
+            && user.active
+            && account.public_key() == allowed.account.public_key()
+            && user.identity.public == allowed.user.identity.public
+            && user.password_hash == allowed.user.password_hash
     }
 
     async fn user(

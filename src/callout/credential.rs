@@ -105,10 +105,21 @@ pub fn parse(opts: &ConnectOptions) -> Option<Credential> {
         });
     }
     let (login, password) = token.split_once(':')?;
-    (!login.is_empty() && !password.is_empty()).then(|| Credential::Password {
+    // Only if the part before the colon is a valid login: anything else may be a password
+    // with a colon in it, and the login part is logged.
+    (valid_login(login) && !password.is_empty()).then(|| Credential::Password {
         login: login.to_string(),
         password: Zeroizing::new(password.to_string()),
     })
+}
+
+/// `name` or `name@account`, each a valid name.
+pub fn valid_login(login: &str) -> bool {
+    use crate::model::{AccountName, UserName};
+    match login.rsplit_once('@') {
+        Some((name, account)) => UserName::new(name).is_ok() && AccountName::new(account).is_ok(),
+        None => UserName::new(login).is_ok(),
+    }
 }
 
 #[cfg(test)]
@@ -158,6 +169,12 @@ mod tests {
         assert_eq!(parse(&opts("", "", "")), None);
         assert_eq!(parse(&opts("", "", "nocolon")), None);
         assert_eq!(parse(&opts("", "", ":pw")), None);
+        assert_eq!(
+            parse(&opts("", "", "my secret:with colon")),
+            None,
+            "not a login before the colon"
+        );
+        assert_eq!(parse(&opts("", "", "dev1@acme:pw")), pw("dev1@acme", "pw"));
         assert_eq!(parse(&opts("", "", "authd_broken")), None);
         assert!(!format!("{:?}", parse(&opts("dev1", "hunter2", ""))).contains("hunter2"));
     }

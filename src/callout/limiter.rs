@@ -37,6 +37,10 @@ impl Windows {
     fn add(&mut self, key: &str, window: Duration) {
         if self.0.len() >= MAX_KEYS {
             self.0.retain(|_, (start, _)| start.elapsed() < window);
+            if self.0.len() >= MAX_KEYS {
+                // Still full of live windows: forget them all rather than grow without bound.
+                self.0.clear();
+            }
         }
         let entry = self.0.entry(key.to_string()).or_insert((Instant::now(), 0));
         if entry.0.elapsed() >= window {
@@ -67,11 +71,35 @@ impl Limiter {
             || (l.per_host > 0 && state.1.count(host, l.window) >= l.per_host)
     }
 
-    /// Counts a failed attempt.
-    pub fn failed(&self, login: &str, host: &str) {
+    /// Reserves an attempt for `login` from `host`: `false` if either is over its limit
+    /// (nothing counted). The login's slot is counted as a failure at once, so parallel guesses
+    /// at one login stop at its limit; [`Limiter::succeeded`] gives it back, and
+    /// [`Limiter::failed`] counts the failure against the host. (The host is charged only for
+    /// real failures: many clients behind one address logging in at once are not an attack.)
+    pub fn attempt(&self, login: &str, host: &str) -> bool {
         let mut state = self.state.lock().expect("limiter lock");
-        state.0.add(login, self.limits.window);
+        let l = self.limits;
+        if (l.per_login > 0 && state.0.count(login, l.window) >= l.per_login)
+            || (l.per_host > 0 && state.1.count(host, l.window) >= l.per_host)
+        {
+            return false;
+        }
+        state.0.add(login, l.window);
+        true
+    }
+
+    /// Counts a failed attempt against the host (the login was counted by `attempt`).
+    pub fn failed(&self, host: &str) {
+        let mut state = self.state.lock().expect("limiter lock");
         state.1.add(host, self.limits.window);
+    }
+
+    /// Takes back an attempt that succeeded.
+    pub fn succeeded(&self, login: &str) {
+        let mut state = self.state.lock().expect("limiter lock");
+        if let Some((_, n)) = state.0 .0.get_mut(login) {
+            *n = n.saturating_sub(1);
+        }
     }
 }
 
@@ -80,19 +108,22 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn failures_block_a_login_and_a_host_until_the_window_passes() {
+    async fn attempts_are_reserved_before_hashing_and_block_until_the_window_passes() {
         let limiter =
             Limiter::new(Limits { per_login: 3, per_host: 5, window: Duration::from_secs(60) });
         for _ in 0..3 {
-            assert!(!limiter.blocked("dev1", "10.0.0.1"));
-            limiter.failed("dev1", "10.0.0.1");
+            assert!(limiter.attempt("dev1", "10.0.0.1"), "in flight, not yet failed");
         }
-        assert!(limiter.blocked("dev1", "10.0.0.9"), "the login is blocked from anywhere");
-        assert!(!limiter.blocked("dev2", "10.0.0.9"));
-        limiter.failed("dev2", "10.0.0.1");
-        limiter.failed("dev3", "10.0.0.1");
-        assert!(limiter.blocked("dev4", "10.0.0.1"), "the host is blocked for any login");
+        assert!(!limiter.attempt("dev1", "10.0.0.9"), "the login is blocked from anywhere");
+        assert!(limiter.blocked("dev1", "10.0.0.9"));
+        assert!(limiter.attempt("dev2", "10.0.0.9"));
+        limiter.succeeded("dev2");
+        assert!(!limiter.blocked("dev2", "10.0.0.9"), "a success gives the slot back");
+        for _ in 0..5 {
+            limiter.failed("10.0.0.1");
+        }
+        assert!(!limiter.attempt("dev4", "10.0.0.1"), "the host is blocked for any login");
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert!(!limiter.blocked("dev1", "10.0.0.1"));
+        assert!(limiter.attempt("dev1", "10.0.0.1"));
     }
 }

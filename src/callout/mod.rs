@@ -9,7 +9,6 @@ pub mod authorize;
 pub mod cache;
 pub mod credential;
 pub mod limiter;
-pub mod templates;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -106,6 +105,27 @@ impl Sessions {
         let list = map.entry((account.to_string(), user.to_string())).or_default();
         list.retain(|s| s.expires > now);
         list.push(session);
+    }
+
+    fn remove(&self, account: &str, user: &str, session: &Session) {
+        let mut map = self.0.lock().expect("sessions lock");
+        if let Some(list) = map.get_mut(&(account.to_string(), user.to_string())) {
+            list.retain(|s| !(s.server_id == session.server_id && s.cid == session.cid));
+        }
+    }
+
+    /// Drops sessions whose JWT has expired (the server has closed them).
+    fn prune(&self, now: UnixTime) {
+        let mut map = self.0.lock().expect("sessions lock");
+        map.retain(|_, list| {
+            list.retain(|s| s.expires > now);
+            !list.is_empty()
+        });
+    }
+
+    /// Every `(account, user)` with live sessions.
+    fn users(&self) -> Vec<(String, String)> {
+        self.0.lock().expect("sessions lock").keys().cloned().collect()
     }
 
     /// Removes and returns the sessions `revoked` ends.
@@ -210,6 +230,8 @@ impl Callout {
         let mut requests =
             self.client.queue_subscribe(AUTH_SUBJECT, QUEUE_GROUP.to_string()).await?;
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let mut revocations_closed = false;
+        let mut prune = tokio::time::interval(Duration::from_secs(60));
         let this = Arc::new(self);
         let mut in_flight = JoinSet::new();
         loop {
@@ -225,14 +247,20 @@ impl Callout {
                         drop(permit);
                     });
                 }
-                event = revoked.recv() => match event {
+                event = revoked.recv(), if !revocations_closed => match event {
                     Ok(event) => {
                         let this = Arc::clone(&this);
                         in_flight.spawn(async move { this.kick(&event).await });
                     }
-                    Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(missed = n, "missed revocations"),
-                    Err(broadcast::error::RecvError::Closed) => {}
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        // Some revocations were missed: check every live session against the store.
+                        tracing::warn!(missed = n, "missed revocations; sweeping sessions");
+                        let this = Arc::clone(&this);
+                        in_flight.spawn(async move { this.sweep().await });
+                    }
+                    Err(broadcast::error::RecvError::Closed) => revocations_closed = true,
                 },
+                _ = prune.tick() => this.sessions.prune(model::now()),
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
             }
         }
@@ -262,10 +290,38 @@ impl Callout {
         };
         let Some(reply) = msg.reply.clone() else { return };
         // The server gives up at `exp`; so do we, a little before, to leave time to answer.
-        let left = request.expires.map_or(2, |exp| exp - now).max(0);
-        let deadline =
-            received + Duration::from_secs(left as u64).saturating_sub(Duration::from_millis(100));
-        let decision = self.authorizer.authorize(&request, deadline, now).await;
+        // `exp` is in whole seconds: measure what is left in milliseconds of wall clock.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let left_ms = request.expires.map_or(2000, |exp| exp * 1000 - now_ms).max(0);
+        let deadline = received
+            + Duration::from_millis(left_ms as u64).saturating_sub(Duration::from_millis(100));
+        let mut decision = self.authorizer.authorize(&request, deadline, now).await;
+        if let Ok(allowed) = &decision.result {
+            // Recorded before the re-check and the answer: a revocation committed from here on
+            // finds the session to kick; one committed before shows in the re-check.
+            let session = Session {
+                server_id: request.nats.server.id.clone(),
+                cid: request.nats.client_information.id,
+                token_id: allowed.token_id.clone(),
+                expires: allowed.expires,
+            };
+            self.sessions.add(
+                allowed.account.name.as_str(),
+                allowed.user.name.as_str(),
+                session.clone(),
+                now,
+            );
+            if !self.authorizer.still_valid(allowed).await {
+                self.sessions.remove(
+                    allowed.account.name.as_str(),
+                    allowed.user.name.as_str(),
+                    &session,
+                );
+                decision.result = Err(Refusal::Inactive);
+            }
+        }
         if matches!(decision.result, Err(Refusal::Expired)) {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             self.audit(&request, &decision, received);
@@ -305,17 +361,6 @@ impl Callout {
                 if allowed.cached {
                     self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
                 }
-                self.sessions.add(
-                    allowed.account.name.as_str(),
-                    allowed.user.name.as_str(),
-                    Session {
-                        server_id: request.nats.server.id.clone(),
-                        cid: request.nats.client_information.id,
-                        token_id: allowed.token_id.clone(),
-                        expires: allowed.expires,
-                    },
-                    now,
-                );
             }
             Err(Refusal::RateLimited) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -413,6 +458,22 @@ impl Callout {
         tokio::spawn(async move {
             let _ = client.publish(subject, payload).await;
         });
+    }
+
+    /// Kicks every live session whose user, account or token is no longer valid in the store.
+    async fn sweep(&self) {
+        let db = self.authorizer.authority().db();
+        for (account, user) in self.sessions.users() {
+            let valid = async {
+                let account_rec = db.get::<crate::model::AccountRecord>(&account).await.ok()??;
+                let user_key = format!("{account}/{user}");
+                let user_rec = db.get::<crate::model::UserRecord>(&user_key).await.ok()??;
+                Some(account_rec.active && user_rec.active)
+            };
+            if valid.await != Some(true) {
+                self.kick(&Revoked::User { account, user }).await;
+            }
+        }
     }
 
     /// Ends the live connections a revocation covers: `$SYS.REQ.SERVER.<id>.KICK`.

@@ -191,6 +191,17 @@ impl Manager {
         Ok(account)
     }
 
+    /// An account things may be added to: it exists and no delete has begun.
+    pub(crate) fn open_for_changes(account: &AccountRecord) -> Result<(), ManageError> {
+        if account.deleting {
+            return Err(ManageError::Conflict(format!(
+                "account {:?} is being deleted",
+                account.name.as_str()
+            )));
+        }
+        Ok(())
+    }
+
     /// Resolves imports by account name and checks each fits an export of its exporter.
     async fn imports_from(
         &self,
@@ -304,6 +315,7 @@ impl Manager {
         now: UnixTime,
     ) -> Result<AccountView, ManageError> {
         let current = self.tenant(&req.name).await?;
+        Self::open_for_changes(&current)?;
         let mut account = current.clone();
         if let Some(description) = req.description {
             check_len("description", &description, MAX_DESCRIPTION_LEN)?;
@@ -367,17 +379,31 @@ impl Manager {
         req: DeleteAccount,
         now: UnixTime,
     ) -> Result<Deleted, ManageError> {
-        let account = self.tenant(&req.name).await?;
-        let prefix = format!("{}/", account.name);
+        let current = self.tenant(&req.name).await?;
+        let prefix = format!("{}/", current.name);
         let users = self.authority.db().list::<UserRecord>(&prefix).await?;
-        let roles = self.authority.db().list::<RoleRecord>(&prefix).await?;
         if !users.is_empty() && !req.cascade {
             return Err(ManageError::Conflict(format!(
                 "account {:?} has {} user(s); delete them first or set \"cascade\": true",
-                account.name.as_str(),
+                current.name.as_str(),
                 users.len()
             )));
         }
+        // Two steps, so nothing added meanwhile survives: first mark it deleting (creates in
+        // it require the account unchanged, so from here on they fail), then list and remove
+        // everything under the mark. A crash in between leaves an inactive account that a
+        // second delete finishes.
+        let mut account = current.clone();
+        if !account.deleting {
+            account.deleting = true;
+            account.active = false;
+            account.updated_at = now;
+            let mut mark = Batch::new();
+            mark.replace(&current, &account);
+            self.commit(mark).await?;
+        }
+        let users = self.authority.db().list::<UserRecord>(&prefix).await?;
+        let roles = self.authority.db().list::<RoleRecord>(&prefix).await?;
         let mut batch = Batch::new();
         let unchanged = Expect::Value(serde_json::to_vec(&account).expect("records serialize"));
         batch.delete_with::<AccountRecord>(account.name.as_str(), unchanged);

@@ -202,6 +202,18 @@ impl Manager {
         batch.put(&PendingUpdate::new(account, delete, generation, now));
     }
 
+    /// A fresh queue entry for the account with public key `key`, with a new generation.
+    pub fn pending_entry(
+        &self,
+        key: &str,
+        name: &AccountName,
+        delete: bool,
+        now: UnixTime,
+    ) -> PendingUpdate {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        PendingUpdate::for_key(key, name, delete, generation, now)
+    }
+
     /// Adds a push of the AUTH account (its `allowed_accounts` follow the tenants).
     async fn enqueue_auth(&self, batch: &mut Batch, now: UnixTime) -> Result<(), ManageError> {
         let auth = self.authority.account(&AccountName::new(AUTH_ACCOUNT).expect("valid")).await?;
@@ -236,7 +248,8 @@ impl Manager {
         let wanted = account.map(AccountName::new).transpose()?;
         let mut batch = Batch::new();
         let mut count = 0;
-        for mut entry in self.pending().await? {
+        for (key, raw) in self.authority.db().store().scan(crate::store::Tree::Pending, "").await? {
+            let Ok(mut entry) = serde_json::from_slice::<PendingUpdate>(&raw) else { continue };
             if !matches!(entry.state, PendingState::Failed { .. }) {
                 continue;
             }
@@ -248,7 +261,9 @@ impl Manager {
             entry.next_attempt_at = now;
             entry.generation = self.generation.fetch_add(1, Ordering::Relaxed);
             entry.updated_at = now;
-            batch.put(&entry);
+            // Only if it is still that failed entry: a newer change replaced it otherwise.
+            debug_assert_eq!(key, entry.account_key);
+            batch.put_with(&entry, crate::store::Expect::Value(raw));
             count += 1;
         }
         if let (Some(name), 0) = (wanted, count) {

@@ -190,6 +190,7 @@ fn apply_limits(role: &mut RoleRecord, input: &RoleLimitsInput) -> Result<(), Ma
 impl Manager {
     async fn role_account(&self, name: &str) -> Result<AccountRecord, ManageError> {
         let account = self.authority.account(&AccountName::new(name)?).await?;
+        Self::open_for_changes(&account)?;
         if account.kind != AccountKind::Tenant {
             return Err(ManageError::BadRequest(format!(
                 "roles belong to tenant accounts; {:?} is built in",
@@ -263,6 +264,7 @@ impl Manager {
         }
         let mut batch = Batch::new();
         batch.create(&role);
+        batch.require(&account);
         Self::set_default(&mut batch, &account, &role.name, req.default, now);
         self.commit(batch).await.map_err(|e| match e {
             ManageError::Conflict(m) if m.contains("already exists") => {

@@ -5,8 +5,8 @@ use zeroize::Zeroizing;
 
 use super::{check_len, ManageError, Manager, Revoked, MAX_DESCRIPTION_LEN};
 use crate::callout::authorize::new_token;
-use crate::model::{AccountKind, AccountName, TokenRecord, UnixTime, UserName, UserRecord};
-use crate::store::{Batch, Expect};
+use crate::model::{AccountKind, AccountName, TokenRecord, UnixTime, UserName};
+use crate::store::Batch;
 
 /// Most tokens one user may hold.
 pub const MAX_TOKENS_PER_USER: usize = 100;
@@ -60,12 +60,21 @@ impl From<&TokenRecord> for TokenView {
 }
 
 /// A new token: the only time its secret is shown.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct TokenCreated {
     #[serde(flatten)]
     pub view: TokenView,
     /// The whole token, `authd_<id>_<secret>`: give it to the client now; it cannot be shown again.
     pub token: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for TokenCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCreated")
+            .field("view", &self.view)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Manager {
@@ -109,13 +118,8 @@ impl Manager {
         let (token, record) = new_token(&account.name, &user.name, description, now);
         let mut batch = Batch::new();
         batch.create(&record);
-        // The user must still exist when the token is written.
-        batch.push(crate::store::Op::Put {
-            tree: crate::store::Tree::Users,
-            key: UserRecord::key_of(&user.account, &user.name),
-            value: serde_json::to_vec(&user).expect("records serialize"),
-            expect: Expect::Value(serde_json::to_vec(&user).expect("records serialize")),
-        });
+        // The user and its account must still be the ones read above.
+        batch.require(&user).require(&account);
         self.commit(batch).await?;
         Ok(TokenCreated { view: TokenView::from(&record), token })
     }

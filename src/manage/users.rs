@@ -124,12 +124,23 @@ impl From<&UserRecord> for UserView {
 }
 
 /// A user's creds file (the one response that carries a seed: the user's own).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CredsView {
     pub account: String,
     pub name: String,
     pub public_key: String,
     pub creds: String,
+}
+
+impl std::fmt::Debug for CredsView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredsView")
+            .field("account", &self.account)
+            .field("name", &self.name)
+            .field("public_key", &self.public_key)
+            .field("creds", &"<redacted>")
+            .finish()
+    }
 }
 
 fn check_password(password: &str) -> Result<(), ManageError> {
@@ -177,6 +188,7 @@ impl Manager {
     /// The account users may be managed in: tenants, and ADMIN (for more admins).
     async fn user_account(&self, name: &str) -> Result<AccountRecord, ManageError> {
         let account = self.authority.account(&AccountName::new(name)?).await?;
+        Self::open_for_changes(&account)?;
         match account.kind {
             AccountKind::Tenant | AccountKind::Admin => Ok(account),
             _ => Err(ManageError::BadRequest(format!(
@@ -255,6 +267,8 @@ impl Manager {
         }
         let mut batch = Batch::new();
         batch.create(&user);
+        // The account must still be the one read above: not deleted (or being deleted) since.
+        batch.require(&account);
         self.commit(batch).await.map_err(|e| match e {
             ManageError::Conflict(_) => ManageError::Conflict(format!(
                 "user {:?} already exists in account {:?}",
@@ -459,7 +473,12 @@ impl Manager {
             }
             None => None,
         };
-        let permissions = policy::user_permissions(user, role.as_ref());
+        let permissions = policy::connection_permissions(
+            user,
+            role.as_ref(),
+            account.name.as_str(),
+            &user.identity.public,
+        );
         let creds = Zeroizing::new(trust::user_creds(
             account,
             user,

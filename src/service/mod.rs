@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::callout::{CalloutCounts, CalloutStats};
-use crate::connection::StatusHandle;
+use crate::connection::{Link, StatusHandle};
 use crate::manage::{self, ManageError, Manager};
 use crate::model::{self, AccountRecord, PendingState, PendingUpdate, RoleRecord, UserRecord};
 use crate::publisher::PublisherStats;
@@ -141,7 +141,7 @@ impl Endpoint {
 pub struct Context {
     pub manager: Manager,
     pub client: Client,
-    pub connected: watch::Receiver<bool>,
+    pub connected: watch::Receiver<Link>,
     pub link: StatusHandle,
     pub stats: Arc<PublisherStats>,
     pub callout: Arc<CalloutStats>,
@@ -316,7 +316,7 @@ pub async fn handle(ctx: &Context, endpoint: Endpoint, body: &[u8]) -> Result<By
 }
 
 async fn status(ctx: &Context) -> Result<Status, ManageError> {
-    let connected = *ctx.connected.borrow();
+    let connected = ctx.connected.borrow().up;
     let link = ctx.link.get();
     let db = ctx.manager.authority().db();
     let pending = db.list::<PendingUpdate>("").await?;

@@ -20,11 +20,21 @@ struct ErrorDetail<'a> {
 }
 
 /// A reply as sent: a JSON body, and for errors the code and safe message that also go into
-/// the micro-protocol headers. Cheap to clone, so it can be kept and sent again.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// the micro-protocol headers. Cheap to clone, so it can be kept and sent again. Its `Debug`
+/// leaves the body out: it can hold creds or a new token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Reply {
     pub body: Bytes,
     pub error: Option<(u16, String)>,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("body_len", &self.body.len())
+            .field("error", &self.error)
+            .finish()
+    }
 }
 
 impl Reply {

@@ -105,6 +105,8 @@ pub enum Op {
     Put { tree: Tree, key: String, value: Vec<u8>, expect: Expect },
     /// Remove `key`.
     Delete { tree: Tree, key: String, expect: Expect },
+    /// Write nothing; only require `expect` of `key` (a parent that must not have changed).
+    Check { tree: Tree, key: String, expect: Expect },
 }
 
 /// Writes that apply together or not at all.
@@ -154,6 +156,13 @@ impl Batch {
     /// Removes the `R` stored under `key` under a condition.
     pub fn delete_with<R: Record>(&mut self, key: &str, expect: Expect) -> &mut Self {
         self.push(Op::Delete { tree: R::TREE, key: key.to_string(), expect })
+    }
+
+    /// Requires `record` to be stored exactly as given, without writing it: the batch fails
+    /// if it changed (say, an account deleted while a user was being added to it).
+    pub fn require<R: Record>(&mut self, record: &R) -> &mut Self {
+        let expect = Expect::Value(serde_json::to_vec(record).expect("records serialize to JSON"));
+        self.push(Op::Check { tree: R::TREE, key: record.key(), expect })
     }
 
     /// Writes `record` only if the stored one is still `current` (compare-and-swap).

@@ -176,6 +176,9 @@ impl Store for SledStore {
                             check(view, *tree, key, expect)?;
                             view.remove(key.as_bytes())?;
                         }
+                        Op::Check { tree, key, expect } => {
+                            check(&views[index(*tree)], *tree, key, expect)?;
+                        }
                     }
                 }
                 Ok(())

@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use async_nats::{Client, Event};
+use async_nats::Client;
 use nats_authd::app::{self, AppError};
 use nats_authd::authority::Authority;
 use nats_authd::bootstrap::API_PREFIX;
@@ -132,44 +132,12 @@ impl Stack {
         self.authority = None;
     }
 
-    /// Connects with a creds file's text; returns the client and its server-error events.
-    pub async fn connect_creds(&self, creds: &str) -> (Client, mpsc::UnboundedReceiver<String>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let client = async_nats::ConnectOptions::with_credentials(creds)
-            .unwrap()
-            .event_callback(move |event| {
-                let tx = tx.clone();
-                async move {
-                    if let Event::ServerError(e) = event {
-                        let _ = tx.send(e.to_string());
-                    }
-                }
-            })
-            .connect(self.url())
-            .await
-            .unwrap();
-        (client, rx)
-    }
-
     /// Connects with a creds file's text; returns the client and every connection event as
-    /// text (connected, disconnected, server errors, ...).
-    pub async fn connect_creds_events(
-        &self,
-        creds: &str,
-    ) -> (Client, mpsc::UnboundedReceiver<String>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let client = async_nats::ConnectOptions::with_credentials(creds)
-            .unwrap()
-            .event_callback(move |event| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(event.to_string());
-                }
-            })
-            .connect(self.url())
-            .await
-            .unwrap();
-        (client, rx)
+    /// text (connected, disconnected, server errors such as permission violations, ...).
+    pub async fn connect_creds(&self, creds: &str) -> (Client, mpsc::UnboundedReceiver<String>) {
+        let (options, rx) =
+            with_events(async_nats::ConnectOptions::with_credentials(creds).unwrap());
+        (options.connect(self.url()).await.unwrap(), rx)
     }
 
     /// Logs in through the callout: sentinel creds plus `options` (user/password or token).
@@ -179,19 +147,8 @@ impl Stack {
         options: async_nats::ConnectOptions,
     ) -> Result<(Client, mpsc::UnboundedReceiver<String>), async_nats::ConnectError> {
         let sentinel = std::fs::read_to_string(self.layout.sentinel_creds()).unwrap();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let client = options
-            .credentials(&sentinel)
-            .unwrap()
-            .event_callback(move |event| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(event.to_string());
-                }
-            })
-            .connect(self.url())
-            .await?;
-        Ok((client, rx))
+        let (options, rx) = with_events(options.credentials(&sentinel).unwrap());
+        Ok((options.connect(self.url()).await?, rx))
     }
 
     /// The service's own connection (service user of AUTH).
@@ -344,6 +301,72 @@ where
     while !check().await {
         assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `options` reporting every connection event, as text, on the returned channel.
+fn with_events(
+    options: async_nats::ConnectOptions,
+) -> (async_nats::ConnectOptions, mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let options = options.event_callback(move |event| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(event.to_string());
+        }
+    });
+    (options, rx)
+}
+
+/// Waits until every queued push has gone out (and none failed).
+pub async fn drained(admin: &AdminClient) {
+    eventually(Duration::from_secs(20), "the claims queue to drain", || async {
+        let status = admin.call("status", &serde_json::json!({})).await.unwrap();
+        assert_eq!(
+            status["failed_pushes"],
+            0,
+            "a push failed: {:?}",
+            admin.call("pending.list", &serde_json::json!({})).await
+        );
+        status["queue_depth"] == 0
+    })
+    .await;
+}
+
+/// A user's creds file, from the API.
+pub async fn creds(admin: &AdminClient, account: &str, name: &str) -> String {
+    let answer = admin
+        .call("user.creds", &serde_json::json!({ "account": account, "name": name }))
+        .await
+        .unwrap();
+    answer["creds"].as_str().unwrap().to_string()
+}
+
+/// Waits (5 s at most) for a permissions violation naming `subject` among `events`.
+pub async fn violation(events: &mut mpsc::UnboundedReceiver<String>, subject: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no permissions violation for {subject}"))
+            .unwrap();
+        if event.to_lowercase().contains("permissions violation") && event.contains(subject) {
+            return;
+        }
+    }
+}
+
+/// Waits for a disconnect among `events`; panics after `within`.
+pub async fn disconnected_within(events: &mut mpsc::UnboundedReceiver<String>, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("not disconnected in time")
+            .unwrap();
+        if event.contains("disconnected") {
+            return;
+        }
     }
 }
 
