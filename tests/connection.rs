@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_nats::ConnectOptions;
 use common::{eventually, Stack};
 use nats_authd::bootstrap::{self, MasterKeyOptions};
 use nats_authd::client::AdminClient;
@@ -78,7 +79,10 @@ async fn fails_over_to_the_backup_and_back_to_the_primary() {
         .await
         .unwrap();
     admin
-        .call("user.create", &json!({ "account": "acme", "name": "u", "role": "all" }))
+        .call(
+            "user.create",
+            &json!({ "account": "acme", "name": "u", "role": "all", "password": "u-password" }),
+        )
         .await
         .unwrap();
     let s = status(&admin).await.unwrap();
@@ -113,6 +117,9 @@ async fn fails_over_to_the_backup_and_back_to_the_primary() {
         .await
         .expect("an acme user connects to the backup");
     user.flush().await.unwrap();
+    // And the callout answers there: a password login on the backup.
+    let login = ConnectOptions::with_user_and_password("u".into(), "u-password".into());
+    stack.login_at(&backup.url(), login).await.expect("a callout login on the backup");
 
     // The primary comes back: within one failback interval (plus a probe) the service is home.
     stack.start_server().await;

@@ -146,9 +146,18 @@ impl Stack {
         &self,
         options: async_nats::ConnectOptions,
     ) -> Result<(Client, mpsc::UnboundedReceiver<String>), async_nats::ConnectError> {
+        self.login_at(&self.url(), options).await
+    }
+
+    /// As [`Stack::login`], on the server at `url`.
+    pub async fn login_at(
+        &self,
+        url: &str,
+        options: async_nats::ConnectOptions,
+    ) -> Result<(Client, mpsc::UnboundedReceiver<String>), async_nats::ConnectError> {
         let sentinel = std::fs::read_to_string(self.layout.sentinel_creds()).unwrap();
         let (options, rx) = with_events(options.credentials(&sentinel).unwrap());
-        Ok((options.connect(self.url()).await?, rx))
+        Ok((options.connect(url).await?, rx))
     }
 
     /// The service's own connection (service user of AUTH).
