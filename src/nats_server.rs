@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::{oneshot, watch};
@@ -264,7 +263,7 @@ async fn wait_ready(
             let log = std::fs::read_to_string(log).unwrap_or_default();
             return Err(NatsServerError::Exited { status: status.to_string(), log });
         }
-        if greets(addr).await {
+        if crate::connection::probe(addr, Duration::from_millis(500)).await {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -275,17 +274,6 @@ async fn wait_ready(
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-}
-
-/// True once something on `addr` speaks NATS (sends `INFO`).
-async fn greets(addr: &str) -> bool {
-    let attempt = async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
-        let mut buf = [0u8; 4];
-        stream.read_exact(&mut buf).await.ok()?;
-        Some(&buf == b"INFO")
-    };
-    matches!(tokio::time::timeout(Duration::from_millis(500), attempt).await, Ok(Some(true)))
 }
 
 #[cfg(test)]
