@@ -181,16 +181,44 @@ impl Authority {
     ) -> Result<String, AuthorityError> {
         let account = self.account(account).await?;
         let user = self.user(&account.name, name).await?;
-        let role = match &user.role {
-            Some(role) => self.db.get::<RoleRecord>(&format!("{}/{}", account.name, role)).await?,
-            None => None,
-        };
+        self.creds_of(&account, &user, now).await
+    }
+
+    /// The role a user holds, if any (and if it still exists).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn role_of(
+        &self,
+        account: &AccountRecord,
+        user: &UserRecord,
+    ) -> Result<Option<RoleRecord>, AuthorityError> {
+        match &user.role {
+            Some(role) => {
+                Ok(self.db.get::<RoleRecord>(&RoleRecord::key_of(&account.name, role)).await?)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// A creds file for loaded records: the user's own key, its role's permissions with
+    /// templates resolved, a JWT signed now.
+    ///
+    /// # Errors
+    /// Store or key failures.
+    pub async fn creds_of(
+        &self,
+        account: &AccountRecord,
+        user: &UserRecord,
+        now: UnixTime,
+    ) -> Result<String, AuthorityError> {
+        let role = self.role_of(account, user).await?;
         let permissions = policy::connection_permissions(
-            &user,
+            user,
             role.as_ref(),
             account.name.as_str(),
             &user.identity.public,
         );
-        Ok(trust::user_creds(&account, &user, permissions, &self.master, now)?)
+        Ok(trust::user_creds(account, user, permissions, &self.master, now)?)
     }
 }

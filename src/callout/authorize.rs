@@ -14,8 +14,7 @@ use super::limiter::{Limiter, Limits};
 use crate::authority::Authority;
 use crate::claims::{AuthorizationRequest, Claims};
 use crate::model::{
-    AccountKind, AccountName, AccountRecord, RoleRecord, TokenRecord, UnixTime, UserKind, UserName,
-    UserRecord,
+    AccountKind, AccountName, AccountRecord, TokenRecord, UnixTime, UserKind, UserName, UserRecord,
 };
 use crate::password::PasswordHasher;
 use crate::policy;
@@ -266,15 +265,7 @@ impl Authorizer {
                 return Err(Refusal::UnknownUser);
             }
         }
-        let role = match &user.role {
-            Some(role) => self
-                .authority
-                .db()
-                .get::<RoleRecord>(&RoleRecord::key_of(&account.name, role))
-                .await
-                .map_err(|_| Refusal::Internal)?,
-            None => None,
-        };
+        let role = self.authority.role_of(&account, &user).await.map_err(|_| Refusal::Internal)?;
         let permissions = policy::connection_permissions(
             &user,
             role.as_ref(),

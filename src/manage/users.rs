@@ -12,9 +12,7 @@ use crate::model::{
     UserKind, UserName, UserRecord,
 };
 use crate::password::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN};
-use crate::policy;
 use crate::store::Batch;
-use crate::trust;
 
 /// Longest JWT lifetime accepted for a user (a year); `None` means no expiry.
 pub const MAX_JWT_TTL_SECS: i64 = 366 * 24 * 3600;
@@ -464,28 +462,7 @@ impl Manager {
                 user.name.as_str()
             )));
         }
-        let role = match &user.role {
-            Some(role) => {
-                self.authority
-                    .db()
-                    .get::<RoleRecord>(&RoleRecord::key_of(&account.name, role))
-                    .await?
-            }
-            None => None,
-        };
-        let permissions = policy::connection_permissions(
-            user,
-            role.as_ref(),
-            account.name.as_str(),
-            &user.identity.public,
-        );
-        let creds = Zeroizing::new(trust::user_creds(
-            account,
-            user,
-            permissions,
-            self.authority.master(),
-            now,
-        )?);
+        let creds = Zeroizing::new(self.authority.creds_of(account, user, now).await?);
         Ok(CredsView {
             account: account.name.to_string(),
             name: user.name.to_string(),
