@@ -46,12 +46,7 @@ async fn starts_without_a_server_and_pushes_once_one_appears() {
         "connected after {connected_after:?}"
     );
     let service = stack.service_client().await;
-    let lookup = format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.LOOKUP", view.public_key);
-    eventually(Duration::from_secs(10), "the early change to reach the server", || {
-        let (service, lookup) = (service.clone(), lookup.clone());
-        async move { service.request(lookup, "".into()).await.is_ok_and(|m| !m.payload.is_empty()) }
-    })
-    .await;
+    common::await_held(&service, &view.public_key, true, Duration::from_secs(10)).await;
     let s = status(&admin).await.unwrap();
     assert_eq!(s.state, "connected");
     assert_eq!(s.server_url.as_deref(), Some(stack.url().as_str()));

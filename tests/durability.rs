@@ -110,14 +110,9 @@ async fn an_account_the_store_no_longer_has_is_removed_from_the_server_on_connec
     let mut batch = nats_authd::store::Batch::new();
     batch.delete::<nats_authd::model::AccountRecord>("ghost");
     stack.authority().db().commit(batch).await.unwrap();
-    let lookup = format!("$SYS.REQ.ACCOUNT.{key}.CLAIMS.LOOKUP");
     let probe = stack.service_client().await;
-    assert!(!probe.request(lookup.clone(), "".into()).await.unwrap().payload.is_empty());
+    assert!(common::held_jwt(&probe, &key).await.is_some());
 
     let _service = stack.serve();
-    eventually(Duration::from_secs(20), "the server to forget the account", || {
-        let (probe, lookup) = (probe.clone(), lookup.clone());
-        async move { probe.request(lookup, "".into()).await.is_ok_and(|m| m.payload.is_empty()) }
-    })
-    .await;
+    common::await_held(&probe, &key, false, Duration::from_secs(20)).await;
 }

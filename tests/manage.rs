@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{creds, drained, eventually, violation, Stack};
+use common::{creds, drained, violation, Stack};
 use futures::StreamExt;
 use nats_authd::client::{AdminClient, ClientError};
 use nats_authd::service::{Endpoint, Status};
@@ -204,9 +204,11 @@ async fn deactivated_accounts_refuse_users_and_deleted_ones_leave_the_server() {
     assert_eq!(deleted["users"], 2);
     drained(&admin).await;
     let service = stack.service_client().await;
-    let held =
-        service.request(format!("$SYS.REQ.ACCOUNT.{key}.CLAIMS.LOOKUP"), "".into()).await.unwrap();
-    assert!(held.payload.is_empty(), "the server still holds the deleted account");
+    assert_eq!(
+        common::held_jwt(&service, &key).await,
+        None,
+        "the server still holds the deleted account"
+    );
 }
 
 #[tokio::test]
@@ -227,12 +229,7 @@ async fn changes_made_while_the_server_is_down_reach_it_when_it_starts() {
 
     stack.start_server().await;
     let service = stack.service_client().await;
-    let lookup = format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.LOOKUP", view.public_key);
-    eventually(Duration::from_secs(20), "the offline change to reach the server", || {
-        let (service, lookup) = (service.clone(), lookup.clone());
-        async move { service.request(lookup, "".into()).await.is_ok_and(|m| !m.payload.is_empty()) }
-    })
-    .await;
+    common::await_held(&service, &view.public_key, true, Duration::from_secs(20)).await;
 }
 
 #[tokio::test]

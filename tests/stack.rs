@@ -70,9 +70,10 @@ async fn library_minted_tenant_user_has_exactly_its_permissions() {
         service.request("$SYS.REQ.CLAIMS.UPDATE", account_jwt.clone().into()).await.unwrap();
     let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(reply["data"]["code"], 200, "{reply}");
-    let lookup = format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.LOOKUP", acme.public_key());
-    let held = service.request(lookup, "".into()).await.unwrap();
-    assert_eq!(std::str::from_utf8(&held.payload).unwrap(), account_jwt);
+    assert_eq!(
+        common::held_jwt(&service, acme.public_key()).await.as_deref(),
+        Some(account_jwt.as_str())
+    );
 
     let user = UserRecord::new(
         acme.name.clone(),
@@ -174,9 +175,11 @@ async fn claims_delete_makes_the_server_forget_an_account() {
     let reply = service.request("$SYS.REQ.CLAIMS.DELETE", delete.into()).await.unwrap();
     let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(reply["data"]["code"], 200, "{reply}");
-    let lookup = format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.LOOKUP", acme.public_key());
-    let held = service.request(lookup, "".into()).await.unwrap();
-    assert!(held.payload.is_empty(), "server still holds the deleted account");
+    assert_eq!(
+        common::held_jwt(&service, acme.public_key()).await,
+        None,
+        "server still holds the deleted account"
+    );
 }
 
 #[tokio::test]

@@ -327,6 +327,21 @@ fn with_events(
     (options, rx)
 }
 
+/// The account JWT the server holds for `key` (`$SYS.REQ.ACCOUNT.<key>.CLAIMS.LOOKUP`, asked
+/// over the service's connection), or `None` if it holds none or does not answer.
+pub async fn held_jwt(service: &Client, key: &str) -> Option<String> {
+    let reply =
+        service.request(format!("$SYS.REQ.ACCOUNT.{key}.CLAIMS.LOOKUP"), "".into()).await.ok()?;
+    (!reply.payload.is_empty()).then(|| String::from_utf8_lossy(&reply.payload).into_owned())
+}
+
+/// Waits (up to `within`) until the server holds a JWT for `key`, or (`held` false) none.
+pub async fn await_held(service: &Client, key: &str, held: bool, within: Duration) {
+    let what =
+        if held { "the server to hold the account" } else { "the server to forget the account" };
+    eventually(within, what, || async { held_jwt(service, key).await.is_some() == held }).await;
+}
+
 /// Waits until every queued push has gone out (and none failed).
 pub async fn drained(admin: &AdminClient) {
     eventually(Duration::from_secs(20), "the claims queue to drain", || async {
