@@ -9,15 +9,16 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api_gate::ApiGate;
-use crate::authority::{Authority, AUTH_ACCOUNT};
-use crate::bootstrap::API_PREFIX;
+use crate::authority::Authority;
 use crate::callout::authorize::{Authorizer, CalloutSettings};
 use crate::callout::{Callout, CalloutStats};
 use crate::connection::{self, ConnectionError, ConnectionSettings};
-use crate::manage::Manager;
+use crate::manage::{Manager, PUSH_WAIT};
 use crate::model::AccountName;
+use crate::names::{API_PREFIX, AUTH_ACCOUNT};
 use crate::password::PasswordHasher;
 use crate::publisher::{Publisher, PublisherSettings, PublisherStats};
+use crate::server_api::ServerApi;
 use crate::service::dedup::Dedup;
 use crate::service::{self, reply, Context};
 use crate::store::StoreError;
@@ -68,7 +69,7 @@ pub async fn run(
         };
     let client = connection.client.clone();
     let hasher = PasswordHasher::default();
-    let manager = Manager::new(authority.clone(), hasher.clone());
+    let manager = Manager::new(authority.clone(), hasher.clone()).with_push_wait(PUSH_WAIT);
     let stats = Arc::new(PublisherStats::default());
     let stop = CancellationToken::new();
     // Every task started below watches `stop`; an early error return cancels it too.
@@ -77,8 +78,8 @@ pub async fn run(
     let dedup = Dedup::default();
 
     let publisher = Publisher::new(
-        manager.clone(),
-        client.clone(),
+        authority.clone(),
+        ServerApi::new(client.clone()),
         connection.state.clone(),
         settings.publisher.clone(),
         Arc::clone(&stats),
@@ -155,7 +156,7 @@ pub async fn run(
                 in_flight.spawn(async move {
                     let _serving = gate.request().await;
                     let reply = service::serve(&ctx, &dedup, endpoint, &request.message).await;
-                    reply::respond(&request, endpoint.subject(), &reply).await;
+                    reply::respond(&ctx.client, request, endpoint.subject(), &reply).await;
                 });
             }
             Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {

@@ -15,12 +15,7 @@ use crate::vault::{MasterKey, VaultError};
 pub const KEY_CHECK: &str = "master_key_check";
 const KEY_CHECK_PLAINTEXT: &[u8] = b"nats-authd master key check v1";
 
-/// Names of the accounts `init` creates.
-pub const SYS_ACCOUNT: &str = "sys";
-/// The callout account.
-pub const AUTH_ACCOUNT: &str = "auth";
-/// The management account.
-pub const ADMIN_ACCOUNT: &str = "admin";
+pub use crate::names::{ADMIN_ACCOUNT, AUTH_ACCOUNT, SYS_ACCOUNT};
 
 /// Why the authority could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +36,17 @@ pub enum AuthorityError {
     #[error("user {0:?} not found")]
     NoSuchUser(String),
 }
+
+/// AUTH's `allowed_accounts`: any account, so AUTH's JWT stays the same as tenants come and go.
+///
+/// An explicit list of tenants would be the server's own guard against a callout answer that
+/// places a user in SYS, AUTH or ADMIN; but every tenant created or deleted would then rewrite
+/// AUTH's JWT, and nats-server drops the replies in flight from an account's exports whenever
+/// its JWT is updated (the management API is exported from AUTH), the list grows by a
+/// 56-character key per tenant (~560 KB at 10,000), and a login right after an account
+/// create would be refused until AUTH's push landed. The guard therefore lives in the
+/// callout: it admits password and token logins into active tenant accounts only.
+pub const ANY_ACCOUNT: &str = "*";
 
 /// Signs tokens from stored records; cheap to clone.
 #[derive(Clone)]
@@ -131,17 +137,7 @@ impl Authority {
             .filter(|u| u.kind == UserKind::Service && u.active)
             .map(|u| u.identity.public)
             .collect();
-        // An explicit list, never "*": with "*" a callout answer could place a user in SYS or
-        // AUTH (DESIGN.md).
-        let allowed_accounts = self
-            .db
-            .list::<AccountRecord>("")
-            .await?
-            .into_iter()
-            .filter(|a| a.kind == AccountKind::Tenant && a.active)
-            .map(|a| a.identity.public)
-            .collect();
-        Ok(CalloutSettings { auth_users, allowed_accounts })
+        Ok(CalloutSettings { auth_users, allowed_accounts: vec![ANY_ACCOUNT.to_string()] })
     }
 
     /// The current JWT of `account`, signed now.

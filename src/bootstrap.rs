@@ -386,7 +386,7 @@ pub async fn write_outputs(
 async fn open_store(dir: PathBuf, mode: OpenMode) -> Result<SledStore, StoreError> {
     tokio::task::spawn_blocking(move || SledStore::open(&dir, mode))
         .await
-        .map_err(|e| StoreError::Backend(e.to_string()))?
+        .map_err(StoreError::backend)?
 }
 
 /// Creates `dir` readable by its owner only; an existing dir keeps the mode it has.

@@ -320,6 +320,10 @@ pub struct RoleRecord {
     pub data: i64,
     /// Per-user payload limit in bytes; -1 unlimited.
     pub payload: i64,
+    /// A delete has begun: no user may be given it any more (see `delete_role`). Not written
+    /// while false, so records of older versions compare byte for byte.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
 }
@@ -348,69 +352,16 @@ pub struct TokenRecord {
     pub created_at: UnixTime,
 }
 
-/// State of a queued claims push.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum PendingState {
-    /// Waiting to be pushed (again).
-    Pending,
-    /// Gave up after retries; kept for inspection until cleaned up.
-    Failed { reason: String, failed_at: UnixTime },
-}
-
-/// One account whose JWT must be (re)pushed to the servers, keyed by the account's public
-/// key (a deleted account and a new one of the same name are different entries). Later
-/// changes to the same account coalesce into the entry by replacing `generation`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingUpdate {
-    /// Public key of the account.
-    pub account_key: String,
-    /// Its name, to find the record (and for people reading the queue).
-    pub account: AccountName,
-    /// Push a claims delete rather than an update.
-    pub delete: bool,
-    /// New on every enqueue; the publisher clears the entry only if it is unchanged.
-    pub generation: u64,
-    /// Failed pushes since the last enqueue.
-    pub attempts: u32,
-    /// Not before this time (backoff after a failure).
-    pub next_attempt_at: UnixTime,
-    /// Why the last attempt failed.
-    #[serde(default)]
-    pub last_error: Option<String>,
-    #[serde(flatten)]
-    pub state: PendingState,
-    pub created_at: UnixTime,
-    pub updated_at: UnixTime,
-}
-
-impl PendingUpdate {
-    /// A fresh entry for `account`, due now.
-    pub fn new(account: &AccountRecord, delete: bool, generation: u64, now: UnixTime) -> Self {
-        Self::for_key(account.public_key(), &account.name, delete, generation, now)
-    }
-
-    /// A fresh entry for the account with public key `key`, due now.
-    pub fn for_key(
-        key: &str,
-        name: &AccountName,
-        delete: bool,
-        generation: u64,
-        now: UnixTime,
-    ) -> Self {
-        PendingUpdate {
-            account_key: key.to_string(),
-            account: name.clone(),
-            delete,
-            generation,
-            attempts: 0,
-            next_attempt_at: now,
-            last_error: None,
-            state: PendingState::Pending,
-            created_at: now,
-            updated_at: now,
-        }
-    }
+/// A committed change after which live callout connections must end now, not when their
+/// JWT expires. Made by the management domain, acted on by the callout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    /// A user was deactivated, deleted, or given a new password.
+    User { account: String, user: String },
+    /// An account was deactivated or deleted.
+    Account { account: String },
+    /// An API token was revoked.
+    Token { id: String },
 }
 
 /// Longest subject accepted in a permission or an import/export.
@@ -478,6 +429,22 @@ impl Subject {
                 (Some(">"), Some(_)) => return true,
                 (Some("*"), Some(t)) if t != ">" => {}
                 (Some(m), Some(t)) if m == t => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+}
+
+impl Subject {
+    /// Whether some subject matches both patterns (`a.*` and `*.b` share `a.b`).
+    pub fn intersects(&self, other: &Subject) -> bool {
+        let mut mine = self.0.split('.');
+        let mut theirs = other.0.split('.');
+        loop {
+            match (mine.next(), theirs.next()) {
+                (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+                (Some(m), Some(t)) if m == t || m == "*" || t == "*" => {}
                 (None, None) => return true,
                 _ => return false,
             }
@@ -554,5 +521,18 @@ mod tests {
         assert!(!s("a.b").covers(&s("a.*")));
         assert!(s(">").covers(&s("x")));
         assert!(!s("a.b").covers(&s("a")));
+    }
+
+    #[test]
+    fn intersects_finds_any_shared_subject() {
+        let s = |x| Subject::new(x).unwrap();
+        assert!(s(">").intersects(&s("$SYS.>")));
+        assert!(s("*.REQ.x").intersects(&s("$SYS.>")));
+        assert!(s("a.*").intersects(&s("*.b")));
+        assert!(s("$SRV.PING").intersects(&s("$SRV.>")));
+        assert!(!s("$SRV").intersects(&s("$SRV.>")), "'>' needs one more token");
+        assert!(!s("orders.>").intersects(&s("$SYS.>")));
+        assert!(!s("a.b").intersects(&s("a.c")));
+        assert!(!s("a.*").intersects(&s("a.b.c")));
     }
 }

@@ -21,21 +21,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::Client;
-use bytes::Bytes;
-use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::api_gate::ApiGate;
+use crate::authority::{Authority, AuthorityError};
 use crate::claims::{self, Validation};
 use crate::connection::Link;
-use crate::manage::Manager;
-use crate::model::{
-    self, AccountKind, AccountName, AccountRecord, PendingState, PendingUpdate, UnixTime,
-};
-use crate::store::{Batch, Expect, Tree};
-use crate::trust;
+use crate::model::{self, AccountKind, AccountName, AccountRecord, OperatorRecord, UnixTime};
+use crate::names::AUTH_ACCOUNT;
+use crate::queue::{ClaimsQueue, PendingUpdate, Retry, Settled};
+use crate::server_api::{ServerApi, ServerApiError};
+use crate::store::StoreError;
+use crate::trust::{self, TrustError};
 
 /// Publisher tuning.
 #[derive(Debug, Clone)]
@@ -84,38 +82,31 @@ pub struct PublisherStats {
     pub reconciliations: AtomicU64,
 }
 
-/// Why one push failed.
+/// Why one push failed. Its text is kept in the queue entry for people to read.
 #[derive(Debug, thiserror::Error)]
 enum PushError {
-    #[error("{0}")]
-    Failed(String),
     /// The connection went away mid-push: not the entry's fault, no attempt is spent.
     #[error("connection down")]
     Disconnected,
+    #[error(transparent)]
+    Server(ServerApiError),
+    #[error("cannot sign: {0}")]
+    Authority(#[from] AuthorityError),
+    #[error("refusing to push: {0}")]
+    Invalid(#[from] TrustError),
+    #[error("claims lookup does not return the pushed JWT")]
+    NotHeld,
+    #[error("server still holds the deleted account")]
+    StillHeld,
 }
 
-#[derive(Deserialize)]
-struct UpdateReply {
-    #[serde(default)]
-    data: Option<ReplyBody>,
-    #[serde(default)]
-    error: Option<ReplyError>,
-}
-
-#[derive(Deserialize)]
-struct ReplyBody {
-    #[serde(default)]
-    code: u16,
-    #[serde(default)]
-    message: String,
-}
-
-#[derive(Deserialize)]
-struct ReplyError {
-    #[serde(default)]
-    code: u16,
-    #[serde(default)]
-    description: String,
+impl From<ServerApiError> for PushError {
+    fn from(e: ServerApiError) -> Self {
+        match e {
+            ServerApiError::Disconnected => PushError::Disconnected,
+            other => PushError::Server(other),
+        }
+    }
 }
 
 /// What the publisher remembers about one account's recent changes, to tell a burst from a
@@ -151,8 +142,9 @@ impl Burst {
 
 /// The claims publisher task.
 pub struct Publisher {
-    manager: Manager,
-    client: Client,
+    authority: Authority,
+    queue: ClaimsQueue,
+    server: ServerApi,
     connected: watch::Receiver<Link>,
     settings: PublisherSettings,
     stats: Arc<PublisherStats>,
@@ -163,18 +155,19 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// A publisher pushing over `client`; `connected` tells it when the connection is up.
+    /// A publisher draining `queue` to `server`; `connected` tells it when the connection is up.
     pub fn new(
-        manager: Manager,
-        client: Client,
+        authority: Authority,
+        server: ServerApi,
         connected: watch::Receiver<Link>,
         settings: PublisherSettings,
         stats: Arc<PublisherStats>,
         gate: Arc<ApiGate>,
     ) -> Self {
         Publisher {
-            manager,
-            client,
+            queue: ClaimsQueue::new(authority.db().clone()),
+            authority,
+            server,
             connected,
             settings,
             stats,
@@ -187,10 +180,10 @@ impl Publisher {
     /// Runs until `shutdown`. Whatever is still queued then stays in the store for next time.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let changes = self.manager.changes();
-        let auth = AccountName::new(crate::authority::AUTH_ACCOUNT).expect("valid");
+        let mut changes = self.queue.changes();
+        let auth = AccountName::new(AUTH_ACCOUNT).expect("valid");
         self.auth_key =
-            self.manager.authority().account(&auth).await.ok().map(|a| a.public_key().to_string());
+            self.authority.account(&auth).await.ok().map(|a| a.public_key().to_string());
         // Every new connection (the epoch counts them) may be to a server that holds other
         // JWTs: reconcile once per epoch, even one that came and went during a push.
         let mut reconciled_epoch = 0;
@@ -215,6 +208,8 @@ impl Publisher {
                 self.cleanup().await;
                 next_cleanup = Instant::now() + self.settings.cleanup_interval;
             }
+            // Seen before the drain, so a change committed during it wakes the next round.
+            changes.borrow_and_update();
             let wake = match self.drain().await {
                 Ok(Some(at)) => at,
                 Ok(None) => next_cleanup,
@@ -224,7 +219,7 @@ impl Publisher {
                 }
             };
             tokio::select! {
-                () = changes.notified() => {}
+                r = changes.changed() => if r.is_err() { return },
                 () = tokio::time::sleep_until(wake.min(next_cleanup)) => {}
                 r = self.connected.changed() => if r.is_err() { return },
                 () = &mut shutdown => return,
@@ -233,28 +228,21 @@ impl Publisher {
     }
 
     /// Pushes every due entry; returns when the publisher should look again.
-    async fn drain(&mut self) -> Result<Option<Instant>, crate::store::StoreError> {
-        let db = self.manager.authority().db().clone();
+    async fn drain(&mut self) -> Result<Option<Instant>, StoreError> {
         let mut wake: Option<Instant> = None;
         let mut wake_at = |at: Instant| wake = Some(wake.map_or(at, |w| w.min(at)));
-        let mut entries = db.store().scan(Tree::Pending, "").await?;
+        let mut entries = self.queue.entries().await?;
         // AUTH last: its push waits for a quiet API (see api_gate), and tenants queued behind
         // it would wait with it.
         let auth_key = self.auth_key.clone();
-        entries.sort_by_key(|(key, _)| Some(key) == auth_key.as_ref());
+        entries.sort_by_key(|q| Some(&q.entry.account_key) == auth_key.as_ref());
         self.bursts.retain(|key, b| {
-            entries.iter().any(|(k, _)| k == key)
+            entries.iter().any(|q| q.entry.account_key == *key)
                 || b.last_push.is_some_and(|t| t.elapsed() < self.settings.burst_window)
         });
-        for (key, raw) in entries {
-            let Ok(entry) = serde_json::from_slice::<PendingUpdate>(&raw) else {
-                tracing::error!(key, "dropping unreadable queue entry");
-                let mut batch = Batch::new();
-                batch.delete_with::<PendingUpdate>(&key, Expect::Value(raw));
-                db.commit(batch).await?;
-                continue;
-            };
-            if !matches!(entry.state, PendingState::Pending) {
+        for queued in entries {
+            let entry = &queued.entry;
+            if !entry.is_pending() {
                 continue;
             }
             let now = model::now();
@@ -263,7 +251,7 @@ impl Publisher {
                 wake_at(instant + Duration::from_secs((entry.next_attempt_at - now) as u64));
                 continue;
             }
-            let burst = self.bursts.entry(key.clone()).or_default();
+            let burst = self.bursts.entry(entry.account_key.clone()).or_default();
             if burst.generation != entry.generation {
                 burst.generation = entry.generation;
                 burst.changed_at = Some(instant);
@@ -275,41 +263,32 @@ impl Publisher {
             if !self.connected.borrow().up {
                 return Ok(None);
             }
-            let result = self.push(&entry, now).await;
-            let burst = self.bursts.entry(key.clone()).or_default();
+            let result = self.push(entry, now).await;
+            let burst = self.bursts.entry(entry.account_key.clone()).or_default();
             burst.last_push = Some(Instant::now());
             burst.deferred_since = None;
-            let mut batch = Batch::new();
-            match result {
-                Ok(()) => {
-                    // Cleared only if no newer change arrived meanwhile; otherwise it stays
-                    // queued and the newer state is pushed next.
-                    batch.delete_with::<PendingUpdate>(&key, Expect::Value(raw));
-                }
+            let settled = match result {
+                Ok(()) => self.queue.complete(&queued).await?,
                 Err(PushError::Disconnected) => return Ok(None),
-                Err(PushError::Failed(reason)) => {
+                Err(e) => {
                     self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                    let mut failed = entry.clone();
-                    failed.attempts += 1;
-                    failed.last_error = Some(reason.clone());
-                    failed.updated_at = now;
-                    if failed.attempts >= self.settings.max_attempts {
-                        tracing::error!(account = %entry.account, %reason, attempts = failed.attempts, "giving up on claims push");
-                        failed.state = PendingState::Failed { reason, failed_at: now };
+                    let reason = e.to_string();
+                    let attempts = entry.attempts + 1;
+                    let retry = if attempts >= self.settings.max_attempts {
+                        tracing::error!(account = %entry.account, %reason, attempts, "giving up on claims push");
+                        Retry::GiveUp
                     } else {
-                        let backoff = self.backoff(failed.attempts);
-                        failed.next_attempt_at = now + backoff.as_secs().max(1) as i64;
-                        tracing::warn!(account = %entry.account, %reason, attempt = failed.attempts, retry_in = ?backoff, "claims push failed");
-                        wake_at(Instant::now() + backoff.max(Duration::from_secs(1)));
-                    }
-                    batch.put_with(&failed, Expect::Value(raw));
+                        let backoff = self.backoff(attempts).max(Duration::from_secs(1));
+                        tracing::warn!(account = %entry.account, %reason, attempt = attempts, retry_in = ?backoff, "claims push failed");
+                        wake_at(Instant::now() + backoff);
+                        Retry::At(now + backoff.as_secs() as i64)
+                    };
+                    self.queue.fail(&queued, &reason, retry, now).await?
                 }
-            }
-            match db.commit(batch).await {
-                Ok(()) => {}
+            };
+            if settled == Settled::Superseded {
                 // A newer change replaced the entry while we pushed: it is still queued.
-                Err(crate::store::StoreError::Conflict { .. }) => wake_at(Instant::now()),
-                Err(e) => return Err(e),
+                wake_at(Instant::now());
             }
         }
         Ok(wake)
@@ -320,68 +299,34 @@ impl Publisher {
         self.settings.initial_backoff.saturating_mul(factor).min(self.settings.max_backoff)
     }
 
-    async fn request(&self, subject: String, payload: Bytes) -> Result<Bytes, PushError> {
-        self.stats.pushes.fetch_add(1, Ordering::Relaxed);
-        match self.client.request(subject, payload).await {
-            Ok(msg) => Ok(msg.payload),
-            Err(e) => {
-                if self.client.connection_state() != async_nats::connection::State::Connected {
-                    Err(PushError::Disconnected)
-                } else {
-                    Err(PushError::Failed(format!("request failed: {e}")))
-                }
-            }
-        }
-    }
-
-    async fn lookup(&self, account_key: &str) -> Result<Bytes, PushError> {
-        let subject = format!("$SYS.REQ.ACCOUNT.{account_key}.CLAIMS.LOOKUP");
-        match self.client.request(subject, Bytes::new()).await {
-            Ok(msg) => Ok(msg.payload),
-            Err(_)
-                if self.client.connection_state() != async_nats::connection::State::Connected =>
-            {
-                Err(PushError::Disconnected)
-            }
-            Err(e) => Err(PushError::Failed(format!("lookup failed: {e}"))),
-        }
-    }
-
     async fn push(&self, entry: &PendingUpdate, now: UnixTime) -> Result<(), PushError> {
-        let authority = self.manager.authority();
-        let operator = authority.operator().await.map_err(|e| PushError::Failed(e.to_string()))?;
+        let operator = self.authority.operator().await?;
         if entry.delete {
             return self.push_delete(entry, &operator, now).await;
         }
-        let account = authority
-            .db()
-            .get::<AccountRecord>(entry.account.as_str())
-            .await
-            .map_err(|e| PushError::Failed(e.to_string()))?;
-        let Some(account) = account.filter(|a| a.public_key() == entry.account_key) else {
+        let account = self.authority.db().get::<AccountRecord>(entry.account.as_str()).await;
+        let Some(account) =
+            account.map_err(AuthorityError::from)?.filter(|a| a.public_key() == entry.account_key)
+        else {
             // The account this key belonged to is gone (deleted, or replaced by a new one of
             // the same name with another key): make sure the servers forget it too.
             return self.push_delete(entry, &operator, now).await;
         };
-        let token = authority
-            .account_jwt(&account, now)
-            .await
-            .map_err(|e| PushError::Failed(e.to_string()))?;
-        trust::verify_account_jwt(&operator, &token, now)
-            .map_err(|e| PushError::Failed(format!("refusing to push: {e}")))?;
+        let token = self.authority.account_jwt(&account, now).await?;
+        // The server would accept a JWT signed by anyone: check ours before it goes out.
+        trust::verify_account_jwt(&operator, &token, now)?;
         // Updating AUTH drops replies in flight from its exports (see api_gate).
         let quiet = match account.kind {
             AccountKind::Auth => Some(self.gate.exclusive().await),
             _ => None,
         };
-        let reply =
-            self.request("$SYS.REQ.CLAIMS.UPDATE".into(), Bytes::from(token.clone())).await?;
+        self.stats.pushes.fetch_add(1, Ordering::Relaxed);
+        let sent = self.server.update(&token).await;
         // The export map is rebuilt by now; requests may flow again during the lookup.
         drop(quiet);
-        check_reply(&reply).map_err(PushError::Failed)?;
-        let held = self.lookup(&entry.account_key).await?;
-        if held.as_ref() != token.as_bytes() {
-            return Err(PushError::Failed("claims lookup does not return the pushed JWT".into()));
+        sent?;
+        if self.server.lookup(&entry.account_key).await?.as_deref() != Some(token.as_str()) {
+            return Err(PushError::NotHeld);
         }
         tracing::info!(account = %entry.account, "account JWT pushed");
         Ok(())
@@ -391,25 +336,26 @@ impl Publisher {
     async fn push_delete(
         &self,
         entry: &PendingUpdate,
-        operator: &crate::model::OperatorRecord,
+        operator: &OperatorRecord,
         now: UnixTime,
     ) -> Result<(), PushError> {
-        let authority = self.manager.authority();
         let token = trust::delete_accounts_jwt(
             operator,
             vec![entry.account_key.clone()],
-            authority.master(),
+            self.authority.master(),
             now,
-        )
-        .map_err(|e| PushError::Failed(e.to_string()))?;
-        let reply = self.request("$SYS.REQ.CLAIMS.DELETE".into(), token.into()).await?;
-        // A server that never had the account answers with an error; the lookup decides.
-        if let Err(e) = check_reply(&reply) {
-            tracing::debug!(account = %entry.account, error = %e, "claims delete answered with an error");
+        )?;
+        self.stats.pushes.fetch_add(1, Ordering::Relaxed);
+        match self.server.delete(&token).await {
+            Ok(()) => {}
+            Err(ServerApiError::Disconnected) => return Err(PushError::Disconnected),
+            // A server that never had the account answers with an error; the lookup decides.
+            Err(e) => {
+                tracing::debug!(account = %entry.account, error = %e, "claims delete answered with an error")
+            }
         }
-        let held = self.lookup(&entry.account_key).await?;
-        if !held.is_empty() {
-            return Err(PushError::Failed("server still holds the deleted account".into()));
+        if self.server.lookup(&entry.account_key).await?.is_some() {
+            return Err(PushError::StillHeld);
         }
         tracing::info!(account = %entry.account, "account removed from the server");
         Ok(())
@@ -419,17 +365,10 @@ impl Publisher {
     /// delete for every account the server holds that the records do not (a delete that was
     /// lost or expired from the queue). Entries are only added where none is queued, so a
     /// change queued meanwhile is never overwritten.
-    async fn reconcile(&self) -> Result<(), crate::store::StoreError> {
+    async fn reconcile(&self) -> Result<(), AuthorityError> {
         self.stats.reconciliations.fetch_add(1, Ordering::Relaxed);
-        let authority = self.manager.authority();
-        let accounts = authority.db().list::<AccountRecord>("").await?;
-        let callout = match authority.callout_settings().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "reconcile: callout settings unavailable");
-                return Ok(());
-            }
-        };
+        let accounts = self.authority.db().list::<AccountRecord>("").await?;
+        let callout = self.authority.callout_settings().await?;
         let now = model::now();
         let mut queued = 0usize;
         for account in &accounts {
@@ -437,23 +376,29 @@ impl Publisher {
                 account,
                 (account.kind == AccountKind::Auth).then_some(&callout),
             );
-            let Ok(held) = self.lookup(account.public_key()).await else { return Ok(()) };
-            let current = std::str::from_utf8(&held)
-                .ok()
-                .and_then(|t| claims::decode::<claims::Account>(t, &Validation::at(now)).ok())
+            let Ok(held) = self.server.lookup(account.public_key()).await else { return Ok(()) };
+            let current = held
+                .and_then(|t| claims::decode::<claims::Account>(&t, &Validation::at(now)).ok())
                 .filter(|c| c.nats == want && c.name.as_deref() == Some(account.name.as_str()));
             if current.is_none()
-                && self.enqueue_if_idle(account.public_key(), &account.name, false, now).await?
+                && self
+                    .queue
+                    .enqueue_if_idle(account.public_key(), &account.name, false, now)
+                    .await?
             {
                 queued += 1;
             }
         }
-        for key in self.server_accounts().await {
+        let held = self.server.list().await.unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "claims list failed");
+            Vec::new()
+        });
+        for key in held {
             if accounts.iter().any(|a| a.public_key() == key) {
                 continue;
             }
             let Ok(name) = AccountName::new(&key.to_lowercase()) else { continue };
-            if self.enqueue_if_idle(&key, &name, true, now).await? {
+            if self.queue.enqueue_if_idle(&key, &name, true, now).await? {
                 queued += 1;
             }
         }
@@ -463,75 +408,12 @@ impl Publisher {
         Ok(())
     }
 
-    /// Queues a push for `key` unless an entry for it exists already.
-    async fn enqueue_if_idle(
-        &self,
-        key: &str,
-        name: &AccountName,
-        delete: bool,
-        now: UnixTime,
-    ) -> Result<bool, crate::store::StoreError> {
-        let entry = self.manager.pending_entry(key, name, delete, now);
-        let mut batch = Batch::new();
-        batch.put_with(&entry, Expect::Absent);
-        match self.manager.authority().db().commit(batch).await {
-            Ok(()) => Ok(true),
-            Err(crate::store::StoreError::Conflict { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The account keys the server holds (`$SYS.REQ.CLAIMS.LIST`); empty if it does not answer.
-    async fn server_accounts(&self) -> Vec<String> {
-        #[derive(Deserialize)]
-        struct ListReply {
-            #[serde(default)]
-            data: Vec<String>,
-        }
-        match self.client.request("$SYS.REQ.CLAIMS.LIST", Bytes::new()).await {
-            Ok(msg) => serde_json::from_slice::<ListReply>(&msg.payload)
-                .map(|r| r.data)
-                .unwrap_or_default(),
-            Err(e) => {
-                tracing::debug!(error = %e, "claims list failed");
-                Vec::new()
-            }
-        }
-    }
-
     /// Removes failed entries older than the retention period.
     async fn cleanup(&self) {
-        let db = self.manager.authority().db();
         let cutoff = model::now() - self.settings.retention.as_secs() as i64;
-        let Ok(entries) = db.store().scan(Tree::Pending, "").await else { return };
-        let mut batch = Batch::new();
-        for (key, raw) in entries {
-            if let Ok(PendingUpdate { state: PendingState::Failed { failed_at, .. }, .. }) =
-                serde_json::from_slice(&raw)
-            {
-                if failed_at < cutoff {
-                    batch.delete_with::<PendingUpdate>(&key, Expect::Value(raw));
-                }
-            }
+        if let Err(e) = self.queue.expire(cutoff).await {
+            tracing::warn!(error = %e, "removing expired failed pushes failed");
         }
-        if !batch.ops().is_empty() {
-            if let Err(e) = db.commit(batch).await {
-                tracing::warn!(error = %e, "removing expired failed pushes failed");
-            }
-        }
-    }
-}
-
-/// Reads a claims update/delete reply: `Ok` for code 200, else the server's description.
-fn check_reply(reply: &[u8]) -> Result<(), String> {
-    let parsed: UpdateReply = serde_json::from_slice(reply).map_err(|_| {
-        format!("unreadable reply: {}", String::from_utf8_lossy(&reply[..reply.len().min(200)]))
-    })?;
-    match (parsed.data, parsed.error) {
-        (_, Some(e)) => Err(format!("server error {}: {}", e.code, e.description)),
-        (Some(d), None) if d.code == 200 => Ok(()),
-        (Some(d), None) => Err(format!("server answered {}: {}", d.code, d.message)),
-        (None, None) => Err("empty reply".into()),
     }
 }
 
@@ -575,16 +457,5 @@ mod tests {
         let late = t0 + settings.max_defer;
         stream.changed_at = Some(late);
         assert_eq!(stream.defer_until(late, &settings), None);
-    }
-
-    #[test]
-    fn replies_are_read_like_the_server_writes_them() {
-        let ok =
-            br#"{"server":{"name":"s"},"data":{"account":"A","code":200,"message":"jwt updated"}}"#;
-        assert_eq!(check_reply(ok), Ok(()));
-        let err =
-            br#"{"server":{},"error":{"account":"A","code":500,"description":"not trusted"}}"#;
-        assert_eq!(check_reply(err), Err("server error 500: not trusted".into()));
-        assert!(check_reply(b"garbage").is_err());
     }
 }

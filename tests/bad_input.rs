@@ -65,10 +65,52 @@ fn cases() -> Vec<(&'static str, Vec<u8>, u16, &'static str)> {
         (
             "account.create",
             j(
-                json!({"name": "n6b", "imports": [{"account": "sys", "subject": "$SYS.REQ.CLAIMS.UPDATE", "type": "service"}]}),
+                json!({"name": "n6b", "imports": [{"account": "sys", "subject": "orders.x", "type": "service"}]}),
             ),
             400,
             "only from tenant accounts",
+        ),
+        // Reserved subjects: an export covering $SYS.> would hand the exporter's connection
+        // list to whoever imports it; authd.> and $SRV.> are the API and its discovery.
+        (
+            "account.create",
+            j(json!({"name": "r1", "exports": [{"subject": "$SYS.>", "type": "stream"}]})),
+            400,
+            "overlaps $SYS.>",
+        ),
+        (
+            "account.create",
+            j(json!({"name": "r2", "exports": [{"subject": ">", "type": "service"}]})),
+            400,
+            "reserved",
+        ),
+        (
+            "account.create",
+            j(
+                json!({"name": "r3", "exports": [{"subject": "authd.user.create", "type": "service"}]}),
+            ),
+            400,
+            "overlaps authd.>",
+        ),
+        (
+            "account.create",
+            j(json!({"name": "r4", "exports": [{"subject": "$SRV.*", "type": "service"}]})),
+            400,
+            "overlaps $SRV.>",
+        ),
+        (
+            "account.update",
+            j(json!({"name": "acme", "exports": [{"subject": "*.REQ.>", "type": "stream"}]})),
+            400,
+            "overlaps $SYS.>",
+        ),
+        (
+            "account.create",
+            j(
+                json!({"name": "r5", "imports": [{"account": "acme", "subject": "sensors.x", "type": "stream", "local_subject": "authd.self.creds"}]}),
+            ),
+            400,
+            "overlaps authd.>",
         ),
         (
             "account.create",
@@ -179,7 +221,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, u16, &'static str)> {
             400,
             "limit subs",
         ),
-        ("role.delete", j(json!({"account": "acme", "name": "sensor"})), 409, "held by 1 user"),
+        ("role.delete", j(json!({"account": "acme", "name": "sensor"})), 409, "1 user(s) hold it"),
         (
             "role.update",
             j(json!({"account": "acme", "name": "ghost"})),

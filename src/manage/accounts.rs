@@ -3,14 +3,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check_len, check_limit, LimitsInput, ManageError, Manager, Revoked, MAX_DESCRIPTION_LEN,
+    check_len, check_limit, LimitsInput, ManageError, Manager, Noun, Revoked, MAX_DESCRIPTION_LEN,
 };
-use crate::authority::AUTH_ACCOUNT;
-use crate::bootstrap::API_PREFIX;
 use crate::claims::{Export, ExportType, Import, OperatorLimits};
 use crate::model::{
     AccountKind, AccountName, AccountRecord, RoleName, RoleRecord, Subject, UnixTime, UserRecord,
 };
+use crate::names::{API_PREFIX, AUTH_ACCOUNT, RESERVED_SUBJECTS};
 use crate::store::{Batch, Expect};
 
 /// A stream or service an account offers to our other accounts.
@@ -159,11 +158,25 @@ fn apply_limits(limits: &mut OperatorLimits, input: &LimitsInput) -> Result<(), 
     Ok(())
 }
 
+/// Refuses a subject that shares anything with [`RESERVED_SUBJECTS`].
+fn check_not_reserved(field: &str, subject: &Subject) -> Result<(), ManageError> {
+    for reserved in RESERVED_SUBJECTS {
+        let reserved = Subject::new(reserved).expect("reserved subjects are valid");
+        if subject.intersects(&reserved) {
+            return Err(ManageError::Invalid(format!(
+                "{field} {subject} overlaps {reserved}, which is reserved for nats-server and nats-authd"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn exports_from(input: &[ExportInput]) -> Result<Vec<Export>, ManageError> {
     input
         .iter()
         .map(|e| {
             let subject = Subject::new(&e.subject)?;
+            check_not_reserved("export", &subject)?;
             let name = e.name.clone().unwrap_or_else(|| subject.to_string());
             Ok(Export { kind: e.kind, ..Export::service(&name, subject.as_str()) })
         })
@@ -184,7 +197,7 @@ impl Manager {
         let name = AccountName::new(name)?;
         let account = self.authority.account(&name).await?;
         if account.kind != AccountKind::Tenant {
-            return Err(ManageError::BadRequest(format!(
+            return Err(ManageError::Invalid(format!(
                 "account {name:?} is built in and cannot be changed through the API"
             )));
         }
@@ -194,7 +207,7 @@ impl Manager {
     /// An account things may be added to: it exists and no delete has begun.
     pub(crate) fn open_for_changes(account: &AccountRecord) -> Result<(), ManageError> {
         if account.deleting {
-            return Err(ManageError::Conflict(format!(
+            return Err(ManageError::Refused(format!(
                 "account {:?} is being deleted",
                 account.name.as_str()
             )));
@@ -211,15 +224,20 @@ impl Manager {
         let mut out = Vec::with_capacity(input.len());
         for i in input {
             let subject = Subject::new(&i.subject)?;
+            check_not_reserved("import", &subject)?;
+            let local = i.local_subject.as_deref().map(Subject::new).transpose()?;
+            if let Some(local) = &local {
+                check_not_reserved("import local_subject", local)?;
+            }
             let from = AccountName::new(&i.account)?;
             if from == *own {
-                return Err(ManageError::BadRequest(format!(
+                return Err(ManageError::Invalid(format!(
                     "account {own} cannot import from itself"
                 )));
             }
             let exporter = self.authority.account(&from).await?;
             if exporter.kind != AccountKind::Tenant {
-                return Err(ManageError::BadRequest(format!(
+                return Err(ManageError::Invalid(format!(
                     "imports can come only from tenant accounts, not {from:?}"
                 )));
             }
@@ -227,7 +245,7 @@ impl Manager {
                 e.kind == i.kind && Subject::new(&e.subject).is_ok_and(|s| s.covers(&subject))
             });
             if !fits {
-                return Err(ManageError::BadRequest(format!(
+                return Err(ManageError::Invalid(format!(
                     "account {from} exports no {:?} covering {subject}",
                     i.kind
                 )));
@@ -238,8 +256,8 @@ impl Manager {
                 exporter.public_key(),
             );
             import.kind = i.kind;
-            if let Some(local) = &i.local_subject {
-                import.local_subject = Subject::new(local)?.to_string();
+            if let Some(local) = local {
+                import.local_subject = local.to_string();
             }
             out.push(import);
         }
@@ -274,16 +292,13 @@ impl Manager {
         account.exports = exports;
         account.imports = imports;
 
+        // AUTH's JWT does not change: its allowed accounts are "*" (see `authority`), so a new
+        // tenant costs one push, and no reply in flight from AUTH's exports is dropped.
         let mut batch = Batch::new();
         batch.create(&account);
         self.enqueue(&mut batch, &account, false, now);
-        self.enqueue(&mut batch, &auth, false, now);
-        self.commit(batch).await.map_err(|e| match e {
-            ManageError::Conflict(_) => {
-                ManageError::Conflict(format!("account {:?} already exists", account.name.as_str()))
-            }
-            other => other,
-        })?;
+        self.commit(batch).await?;
+        self.await_pushed(&account).await;
         Ok(AccountView::from(&account))
     }
 
@@ -334,14 +349,16 @@ impl Manager {
             resolved.push(self_service_import(&auth));
             account.imports = resolved;
         }
+        let mut default_role = None;
         if let Some(role) = req.default_role {
             account.default_role = if role.is_empty() {
                 None
             } else {
                 let role = RoleName::new(&role)?;
                 let key = RoleRecord::key_of(&account.name, &role);
-                if self.authority.db().get::<RoleRecord>(&key).await?.is_none() {
-                    return Err(ManageError::NotFound { what: "role", name: key });
+                match self.authority.db().get::<RoleRecord>(&key).await? {
+                    Some(record) if !record.deleting => default_role = Some(record),
+                    _ => return Err(ManageError::NotFound { what: Noun::Role, name: key }),
                 }
                 Some(role)
             };
@@ -357,15 +374,17 @@ impl Manager {
 
         let mut batch = Batch::new();
         batch.replace(&current, &account);
-        self.enqueue(&mut batch, &account, false, now);
-        if activity_changed {
-            // An inactive tenant leaves AUTH's allowed accounts: the callout cannot place anyone there.
-            self.enqueue_auth(&mut batch, now).await?;
+        // A role deleted meanwhile must not become the default by name.
+        if let Some(role) = &default_role {
+            batch.require(role);
         }
+        self.enqueue(&mut batch, &account, false, now);
         self.commit(batch).await?;
         if activity_changed && !account.active {
             self.revoke(Revoked::Account { account: account.name.to_string() });
         }
+        // No wait for the push here: the servers hold the account already, and a client
+        // sending a hundred updates in a row gets them coalesced into a few pushes.
         Ok(AccountView::from(&account))
     }
 
@@ -383,11 +402,14 @@ impl Manager {
         let prefix = format!("{}/", current.name);
         let users = self.authority.db().list::<UserRecord>(&prefix).await?;
         if !users.is_empty() && !req.cascade {
-            return Err(ManageError::Conflict(format!(
-                "account {:?} has {} user(s); delete them first or set \"cascade\": true",
-                current.name.as_str(),
-                users.len()
-            )));
+            return Err(ManageError::InUse {
+                what: Noun::Account,
+                name: current.name.to_string(),
+                detail: format!(
+                    "it has {} user(s); delete them first or set \"cascade\": true",
+                    users.len()
+                ),
+            });
         }
         // Two steps, so nothing added meanwhile survives: first mark it deleting (creates in
         // it require the account unchanged, so from here on they fail), then list and remove
@@ -417,7 +439,6 @@ impl Manager {
             batch.delete::<crate::model::TokenRecord>(&token.id);
         }
         self.enqueue(&mut batch, &account, true, now);
-        self.enqueue_auth(&mut batch, now).await?;
         self.commit(batch).await?;
         self.revoke(Revoked::Account { account: account.name.to_string() });
         Ok(Deleted { name: account.name.to_string(), users: users.len(), roles: roles.len() })

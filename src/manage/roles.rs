@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_len, check_limit, ManageError, Manager, MAX_DESCRIPTION_LEN};
+use super::{check_len, check_limit, ManageError, Manager, Noun, MAX_DESCRIPTION_LEN};
 use crate::claims::{Permission, Permissions, ResponsePermission, NO_LIMIT};
 use crate::model::{
     AccountKind, AccountName, AccountRecord, RoleName, RoleRecord, Subject, UnixTime, UserRecord,
@@ -137,7 +137,7 @@ impl RoleView {
 
 fn subjects(direction: &str, list: &str, input: &[String]) -> Result<Vec<String>, ManageError> {
     if input.len() > MAX_SUBJECTS {
-        return Err(ManageError::BadRequest(format!(
+        return Err(ManageError::Invalid(format!(
             "{direction}.{list} has more than {MAX_SUBJECTS} subjects"
         )));
     }
@@ -146,7 +146,7 @@ fn subjects(direction: &str, list: &str, input: &[String]) -> Result<Vec<String>
         .map(|s| {
             Subject::new(s)
                 .map(String::from)
-                .map_err(|e| ManageError::BadRequest(format!("{direction}.{list}: {e}")))
+                .map_err(|e| ManageError::Invalid(format!("{direction}.{list}: {e}")))
         })
         .collect()
 }
@@ -160,9 +160,7 @@ fn permission(direction: &str, input: &PermissionInput) -> Result<Permission, Ma
 
 fn response(input: ResponseInput) -> Result<Option<ResponsePermission>, ManageError> {
     if input.max < 0 || input.ttl_ms < 0 {
-        return Err(ManageError::BadRequest(
-            "response.max and response.ttl_ms must be >= 0".into(),
-        ));
+        return Err(ManageError::Invalid("response.max and response.ttl_ms must be >= 0".into()));
     }
     if input.max == 0 {
         return Ok(None);
@@ -192,7 +190,7 @@ impl Manager {
         let account = self.authority.account(&AccountName::new(name)?).await?;
         Self::open_for_changes(&account)?;
         if account.kind != AccountKind::Tenant {
-            return Err(ManageError::BadRequest(format!(
+            return Err(ManageError::Invalid(format!(
                 "roles belong to tenant accounts; {:?} is built in",
                 account.name.as_str()
             )));
@@ -210,7 +208,7 @@ impl Manager {
             .db()
             .get(&key)
             .await?
-            .ok_or(ManageError::NotFound { what: "role", name: key })
+            .ok_or(ManageError::NotFound { what: Noun::Role, name: key })
     }
 
     /// Adds `account`'s new default role to `batch` if it changes.
@@ -256,6 +254,7 @@ impl Manager {
             subs: NO_LIMIT,
             data: NO_LIMIT,
             payload: NO_LIMIT,
+            deleting: false,
             created_at: now,
             updated_at: now,
         };
@@ -266,16 +265,7 @@ impl Manager {
         batch.create(&role);
         batch.require(&account);
         Self::set_default(&mut batch, &account, &role.name, req.default, now);
-        self.commit(batch).await.map_err(|e| match e {
-            ManageError::Conflict(m) if m.contains("already exists") => {
-                ManageError::Conflict(format!(
-                    "role {:?} already exists in account {:?}",
-                    role.name.as_str(),
-                    account.name.as_str()
-                ))
-            }
-            other => other,
-        })?;
+        self.commit(batch).await?;
         let account = self.authority.account(&account.name).await?;
         Ok(RoleView::of(&role, &account))
     }
@@ -342,32 +332,55 @@ impl Manager {
         Ok(RoleView::of(&role, &account))
     }
 
-    /// Deletes a role no user holds.
+    /// Deletes a role no user holds (and that is not being assigned right now).
+    ///
+    /// Two steps, as for accounts, because "no user holds it" is a scan no batch can require:
+    /// first mark the role deleting (every write that assigns a role requires it unchanged,
+    /// so from here on they fail), then count holders under the mark and remove the role, or
+    /// lift the mark if someone holds it.
     ///
     /// # Errors
     /// 409 if users hold it.
     pub async fn delete_role(&self, req: RoleRef, now: UnixTime) -> Result<RoleView, ManageError> {
         let account = self.role_account(&req.account).await?;
-        let role = self.role_record(&account, &req.name).await?;
+        let current = self.role_record(&account, &req.name).await?;
+        let mut marked = current.clone();
+        marked.deleting = true;
+        if !current.deleting {
+            let mut mark = Batch::new();
+            mark.replace(&current, &marked);
+            self.commit(mark).await?;
+        }
         let holders = self
             .authority
             .db()
             .list::<UserRecord>(&format!("{}/", account.name))
             .await?
             .into_iter()
-            .filter(|u| u.role.as_ref() == Some(&role.name))
+            .filter(|u| u.role.as_ref() == Some(&current.name))
             .count();
-        if holders > 0 {
-            return Err(ManageError::Conflict(format!(
-                "role {:?} is held by {holders} user(s); give them another role first",
-                role.name.as_str()
-            )));
-        }
         let mut batch = Batch::new();
-        let unchanged = Expect::Value(serde_json::to_vec(&role).expect("records serialize"));
-        batch.delete_with::<RoleRecord>(&RoleRecord::key_of(&role.account, &role.name), unchanged);
-        Self::set_default(&mut batch, &account, &role.name, false, now);
+        if holders > 0 {
+            let mut lifted = marked.clone();
+            lifted.deleting = false;
+            batch.replace(&marked, &lifted);
+            self.commit(batch).await?;
+            return Err(ManageError::InUse {
+                what: Noun::Role,
+                name: current.name.to_string(),
+                detail: format!("{holders} user(s) hold it; give them another role first"),
+            });
+        }
+        let unchanged = Expect::Value(serde_json::to_vec(&marked).expect("records serialize"));
+        batch.delete_with::<RoleRecord>(
+            &RoleRecord::key_of(&current.account, &current.name),
+            unchanged,
+        );
+        // The account's default may not name it either; and a default set meanwhile fails
+        // on the mark, so the account read now is the one to change.
+        let account = self.authority.account(&account.name).await?;
+        Self::set_default(&mut batch, &account, &current.name, false, now);
         self.commit(batch).await?;
-        Ok(RoleView::of(&role, &account))
+        Ok(RoleView::of(&current, &account))
     }
 }

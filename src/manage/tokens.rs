@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{check_len, ManageError, Manager, Revoked, MAX_DESCRIPTION_LEN};
+use super::{check_len, ManageError, Manager, Noun, Revoked, MAX_DESCRIPTION_LEN};
 use crate::callout::authorize::new_token;
 use crate::model::{AccountKind, AccountName, TokenRecord, UnixTime, UserName};
 use crate::store::Batch;
@@ -102,15 +102,13 @@ impl Manager {
     ) -> Result<TokenCreated, ManageError> {
         let account = self.authority.account(&AccountName::new(&req.account)?).await?;
         if account.kind != AccountKind::Tenant {
-            return Err(ManageError::BadRequest(
-                "API tokens are for users of tenant accounts".into(),
-            ));
+            return Err(ManageError::Invalid("API tokens are for users of tenant accounts".into()));
         }
         let user = self.authority.user(&account.name, &UserName::new(&req.user)?).await?;
         let description = req.description.unwrap_or_default();
         check_len("description", &description, MAX_DESCRIPTION_LEN)?;
         if self.tokens_of(&account.name, Some(&user.name)).await?.len() >= MAX_TOKENS_PER_USER {
-            return Err(ManageError::Conflict(format!(
+            return Err(ManageError::Refused(format!(
                 "user {:?} already has {MAX_TOKENS_PER_USER} tokens",
                 user.name.as_str()
             )));
@@ -149,7 +147,7 @@ impl Manager {
             .db()
             .get::<TokenRecord>(&req.id)
             .await?
-            .ok_or_else(|| ManageError::NotFound { what: "token", name: req.id.clone() })?;
+            .ok_or_else(|| ManageError::NotFound { what: Noun::Token, name: req.id.clone() })?;
         let mut batch = Batch::new();
         batch.delete::<TokenRecord>(&record.id);
         self.commit(batch).await?;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{check_len, ManageError, Manager, Revoked, MAX_DESCRIPTION_LEN};
+use super::{check_len, ManageError, Manager, Noun, Revoked, MAX_DESCRIPTION_LEN};
 use crate::keys::{KeyRole, SealedKey};
 use crate::model::{
     AccountKind, AccountName, AccountRecord, PasswordHash, RoleName, RoleRecord, UnixTime,
@@ -144,7 +144,7 @@ impl std::fmt::Debug for CredsView {
 fn check_password(password: &str) -> Result<(), ManageError> {
     let len = password.chars().count();
     if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&len) {
-        return Err(ManageError::BadRequest(format!(
+        return Err(ManageError::Invalid(format!(
             "password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"
         )));
     }
@@ -156,7 +156,7 @@ pub const MAX_TAGS: usize = 32;
 
 fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), ManageError> {
     if tags.len() > MAX_TAGS {
-        return Err(ManageError::BadRequest(format!("at most {MAX_TAGS} tags")));
+        return Err(ManageError::Invalid(format!("at most {MAX_TAGS} tags")));
     }
     for (key, value) in tags {
         let ok = |s: &str| {
@@ -165,7 +165,7 @@ fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), ManageError> {
                 && !s.chars().any(|c| c.is_whitespace() || c.is_control())
         };
         if !ok(key) || !ok(value) {
-            return Err(ManageError::BadRequest(format!(
+            return Err(ManageError::Invalid(format!(
                 "tag {key:?} must have a key and value of 1-64 visible characters"
             )));
         }
@@ -175,9 +175,7 @@ fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), ManageError> {
 
 fn check_ttl(ttl: i64) -> Result<(), ManageError> {
     if !(1..=MAX_JWT_TTL_SECS).contains(&ttl) {
-        return Err(ManageError::BadRequest(format!(
-            "jwt_ttl_secs must be 1 to {MAX_JWT_TTL_SECS}"
-        )));
+        return Err(ManageError::Invalid(format!("jwt_ttl_secs must be 1 to {MAX_JWT_TTL_SECS}")));
     }
     Ok(())
 }
@@ -189,27 +187,51 @@ impl Manager {
         Self::open_for_changes(&account)?;
         match account.kind {
             AccountKind::Tenant | AccountKind::Admin => Ok(account),
-            _ => Err(ManageError::BadRequest(format!(
+            _ => Err(ManageError::Invalid(format!(
                 "users of account {:?} are managed by nats-authd itself",
                 account.name.as_str()
             ))),
         }
     }
 
-    async fn role_of(
+    /// The role a user of `account` gets for `role` (`""`: the account's default), read so
+    /// that the batch assigning it can require it unchanged: a role deleted meanwhile fails
+    /// the write instead of leaving a user naming a role that no longer exists.
+    async fn assignable_role(
         &self,
         account: &AccountRecord,
         role: &str,
-    ) -> Result<Option<RoleName>, ManageError> {
-        if role.is_empty() {
-            return Ok(account.default_role.clone());
+    ) -> Result<Option<RoleRecord>, ManageError> {
+        let name = if role.is_empty() {
+            match &account.default_role {
+                Some(name) => name.clone(),
+                None => return Ok(None),
+            }
+        } else {
+            RoleName::new(role)?
+        };
+        let key = RoleRecord::key_of(&account.name, &name);
+        match self.authority.db().get::<RoleRecord>(&key).await? {
+            Some(role) if !role.deleting => Ok(Some(role)),
+            _ => Err(ManageError::NotFound { what: Noun::Role, name: key }),
         }
-        let role = RoleName::new(role)?;
-        let key = RoleRecord::key_of(&account.name, &role);
-        if self.authority.db().get::<RoleRecord>(&key).await?.is_none() {
-            return Err(ManageError::NotFound { what: "role", name: key });
-        }
-        Ok(Some(role))
+    }
+
+    /// Refuses to take away the last active admin: `init` and `up` sign the admin creds, and
+    /// nobody could manage anything any more. Returns another active admin, which the batch
+    /// then requires unchanged, so two admins deleted at once cannot both go.
+    async fn another_active_admin(&self, user: &UserRecord) -> Result<UserRecord, ManageError> {
+        let prefix = format!("{}/", user.account);
+        let admins = self.authority.db().list::<UserRecord>(&prefix).await?;
+        admins
+            .into_iter()
+            .find(|u| u.kind == UserKind::Admin && u.active && u.name != user.name)
+            .ok_or_else(|| {
+                ManageError::Refused(format!(
+                    "user {:?} is the last active admin; create another admin first",
+                    user.name.as_str()
+                ))
+            })
     }
 
     async fn user_record(
@@ -241,18 +263,18 @@ impl Manager {
         }
         let role = match account.kind {
             AccountKind::Admin if req.role.is_some() => {
-                return Err(ManageError::BadRequest(
+                return Err(ManageError::Invalid(
                     "admins have no role: they hold all of ADMIN".into(),
                 ))
             }
             AccountKind::Admin => None,
-            _ => self.role_of(&account, req.role.as_deref().unwrap_or("")).await?,
+            _ => self.assignable_role(&account, req.role.as_deref().unwrap_or("")).await?,
         };
         let kind =
             if account.kind == AccountKind::Admin { UserKind::Admin } else { UserKind::Member };
         let mut user =
             UserRecord::new(account.name.clone(), name, kind, self.authority.master(), now);
-        user.role = role;
+        user.role = role.as_ref().map(|r| r.name.clone());
         user.description = description;
         user.jwt_ttl_secs = req.jwt_ttl_secs;
         user.bearer_token = req.bearer_token.unwrap_or(false);
@@ -265,16 +287,13 @@ impl Manager {
         }
         let mut batch = Batch::new();
         batch.create(&user);
-        // The account must still be the one read above: not deleted (or being deleted) since.
+        // The account must still be the one read above: not deleted (or being deleted) since;
+        // and so must the role, or a delete racing this create would leave a dangling name.
         batch.require(&account);
-        self.commit(batch).await.map_err(|e| match e {
-            ManageError::Conflict(_) => ManageError::Conflict(format!(
-                "user {:?} already exists in account {:?}",
-                user.name.as_str(),
-                user.account.as_str()
-            )),
-            other => other,
-        })?;
+        if let Some(role) = &role {
+            batch.require(role);
+        }
+        self.commit(batch).await?;
         Ok(UserView::from(&user))
     }
 
@@ -298,7 +317,8 @@ impl Manager {
     }
 
     /// Changes a user. Deactivating revokes its key in the account JWT, which ends its live
-    /// creds connections; reactivating lifts the revocation.
+    /// creds connections; reactivating gives it a new key (it needs new creds) and leaves the
+    /// old key revoked. The last active admin cannot be deactivated.
     ///
     /// # Errors
     /// 400 for invalid input, 404 for unknown records, 409 on a concurrent change.
@@ -310,17 +330,19 @@ impl Manager {
         let account = self.user_account(&req.account).await?;
         let current = self.user_record(&account, &req.name).await?;
         let mut user = current.clone();
+        let mut assigned = None;
         if let Some(description) = req.description {
             check_len("description", &description, MAX_DESCRIPTION_LEN)?;
             user.description = description;
         }
         if let Some(role) = &req.role {
             if account.kind == AccountKind::Admin {
-                return Err(ManageError::BadRequest(
+                return Err(ManageError::Invalid(
                     "admins have no role: they hold all of ADMIN".into(),
                 ));
             }
-            user.role = self.role_of(&account, role).await?;
+            assigned = self.assignable_role(&account, role).await?;
+            user.role = assigned.as_ref().map(|r| r.name.clone());
         }
         match req.jwt_ttl_secs {
             Some(0) => user.jwt_ttl_secs = None,
@@ -358,14 +380,22 @@ impl Manager {
         }
         user.updated_at = now;
         let mut batch = Batch::new();
+        if revoke == Some(true) && user.kind == UserKind::Admin {
+            batch.require(&self.another_active_admin(&current).await?);
+        }
+        if revoke == Some(false) {
+            // Every JWT issued before the deactivation stays revoked for good: a reactivated
+            // user gets a new key and needs new creds, so creds handed out before (and perhaps
+            // the reason for the deactivation) do not come back to life.
+            user.identity = SealedKey::generate(KeyRole::User, self.authority.master());
+        }
+        if let Some(role) = &assigned {
+            batch.require(role);
+        }
         batch.replace(&current, &user);
-        if let Some(revoke) = revoke {
+        if revoke == Some(true) {
             let mut changed = account.clone();
-            if revoke {
-                changed.revocations.insert(user.identity.public.clone(), now);
-            } else {
-                changed.revocations.remove(&user.identity.public);
-            }
+            changed.revocations.insert(user.identity.public.clone(), now);
             changed.updated_at = now;
             batch.replace(&account, &changed);
             self.enqueue(&mut batch, &changed, false, now);
@@ -391,6 +421,9 @@ impl Manager {
         changed.revocations.insert(user.identity.public.clone(), now);
         changed.updated_at = now;
         let mut batch = Batch::new();
+        if user.kind == UserKind::Admin && user.active {
+            batch.require(&self.another_active_admin(&user).await?);
+        }
         batch.delete_with::<UserRecord>(
             &UserRecord::key_of(&user.account, &user.name),
             crate::store::Expect::Value(serde_json::to_vec(&user).expect("records serialize")),
@@ -451,16 +484,13 @@ impl Manager {
         now: UnixTime,
     ) -> Result<CredsView, ManageError> {
         if !account.active {
-            return Err(ManageError::Conflict(format!(
-                "account {:?} is inactive",
-                account.name.as_str()
-            )));
+            return Err(ManageError::Inactive {
+                what: Noun::Account,
+                name: account.name.to_string(),
+            });
         }
         if !user.active {
-            return Err(ManageError::Conflict(format!(
-                "user {:?} is inactive",
-                user.name.as_str()
-            )));
+            return Err(ManageError::Inactive { what: Noun::User, name: user.name.to_string() });
         }
         let creds = Zeroizing::new(self.authority.creds_of(account, user, now).await?);
         Ok(CredsView {

@@ -97,6 +97,7 @@ mod tests {
             subs: -1,
             data: -1,
             payload: -1,
+            deleting: false,
             created_at: 0,
             updated_at: 0,
         };

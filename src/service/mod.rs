@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use crate::callout::{CalloutCounts, CalloutStats};
 use crate::connection::{Link, StatusHandle};
 use crate::manage::{self, ManageError, Manager};
-use crate::model::{self, AccountRecord, PendingState, PendingUpdate, RoleRecord, UserRecord};
+use crate::model::{self, AccountRecord, RoleRecord, UserRecord};
 use crate::publisher::PublisherStats;
 use dedup::Dedup;
 use reply::Reply;
@@ -184,7 +184,7 @@ pub async fn start(client: &Client, prefix: &str) -> Result<Api, String> {
 }
 
 fn json<T: Serialize>(value: &T) -> Result<Bytes, ManageError> {
-    serde_json::to_vec(value).map(Bytes::from).map_err(|e| ManageError::Internal(e.to_string()))
+    serde_json::to_vec(value).map(Bytes::from).map_err(ManageError::internal)
 }
 
 /// `pending.retry`.
@@ -319,8 +319,7 @@ async fn status(ctx: &Context) -> Result<Status, ManageError> {
     let connected = ctx.connected.borrow().up;
     let link = ctx.link.get();
     let db = ctx.manager.authority().db();
-    let pending = db.list::<PendingUpdate>("").await?;
-    let failed = pending.iter().filter(|p| matches!(p.state, PendingState::Failed { .. })).count();
+    let queue = ctx.manager.queue().counts().await?;
     Ok(Status {
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_secs: ctx.started.elapsed().as_secs(),
@@ -338,8 +337,8 @@ async fn status(ctx: &Context) -> Result<Status, ManageError> {
         accounts: db.count::<AccountRecord>().await?,
         users: db.count::<UserRecord>().await?,
         roles: db.count::<RoleRecord>().await?,
-        queue_depth: pending.len() - failed,
-        failed_pushes: failed,
+        queue_depth: queue.pending,
+        failed_pushes: queue.failed,
         pushes: ctx.stats.pushes.load(Ordering::Relaxed),
         push_failures: ctx.stats.failures.load(Ordering::Relaxed),
         reconciliations: ctx.stats.reconciliations.load(Ordering::Relaxed),

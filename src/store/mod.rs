@@ -8,15 +8,15 @@
 
 pub mod sled;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::watch;
 
-use crate::model::{
-    AccountRecord, OperatorRecord, PendingUpdate, RoleRecord, TokenRecord, UserRecord,
-};
+use crate::model::{AccountRecord, OperatorRecord, RoleRecord, TokenRecord, UserRecord};
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -75,14 +75,43 @@ pub enum StoreError {
     #[error("store schema version {found} is newer than this build supports ({supported})")]
     SchemaTooNew { found: u32, supported: u32 },
     /// A batch condition failed; nothing in the batch was written.
-    #[error("{tree:?} record {key:?} {reason}")]
-    Conflict { tree: Tree, key: String, reason: &'static str },
+    #[error("{} record {key:?} {kind}", tree.name())]
+    Conflict { tree: Tree, key: String, kind: ConflictKind },
     /// A stored value does not decode as its record type.
     #[error("{tree:?} record {key:?} is corrupt: {message}")]
     Corrupt { tree: Tree, key: String, message: String },
     /// The backend failed.
-    #[error("storage backend: {0}")]
-    Backend(String),
+    #[error("storage backend failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Wraps a backend's own error.
+    pub fn backend(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError::Backend(e.into())
+    }
+}
+
+/// Which condition of a batch failed: what callers branch on (a create that found the name
+/// taken is not a record that changed under an update).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConflictKind {
+    /// A create found the key taken ([`Expect::Absent`]).
+    Exists,
+    /// The record is gone ([`Expect::Present`]).
+    Missing,
+    /// The record is not the one the batch was built from ([`Expect::Value`]).
+    Changed,
+}
+
+impl std::fmt::Display for ConflictKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConflictKind::Exists => "already exists",
+            ConflictKind::Missing => "does not exist",
+            ConflictKind::Changed => "changed concurrently",
+        })
+    }
 }
 
 /// A condition a batch operation needs to hold for the whole batch to apply.
@@ -234,23 +263,27 @@ impl Record for TokenRecord {
     }
 }
 
-impl Record for PendingUpdate {
-    const TREE: Tree = Tree::Pending;
-    fn key(&self) -> String {
-        self.account_key.clone()
-    }
-}
-
 /// Typed access to a [`Store`]; cheap to clone.
+///
+/// Every clone shares one set of change signals, one per tree: a commit that writes a tree
+/// bumps its counter, so whoever waits on a tree (the claims publisher on the queue) wakes
+/// whichever handle wrote it.
 #[derive(Clone)]
 pub struct Db {
     store: Arc<dyn Store>,
+    changes: Arc<HashMap<Tree, watch::Sender<u64>>>,
 }
 
 impl Db {
     /// Wraps a backend.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Db { store }
+        let changes = Tree::ALL.iter().map(|t| (*t, watch::channel(0).0)).collect();
+        Db { store, changes: Arc::new(changes) }
+    }
+
+    /// Changes whenever a commit through any clone of this `Db` writes `tree`.
+    pub fn changes(&self, tree: Tree) -> watch::Receiver<u64> {
+        self.changes[&tree].subscribe()
     }
 
     /// The backend.
@@ -283,7 +316,19 @@ impl Db {
     /// # Errors
     /// As [`Store::commit`].
     pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
-        self.store.commit(batch).await
+        let written: HashSet<Tree> = batch
+            .ops()
+            .iter()
+            .filter_map(|op| match op {
+                Op::Put { tree, .. } | Op::Delete { tree, .. } => Some(*tree),
+                Op::Check { .. } => None,
+            })
+            .collect();
+        self.store.commit(batch).await?;
+        for tree in written {
+            self.changes[&tree].send_modify(|n| *n = n.wrapping_add(1));
+        }
+        Ok(())
     }
 
     /// How many `R` are stored (without decoding them).

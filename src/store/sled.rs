@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
-use super::{Batch, Expect, Op, Store, StoreError, Tree, SCHEMA_VERSION};
+use super::{Batch, ConflictKind, Expect, Op, Store, StoreError, Tree, SCHEMA_VERSION};
 
 const LOCK_FILE: &str = "nats-authd.lock";
 const SCHEMA_KEY: &str = "schema_version";
@@ -34,8 +34,8 @@ struct Inner {
     _lock: Option<File>,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+fn backend(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+    StoreError::backend(e)
 }
 
 impl SledStore {
@@ -125,18 +125,18 @@ fn check(
     key: &str,
     expect: &Expect,
 ) -> Result<(), ConflictableTransactionError<StoreError>> {
-    let conflict = |reason| {
-        ConflictableTransactionError::Abort(StoreError::Conflict { tree, key: key.into(), reason })
+    let conflict = |kind| {
+        ConflictableTransactionError::Abort(StoreError::Conflict { tree, key: key.into(), kind })
     };
     let current = view.get(key)?;
     match (expect, current) {
         (Expect::Any, _) => Ok(()),
-        (Expect::Absent, Some(_)) => Err(conflict("already exists")),
-        (Expect::Present, None) => Err(conflict("does not exist")),
+        (Expect::Absent, Some(_)) => Err(conflict(ConflictKind::Exists)),
+        (Expect::Present, None) => Err(conflict(ConflictKind::Missing)),
         (Expect::Value(want), Some(have)) if have.as_ref() != want.as_slice() => {
-            Err(conflict("changed concurrently"))
+            Err(conflict(ConflictKind::Changed))
         }
-        (Expect::Value(_), None) => Err(conflict("changed concurrently")),
+        (Expect::Value(_), None) => Err(conflict(ConflictKind::Changed)),
         _ => Ok(()),
     }
 }
@@ -235,7 +235,10 @@ mod tests {
         let mut b = Batch::new();
         b.create(&thing("b", 2)).create(&thing("a", 3));
         let err = db.commit(b).await.unwrap_err();
-        assert!(matches!(err, StoreError::Conflict { reason: "already exists", .. }), "{err}");
+        assert!(
+            matches!(err, StoreError::Conflict { kind: ConflictKind::Exists, ref key, .. } if key == "a"),
+            "{err}"
+        );
         assert_eq!(db.get::<Thing>("b").await.unwrap(), None, "b must not be written");
         assert_eq!(db.get::<Thing>("a").await.unwrap(), Some(thing("a", 1)));
     }
@@ -245,7 +248,10 @@ mod tests {
         let db = Db::new(Arc::new(SledStore::temporary().unwrap()));
         let mut b = Batch::new();
         b.delete::<Thing>("missing");
-        assert!(matches!(db.commit(b).await, Err(StoreError::Conflict { .. })));
+        assert!(matches!(
+            db.commit(b).await,
+            Err(StoreError::Conflict { kind: ConflictKind::Missing, .. })
+        ));
 
         let mut b = Batch::new();
         b.put(&thing("a", 1));
@@ -253,7 +259,10 @@ mod tests {
         let stale = serde_json::to_vec(&thing("a", 0)).unwrap();
         let mut b = Batch::new();
         b.put_with(&thing("a", 2), Expect::Value(stale));
-        assert!(matches!(db.commit(b).await, Err(StoreError::Conflict { .. })));
+        assert!(matches!(
+            db.commit(b).await,
+            Err(StoreError::Conflict { kind: ConflictKind::Changed, .. })
+        ));
         let current = serde_json::to_vec(&thing("a", 1)).unwrap();
         let mut b = Batch::new();
         b.put_with(&thing("a", 2), Expect::Value(current));

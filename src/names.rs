@@ -1,0 +1,54 @@
+//! Well-known names: the built-in topology `init` creates and the subjects the service uses.
+//!
+//! Runtime modules read their constants here rather than from `bootstrap`, so that `init`
+//! sits above the runtime and no import runs back up the layers.
+
+/// The system account (nats-server's `system_account`).
+pub const SYS_ACCOUNT: &str = "sys";
+/// The callout account: the service and the sentinel live here.
+pub const AUTH_ACCOUNT: &str = "auth";
+/// The management account: only its users reach the management API.
+pub const ADMIN_ACCOUNT: &str = "admin";
+
+/// Name of the service user in AUTH.
+pub const SERVICE_USER: &str = "service";
+/// Name of the sentinel user in AUTH.
+pub const SENTINEL_USER: &str = "sentinel";
+/// Name of the first admin user in ADMIN.
+pub const ADMIN_USER: &str = "admin";
+
+/// Subject prefix of the management API.
+pub const API_PREFIX: &str = "authd";
+
+/// The server requests the service makes through SYS exports (each checked to work through
+/// an export of SYS and an import into AUTH on nats-server 2.15).
+pub const SYS_SERVICES: [&str; 5] = [
+    CLAIMS_UPDATE,
+    CLAIMS_DELETE,
+    CLAIMS_LIST,
+    "$SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP",
+    "$SYS.REQ.SERVER.*.KICK",
+];
+
+/// Stores an account JWT on every server of a full resolver (answers 200 even for a JWT the
+/// operator did not sign: validate before pushing).
+pub const CLAIMS_UPDATE: &str = "$SYS.REQ.CLAIMS.UPDATE";
+/// Removes accounts: a generic claim self-signed by the operator (`allow_delete: true`).
+pub const CLAIMS_DELETE: &str = "$SYS.REQ.CLAIMS.DELETE";
+/// Lists the account keys a server holds: `{"data":[...]}`.
+pub const CLAIMS_LIST: &str = "$SYS.REQ.CLAIMS.LIST";
+
+/// The JWT a server holds for `account_key` (empty if none).
+pub fn claims_lookup(account_key: &str) -> String {
+    format!("$SYS.REQ.ACCOUNT.{account_key}.CLAIMS.LOOKUP")
+}
+
+/// Ends connection `{"cid":N}` on the server with id `server_id` (no fan-out form exists).
+pub fn kick(server_id: &str) -> String {
+    format!("$SYS.REQ.SERVER.{server_id}.KICK")
+}
+
+/// Subjects no tenant may export or import: the server's own requests, our API and the
+/// micro-service discovery. An export covering `$SYS.>` would hand the exporter's
+/// connection list to whoever imports it.
+pub const RESERVED_SUBJECTS: [&str; 3] = ["$SYS.>", "authd.>", "$SRV.>"];
