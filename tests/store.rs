@@ -302,11 +302,11 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 async fn no_seed_is_readable_in_the_data_dir_or_the_logs() {
     let mut stack = Stack::start().await;
     stack.release_store();
-    let bin = env!("CARGO_BIN_EXE_nats-authd");
     let data_dir = stack.layout.data_dir.clone();
+    let here = stack.dir.path();
 
     // Run the real binary with verbose logs: init again, then serve until it is up.
-    let init = Command::new(bin)
+    let init = common::nats_authd(here)
         .args(["--log", "trace", "init", "--data-dir"])
         .arg(&data_dir)
         .arg("--out-dir")
@@ -316,7 +316,7 @@ async fn no_seed_is_readable_in_the_data_dir_or_the_logs() {
         .unwrap();
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
     let log_file = stack.dir.path().join("serve.log");
-    let mut serve = Command::new(bin)
+    let mut serve = common::nats_authd(here)
         .args(["--log", "trace", "serve", "--data-dir"])
         .arg(&data_dir)
         .args(["--nats-url", &stack.url()])
@@ -324,11 +324,12 @@ async fn no_seed_is_readable_in_the_data_dir_or_the_logs() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !std::fs::read_to_string(&log_file).unwrap().contains("serving") {
-        assert!(std::time::Instant::now() < deadline, "serve did not come up");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let admin_creds = stack.layout.admin_creds();
+    let (url, dir) = (stack.url(), here.to_path_buf());
+    let ready = std::time::Duration::from_secs(20);
+    tokio::task::spawn_blocking(move || common::await_status(&dir, &url, &admin_creds, ready))
+        .await
+        .unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(serve.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
