@@ -254,15 +254,10 @@ fn trace_logs_never_show_a_password_or_a_seed() {
     let seed = seed_of(&std::fs::read_to_string(dir.path().join("dev1.creds")).unwrap());
     let admin_seed =
         seed_of(&std::fs::read_to_string(dir.path().join("authd/admin.creds")).unwrap());
+    let log = up.log.clone();
     drop(up);
 
-    let mut logs = std::fs::read(
-        common::files_under(dir.path())
-            .into_iter()
-            .find(|f| f.file_name().is_some_and(|n| n.to_string_lossy().starts_with("up-")))
-            .unwrap(),
-    )
-    .unwrap();
+    let mut logs = std::fs::read(log).unwrap();
     assert!(logs.windows(5).any(|w| w == b"TRACE"), "the service did not log at trace");
     for out in &outputs {
         logs.extend_from_slice(&out.stdout);
