@@ -6,7 +6,6 @@
 //! included. Keeping creds out of the data dir means a backup of the data dir holds no
 //! usable secret without the master key.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,9 +19,9 @@ use crate::model::{
     UserRecord,
 };
 use crate::server_config::{self, ConfigInputs, ServerSettings};
-use crate::store::sled::{OpenMode, SledStore};
-use crate::store::{Batch, Db, Expect, Op, StoreError, Tree};
-use crate::vault::{MasterKey, MasterKeySource, VaultError};
+use crate::store::sled::{self, OpenMode, SledStore, StoreLock};
+use crate::store::{Batch, Db, Expect, Op, StoreError, Tree, OPERATOR_KEY};
+use crate::vault::{self, Access, Existing, MasterKey, MasterKeySource, VaultError};
 
 /// Subject prefix of the management API.
 pub const API_PREFIX: &str = "authd";
@@ -54,6 +53,38 @@ pub enum BootstrapError {
     /// Writing an output file failed.
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    /// The data dir holds a store that is damaged or incomplete. Nothing was changed: `init`
+    /// will not build a new trust chain over it and `serve` will not run on it.
+    #[error(
+        "the store in {} is damaged or incomplete: {damage}. nats-authd neither serves it nor creates a \
+         new trust chain over it (that would lose every account and user). Restore {} from a \
+         backup; or, to start over with a new operator and no accounts, move {} away \
+         yourself and run `nats-authd init` again",
+        data_dir.join("store").display(), data_dir.display(), data_dir.display()
+    )]
+    Damaged { data_dir: PathBuf, damage: Damage },
+}
+
+/// What is wrong with a damaged store (see [`BootstrapError::Damaged`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Damage {
+    /// The store dir is empty or gone, but the master key `init` made beside it is still in
+    /// the data dir: the store was there and has been removed.
+    #[error("the store dir is empty or missing, but its master key {} is still there", .0.display())]
+    StoreGone(PathBuf),
+    /// The store dir has files (lock file, sled's `conf`, `blobs`, `snap.*`, ...) but not
+    /// sled's database file, which holds the records.
+    #[error("the store dir has files but no `db` file (sled's records)")]
+    NoDbFile,
+    /// sled opens the store but its schema version is missing or unreadable.
+    #[error("the store has no readable schema version")]
+    NoSchema,
+    /// The record that checks the master key is missing.
+    #[error("the store has no master-key check record")]
+    NoKeyCheck,
+    /// The operator record is missing.
+    #[error("the store has no operator record")]
+    NoOperator,
 }
 
 /// Where things live on disk.
@@ -106,8 +137,49 @@ impl Layout {
     }
 }
 
-fn store_exists(data_dir: &Path) -> bool {
-    store_dir(data_dir).join("db").exists()
+/// Where a first `init` builds the store before renaming it into place, so that an
+/// interrupted `init` leaves no half-made store (only this dir, which the next `init` removes).
+fn staging_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("store.new")
+}
+
+/// Where `init` copies an existing store to check it without touching the original.
+fn check_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("store.check")
+}
+
+/// What a data dir holds, judged from its files alone (nothing is opened, created or written).
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    /// No store and no trace of one: `init` may create a trust chain.
+    Nothing,
+    /// A store with its database file; whether its records are whole is checked on opening.
+    Store,
+    /// A store that is visibly broken.
+    Damaged(Damage),
+}
+
+/// A store exists if its dir holds anything at all (a lock file, sled's `conf`, `blobs`,
+/// `snap.*` or `db`), or if the master key file `init` made in the data dir is there with no
+/// interrupted first `init` to explain it. Only a data dir with neither is free for a new
+/// trust chain.
+fn survey(data_dir: &Path) -> Result<Found, BootstrapError> {
+    let store = store_dir(data_dir);
+    if sled::holds_anything(&store)? {
+        if !store.join(sled::DB_FILE).exists() {
+            return Ok(Found::Damaged(Damage::NoDbFile));
+        }
+        return Ok(Found::Store);
+    }
+    let key = default_master_key_file(data_dir);
+    if key.exists() && !staging_dir(data_dir).exists() {
+        return Ok(Found::Damaged(Damage::StoreGone(key)));
+    }
+    Ok(Found::Nothing)
+}
+
+fn damaged(data_dir: &Path, damage: Damage) -> BootstrapError {
+    BootstrapError::Damaged { data_dir: data_dir.to_path_buf(), damage }
 }
 
 /// Where the master key comes from; the first that is set wins.
@@ -176,21 +248,58 @@ pub struct Outputs {
 /// Creates the trust chain if the data dir has none, then (re)writes the outputs.
 ///
 /// Re-running it changes no key: an existing store is opened with its master key and only the
-/// output files are written again (fresh JWTs, same keys).
+/// output files are written again (fresh JWTs, same keys). A store that exists but is damaged
+/// or incomplete is refused, and left exactly as it was found.
 ///
 /// # Errors
-/// [`VaultError::MissingMasterKey`] / [`VaultError::WrongMasterKey`] for an existing store
-/// without its key (nothing is changed), [`StoreError::Locked`] if the service is running on
-/// it, I/O errors writing outputs.
+/// [`BootstrapError::Damaged`] for a damaged store, [`VaultError::MissingMasterKey`] /
+/// [`VaultError::WrongMasterKey`] for an existing store without its key (nothing is changed),
+/// [`StoreError::Locked`] if the service is running on it, I/O errors writing outputs.
 pub async fn init(opts: &InitOptions, now: UnixTime) -> Result<InitOutcome, BootstrapError> {
     let layout = &opts.layout;
     let source = opts.master_key.source(&layout.data_dir);
+    let (created, created_master_key) = match survey(&layout.data_dir)? {
+        Found::Damaged(damage) => return Err(damaged(&layout.data_dir, damage)),
+        Found::Nothing => (true, create(opts, &source, now).await?),
+        Found::Store => (false, None),
+    };
+    // A store this run did not make is checked on a copy first: sled rewrites its files
+    // whenever it opens them, and a damaged store must be left byte for byte as it was found,
+    // for whoever recovers it.
+    let authority = open_store_dir(&layout.data_dir, &source, !created).await?;
+    let outputs = write_outputs(&authority, layout, &opts.server, now).await?;
+    let operator_public_key = authority.operator().await?.identity.public;
+    Ok(InitOutcome { created, created_master_key, operator_public_key, outputs, authority })
+}
+
+/// Makes a new trust chain in an empty data dir: the master key if it is to be a new file,
+/// then the store, built in a staging dir and renamed into place once complete. Returns the
+/// master key file it created, if any.
+async fn create(
+    opts: &InitOptions,
+    source: &MasterKeySource,
+    now: UnixTime,
+) -> Result<Option<PathBuf>, BootstrapError> {
+    let data_dir = opts.layout.data_dir.clone();
+    let staging = staging_dir(&data_dir);
+    create_private_dir(&data_dir)?;
+    // The staging dir exists before the key does, so that a key with no store beside it
+    // means "the store was removed" unless a staging dir says "init was interrupted".
+    blocking(&staging, {
+        let staging = staging.clone();
+        move || {
+            if staging.exists() {
+                // Left by an interrupted init: never renamed into place, so never used.
+                std::fs::remove_dir_all(&staging)?;
+            }
+            private_dir(&staging)?;
+            vault::sync_parent(&staging)
+        }
+    })
+    .await?;
     let mut created_master_key = None;
-    let master = match &source {
-        // Only a brand-new data dir may get a brand-new key: creating one for an existing
-        // store would lock its seeds away for good.
-        MasterKeySource::File(path) if !store_exists(&layout.data_dir) && !path.exists() => {
-            create_private_dir(&layout.data_dir)?;
+    let master = match source {
+        MasterKeySource::File(path) if !path.exists() => {
             let key = MasterKey::create_file(path)?;
             // Said now, not only in the summary: if a later step fails, the key still exists.
             tracing::warn!(path = %path.display(), "created the master key; back it up apart from the data dir");
@@ -199,34 +308,144 @@ pub async fn init(opts: &InitOptions, now: UnixTime) -> Result<InitOutcome, Boot
         }
         other => other.load()?,
     };
-    create_private_dir(&layout.data_dir)?;
-    let db = Db::new(Arc::new(open_store(layout.store_dir(), OpenMode::CreateIfMissing).await?));
-    let created = db.meta(authority::KEY_CHECK).await?.is_none();
-    if created {
+    {
+        let db = Db::new(Arc::new(open_store(staging.clone(), OpenMode::CreateIfMissing).await?));
         db.commit(topology(&master, &opts.operator_name, opts.xkey, now)).await?;
+        // Dropped here: the store is closed (and its lock released) before it is moved.
     }
-    let authority = Authority::open(db, master).await?;
-    let outputs = write_outputs(&authority, layout, &opts.server, now).await?;
-    let operator_public_key = authority.operator().await?.identity.public;
-    Ok(InitOutcome { created, created_master_key, operator_public_key, outputs, authority })
+    let store = store_dir(&data_dir);
+    blocking(&store, {
+        let store = store.clone();
+        move || {
+            if store.exists() {
+                // Empty (survey found nothing in it); rename does not replace a dir.
+                std::fs::remove_dir(&store)?;
+            }
+            std::fs::rename(&staging, &store)?;
+            vault::sync_parent(&store)
+        }
+    })
+    .await?;
+    Ok(created_master_key)
 }
 
 /// Opens an initialized data dir for `serve`.
 ///
 /// # Errors
-/// [`StoreError::NotInitialized`], [`StoreError::Locked`], master-key errors.
+/// [`StoreError::NotInitialized`] where `init` never ran, [`BootstrapError::Damaged`] for a
+/// damaged store, [`StoreError::Locked`], master-key errors.
 pub async fn open(
     data_dir: &Path,
     master_key: &MasterKeyOptions,
 ) -> Result<Authority, BootstrapError> {
     // Checked before the key is read, so a mistyped path says "run init", not "no key".
-    if !store_exists(data_dir) {
-        let path = data_dir.display().to_string();
-        return Err(StoreError::NotInitialized { path }.into());
+    match survey(data_dir)? {
+        Found::Nothing => {
+            let path = data_dir.display().to_string();
+            Err(StoreError::NotInitialized { path }.into())
+        }
+        Found::Damaged(damage) => Err(damaged(data_dir, damage)),
+        Found::Store => open_store_dir(data_dir, &master_key.source(data_dir), false).await,
     }
-    let master = master_key.source(data_dir).load()?;
-    let store = open_store(store_dir(data_dir), OpenMode::MustExist).await?;
-    Ok(Authority::open(Db::new(Arc::new(store)), master).await?)
+}
+
+/// Opens the store of `data_dir` (which has one), checks that its records are whole, then
+/// that `source` is its key. With `check_copy`, the records are first checked on a copy.
+async fn open_store_dir(
+    data_dir: &Path,
+    source: &MasterKeySource,
+    check_copy: bool,
+) -> Result<Authority, BootstrapError> {
+    let dir = store_dir(data_dir);
+    // Taken first and held throughout, so no other process writes while we copy or check.
+    let lock = tokio::task::spawn_blocking(move || StoreLock::take(&dir))
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))??;
+    if check_copy {
+        if let Some(damage) = damage_in_copy(&lock, data_dir).await? {
+            return Err(damaged(data_dir, damage));
+        }
+    }
+    let store = tokio::task::spawn_blocking(move || lock.open(OpenMode::MustExist))
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?;
+    let db = match store {
+        Ok(store) => Db::new(Arc::new(store)),
+        Err(StoreError::Corrupt { tree: Tree::Meta, .. }) => {
+            return Err(damaged(data_dir, Damage::NoSchema))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(damage) = damage_in(&db).await? {
+        return Err(damaged(data_dir, damage));
+    }
+    let master = source.load()?;
+    Ok(Authority::open(db, master).await?)
+}
+
+/// Records every trust chain has; their absence means the store lost data.
+async fn damage_in(db: &Db) -> Result<Option<Damage>, BootstrapError> {
+    if db.meta(authority::KEY_CHECK).await?.is_none() {
+        return Ok(Some(Damage::NoKeyCheck));
+    }
+    if db.store().get(Tree::Operator, OPERATOR_KEY).await?.is_none() {
+        return Ok(Some(Damage::NoOperator));
+    }
+    Ok(None)
+}
+
+/// Copies the locked store next to it (same file system and permissions), opens the copy and
+/// looks for damage there; the copy is removed afterwards.
+async fn damage_in_copy(
+    lock: &StoreLock,
+    data_dir: &Path,
+) -> Result<Option<Damage>, BootstrapError> {
+    let copy = check_dir(data_dir);
+    let (from, to) = (lock.dir().to_path_buf(), copy.clone());
+    blocking(&copy, move || {
+        if to.exists() {
+            std::fs::remove_dir_all(&to)?;
+        }
+        copy_store(&from, &to)
+    })
+    .await?;
+    let found = match open_store(copy.clone(), OpenMode::MustExist).await {
+        Ok(store) => damage_in(&Db::new(Arc::new(store))).await,
+        Err(StoreError::Corrupt { tree: Tree::Meta, .. }) => Ok(Some(Damage::NoSchema)),
+        Err(e) => Err(e.into()),
+    };
+    let removed = blocking(&copy, {
+        let copy = copy.clone();
+        move || std::fs::remove_dir_all(&copy)
+    })
+    .await;
+    let found = found?;
+    removed?;
+    Ok(found)
+}
+
+/// Copies a store dir, its lock file aside, into a new private dir `to`.
+fn copy_store(from: &Path, to: &Path) -> std::io::Result<()> {
+    private_dir(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_store(&entry.path(), &target)?;
+        } else if entry.file_name() != sled::LOCK_FILE {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs file-system work on the blocking pool; an I/O error is reported against `path`.
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, BootstrapError> {
+    let err = |source| BootstrapError::Write { path: path.to_path_buf(), source };
+    tokio::task::spawn_blocking(work).await.map_err(|e| err(std::io::Error::other(e)))?.map_err(err)
 }
 
 fn account(name: &str, kind: AccountKind, master: &MasterKey, now: UnixTime) -> AccountRecord {
@@ -394,32 +613,21 @@ fn create_private_dir(dir: &Path) -> Result<(), BootstrapError> {
     if dir.exists() {
         return Ok(());
     }
-    let err = |source| BootstrapError::Write { path: dir.to_path_buf(), source };
+    private_dir(dir).map_err(|source| BootstrapError::Write { path: dir.to_path_buf(), source })
+}
+
+/// Creates `dir` (and its parents) with mode 0700.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(err)
+    builder.create(dir)
 }
 
-/// Writes through a temp file and a rename, so a reader never sees half a file; `private`
-/// files get mode 0600 from the start.
+/// Writes an output file through [`vault::write_file`]; `private` files (creds) are 0600.
 fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), BootstrapError> {
-    let err = |source| BootstrapError::Write { path: path.to_path_buf(), source };
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, if private { 0o600 } else { 0o644 });
-    let mut file = options.open(&tmp).map_err(err)?;
-    #[cfg(unix)]
-    if private {
-        // The mode above applies only to new files; a stale temp file keeps its old mode.
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    }
-    file.write_all(contents).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
-    crate::vault::sync_parent(path).map_err(err)
+    let access = if private { Access::Private } else { Access::Public };
+    vault::write_file(path, contents, access, Existing::Replace)
+        .map_err(|source| BootstrapError::Write { path: path.to_path_buf(), source })
 }

@@ -10,11 +10,16 @@ use clap::Parser;
 use nats_authd::bootstrap::{self, InitOutcome, API_PREFIX};
 use nats_authd::cli::admin::{read_password, Call};
 use nats_authd::cli::{
-    output, Cli, ClientArgs, Command, InitArgs, ServeArgs, UpArgs, DEFAULT_LOG, MASTER_KEY_ENV,
+    output, secret_safe_filter, Cli, ClientArgs, Command, InitArgs, ServeArgs, UpArgs, DEFAULT_LOG,
+    MASTER_KEY_ENV,
 };
 use nats_authd::client::AdminClient;
 use nats_authd::connection::ConnectionSettings;
+use nats_authd::vault::{self, Existing};
 use nats_authd::{app, claims, model, nats_server};
+use tracing_subscriber::filter::FilterExt;
+use tracing_subscriber::layer::{Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[tokio::main]
 async fn main() {
@@ -23,11 +28,13 @@ async fn main() {
         eprintln!("nats-authd: ignoring log filter {:?}: {e}", cli.log);
         tracing_subscriber::EnvFilter::new(DEFAULT_LOG)
     });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // The user's filter, and then one no filter can lift: async-nats prints message bodies
+    // (passwords, creds) at trace, and no log level may show a secret.
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_filter(filter.and(secret_safe_filter()));
+    tracing_subscriber::registry().with(layer).init();
     if let Err(e) = run(cli.command).await {
         eprintln!("nats-authd: {e:#}");
         std::process::exit(1);
@@ -41,10 +48,16 @@ async fn run(command: Command) -> Result<()> {
             let outcome = init(&args, env_key).await?;
             print_init(&outcome);
             println!("\nStart nats-server:  nats-server -c {}", outcome.outputs.config.display());
-            println!(
-                "Then the service:   nats-authd serve --data-dir {}",
-                args.store.data_dir.display()
+            // Everything serve needs that is not its default, so the line can be pasted.
+            let mut serve = format!(
+                "nats-authd serve --data-dir {} --nats-url {}",
+                args.store.data_dir.display(),
+                args.server.settings().client_url()
             );
+            if let Some(file) = &args.store.master_key_file {
+                serve.push_str(&format!(" --master-key-file {}", file.display()));
+            }
+            println!("Then the service:   {serve}");
             println!("Or both at once:    nats-authd up");
             Ok(())
         }
@@ -161,6 +174,11 @@ async fn serve(
 }
 
 async fn admin(args: &ClientArgs, call: Call) -> Result<()> {
+    if let Some(out) = call.out.as_ref().filter(|out| !out.replace && out.path.exists()) {
+        // Before the request: a regenerate must not revoke the old key and then have nowhere
+        // to put the new one.
+        return Err(out_exists(&out.path));
+    }
     let client = connect_with_creds(&args.creds, &args.nats_url).await?;
     let timeout = Duration::try_from_secs_f64(args.timeout).context("--timeout")?;
     let api = AdminClient::new(client, API_PREFIX, timeout);
@@ -168,9 +186,18 @@ async fn admin(args: &ClientArgs, call: Call) -> Result<()> {
     wait_for_push(&api, &call).await;
     if let Some(creds) = answer.get("creds").and_then(|c| c.as_str()).filter(|_| !args.json) {
         return match &call.out {
-            Some(path) => {
-                write_private(path, creds)?;
-                println!("creds written to {}", path.display());
+            Some(out) => {
+                let existing = if out.replace { Existing::Replace } else { Existing::Refuse };
+                match vault::write_private(&out.path, creds.as_bytes(), existing) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Err(out_exists(&out.path))
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("writing {}", out.path.display()))
+                    }
+                }
+                println!("creds written to {}", out.path.display());
                 Ok(())
             }
             None => {
@@ -221,14 +248,11 @@ async fn wait_for_push(api: &AdminClient, call: &Call) {
     );
 }
 
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+fn out_exists(path: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} already exists; pass --force to replace it (or choose another --out)",
+        path.display()
+    )
 }
 
 async fn connect_with_creds(creds: &Path, url: &str) -> Result<async_nats::Client> {

@@ -137,20 +137,14 @@ impl MasterKey {
     /// [`VaultError::Io`] if the file exists or cannot be written.
     pub fn create_file(path: &Path) -> Result<Self, VaultError> {
         let io = |source| VaultError::Io { path: path.to_path_buf(), source };
-        if let Some(dir) = path.parent() {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let key = MasterKey::generate();
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(path).map_err(io)?;
-        file.write_all(key.to_text().as_bytes()).map_err(io)?;
-        file.write_all(b"\n").map_err(io)?;
-        file.sync_all().map_err(io)?;
-        // The key must be on disk before any seed sealed with it is: sync its directory entry.
-        sync_parent(path).map_err(io)?;
+        let mut text = key.to_text();
+        text.push('\n');
+        // Never over an existing key: that would lock away every seed sealed with it.
+        write_private(path, text.as_bytes(), Existing::Refuse).map_err(io)?;
         Ok(key)
     }
 
@@ -201,6 +195,95 @@ pub fn sync_parent(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// What [`write_file`] does when the target already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Leave it alone and fail with [`std::io::ErrorKind::AlreadyExists`].
+    Refuse,
+    /// Replace it (atomically: a reader sees the old file or the new one, never a mix).
+    Replace,
+}
+
+/// Who may read a file [`write_file`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The owner only (0600): seeds, creds, the master key.
+    Private,
+    /// Everyone may read (0644): the operator JWT, the server config.
+    Public,
+}
+
+/// Writes a secret (creds, a key) readable by its owner only: [`write_file`] with
+/// [`Access::Private`]. Every creds and key file nats-authd writes goes through here.
+///
+/// # Errors
+/// As [`write_file`].
+pub fn write_private(path: &Path, contents: &[u8], existing: Existing) -> std::io::Result<()> {
+    write_file(path, contents, Access::Private, existing)
+}
+
+/// Writes `contents` to `path` so that no one ever sees a half-written file or a secret with
+/// looser permissions: a fresh temp file in the same dir is created with its final mode (so
+/// the mode of a file it replaces never carries over), filled, fsynced, then renamed (or,
+/// with [`Existing::Refuse`], hard-linked, which fails if the target exists) over `path`.
+///
+/// # Errors
+/// [`std::io::ErrorKind::AlreadyExists`] if `path` exists and `existing` is
+/// [`Existing::Refuse`]; any other I/O error.
+pub fn write_file(
+    path: &Path,
+    contents: &[u8],
+    access: Access,
+    existing: Existing,
+) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let result = write_new(&tmp, contents, access).and_then(|()| match existing {
+        Existing::Replace => std::fs::rename(&tmp, path),
+        Existing::Refuse => {
+            std::fs::hard_link(&tmp, path).and_then(|()| std::fs::remove_file(&tmp))
+        }
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
+    sync_parent(path)
+}
+
+/// Creates `path` (which must not exist: a stale or planted file is removed first, never
+/// reused, so it cannot lend its mode or be a symlink elsewhere) and writes it durably.
+fn write_new(path: &Path, contents: &[u8], access: Access) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(
+        &mut options,
+        match access {
+            Access::Private => 0o600,
+            Access::Public => 0o644,
+        },
+    );
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    if access == Access::Private {
+        // The creation mode is filtered by the umask; a private file must not depend on it.
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
 /// A sealed secret as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -237,6 +320,33 @@ mod tests {
             Err(VaultError::InvalidMasterKey { .. })
         ));
         assert_eq!(format!("{key:?}"), "MasterKey(<redacted>)");
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_private_file_replacing_a_readable_one_is_private_and_leaves_no_temp_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("user.creds");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        let err = write_private(&path, b"SUSECRET", Existing::Refuse).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+
+        write_private(&path, b"SUSECRET", Existing::Replace).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"SUSECRET");
+        assert_eq!(mode(&path), 0o600);
+        let names: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, [std::ffi::OsString::from("user.creds")], "a temp file was left behind");
     }
 
     #[test]

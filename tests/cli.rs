@@ -2,26 +2,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, nats_server_bin};
-
-const BIN: &str = env!("CARGO_BIN_EXE_nats-authd");
-
-fn nats_authd(dir: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir).env("NATS_SERVER_BIN", nats_server_bin());
-    // Only what each test sets: a NATS_AUTHD_* variable of the machine must not leak in.
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("NATS_AUTHD_") || name == "RUST_LOG" {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
+use common::{await_status, free_port, nats_authd};
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -29,34 +14,42 @@ fn stderr(output: &Output) -> String {
 
 /// A running `nats-authd up`; on drop (a failed assertion included) it gets SIGTERM, so it
 /// stops its nats-server instead of leaving it behind.
-struct Up(Child);
+struct Up {
+    child: Child,
+    /// Its client URL.
+    url: String,
+    /// Where its stdout and stderr go.
+    log: PathBuf,
+}
 
 impl Drop for Up {
     fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            signal(&self.0, nix::sys::signal::Signal::SIGTERM);
-            let _ = wait_exit(&mut self.0, Duration::from_secs(20));
+        if self.child.try_wait().ok().flatten().is_none() {
+            signal(&self.child, nix::sys::signal::Signal::SIGTERM);
+            let _ = wait_exit(&mut self.child, Duration::from_secs(20));
         }
     }
 }
 
-/// Starts `nats-authd up` in `dir` and waits until it says the server is up.
-fn up(dir: &Path, port: u16) -> Up {
-    let mut child = nats_authd(dir)
+/// Starts `nats-authd [global...] up` in `dir` on `port` and waits until the service answers
+/// `status` with the admin creds `up` wrote.
+fn up_with(dir: &Path, port: u16, global: &[&str]) -> Up {
+    let log = dir.join(format!("up-{port}.log"));
+    let file = std::fs::File::create(&log).unwrap();
+    let child = nats_authd(dir)
+        .args(global)
         .args(["up", "--port", &port.to_string(), "--http-port", &free_port().to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().starts_with("nats-server is up") {
-            // Keep reading, or `up` dies of a closed pipe at its next line of output.
-            std::thread::spawn(move || lines.for_each(drop));
-            return Up(child);
-        }
-    }
-    panic!("`up` exited before the server was up: {:?}", child.wait());
+    let up = Up { child, url: format!("nats://127.0.0.1:{port}"), log };
+    await_status(dir, &up.url, Path::new("authd/admin.creds"), Duration::from_secs(30));
+    up
+}
+
+fn up(dir: &Path, port: u16) -> Up {
+    up_with(dir, port, &[])
 }
 
 fn signal(child: &Child, sig: nix::sys::signal::Signal) {
@@ -81,23 +74,15 @@ fn up_brings_up_a_working_stack_and_ctrl_c_stops_it() {
     let mut up = up(dir.path(), port);
 
     // The defaults `up` printed: admin creds in ./authd, the service answering.
-    let url = format!("nats://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        let out =
-            nats_authd(dir.path()).args(["status", "--json", "--nats-url", &url]).output().unwrap();
-        if out.status.success() {
-            break out;
-        }
-        assert!(Instant::now() < deadline, "status never answered: {}", stderr(&out));
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let out = nats_authd(dir.path()).args(["status", "--json", "--nats-url", &up.url]).output();
+    let out = out.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["accounts"], 3, "{status}");
     assert_eq!(status["server_name"], "authd-local");
 
-    signal(&up.0, nix::sys::signal::Signal::SIGINT);
-    assert!(wait_exit(&mut up.0, Duration::from_secs(20)).success());
+    signal(&up.child, nix::sys::signal::Signal::SIGINT);
+    assert!(wait_exit(&mut up.child, Duration::from_secs(20)).success());
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "nats-server still running"
@@ -113,8 +98,8 @@ fn a_second_process_on_the_same_data_dir_gets_a_clear_error() {
         assert!(!out.status.success());
         assert!(stderr(&out).contains("in use by another nats-authd process"), "{}", stderr(&out));
     }
-    signal(&first.0, nix::sys::signal::Signal::SIGTERM);
-    assert!(wait_exit(&mut first.0, Duration::from_secs(20)).success());
+    signal(&first.child, nix::sys::signal::Signal::SIGTERM);
+    assert!(wait_exit(&mut first.child, Duration::from_secs(20)).success());
 }
 
 #[test]
@@ -176,4 +161,142 @@ fn wrong_master_key_in_the_environment_is_named() {
 
 fn nats_authd_key() -> String {
     nats_authd::vault::MasterKey::generate().to_text().to_string()
+}
+
+/// Every file under `dir` with its bytes, sorted by path.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = common::files_under(dir)
+        .into_iter()
+        .map(|f| (f.clone(), std::fs::read(&f).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn init_and_up_refuse_a_store_whose_db_file_is_gone_and_serve_calls_it_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(nats_authd(dir.path()).arg("init").output().unwrap().status.success());
+    std::fs::remove_file(dir.path().join("authd/data/store/db")).unwrap();
+    let before = snapshot(dir.path());
+
+    let port = free_port().to_string();
+    for args in [&["init"][..], &["up", "--port", &port][..], &["serve", "--require-nats"][..]] {
+        let out = nats_authd(dir.path()).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} accepted a damaged store");
+        let text = stderr(&out);
+        assert!(text.contains("damaged or incomplete"), "{args:?}: {text}");
+        assert!(text.contains("from a backup"), "{args:?} must say how to recover: {text}");
+        assert!(!text.contains("no nats-authd store in"), "{args:?} says run init: {text}");
+        assert!(snapshot(dir.path()) == before, "{args:?} changed a file");
+    }
+}
+
+#[test]
+fn the_serve_line_init_prints_names_the_server_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = nats_authd(dir.path())
+        .args(["init", "--port", &port.to_string(), "--data-dir", "d", "--out-dir", "o"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Then the service:"))
+        .unwrap_or_else(|| panic!("no serve line in {stdout}"));
+    // Pasted as it is, it parses into a serve on this data dir and this server.
+    let cli =
+        <nats_authd::cli::Cli as clap::Parser>::try_parse_from(line.split_whitespace()).unwrap();
+    let nats_authd::cli::Command::Serve(serve) = cli.command else { panic!("not serve: {line}") };
+    assert_eq!(serve.store.data_dir, Path::new("d"));
+    assert_eq!(serve.nats_urls, [format!("nats://127.0.0.1:{port}")]);
+}
+
+/// The seed of a creds file: the line after its seed header.
+fn seed_of(creds: &str) -> String {
+    let mut lines = creds.lines();
+    lines.find(|l| l.contains("BEGIN USER NKEY SEED")).expect("a seed section");
+    lines.next().unwrap().trim().to_string()
+}
+
+#[test]
+fn trace_logs_never_show_a_password_or_a_seed() {
+    const PASSWORD: &str = "correct-horse-battery-staple-7f3a";
+    let dir = tempfile::tempdir().unwrap();
+    let up = up_with(dir.path(), free_port(), &["--log", "trace"]);
+
+    // The client at trace too: what it sends and what it receives are logged as well.
+    let client = |args: &[&str]| {
+        let mut cmd = nats_authd(dir.path());
+        cmd.args(["--log", "trace"]).args(args).args(["--nats-url", &up.url]);
+        cmd
+    };
+    let mut outputs = Vec::new();
+    let out = client(&["account", "create", "acme"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    outputs.push(out);
+    let mut create = client(&["user", "create", "acme", "dev1", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(create.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    let out = create.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    outputs.push(out);
+    let out = client(&["user", "creds", "acme", "dev1", "--out", "dev1.creds"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    outputs.push(out);
+    let seed = seed_of(&std::fs::read_to_string(dir.path().join("dev1.creds")).unwrap());
+    let admin_seed =
+        seed_of(&std::fs::read_to_string(dir.path().join("authd/admin.creds")).unwrap());
+    let log = up.log.clone();
+    drop(up);
+
+    let mut logs = std::fs::read(log).unwrap();
+    assert!(logs.windows(5).any(|w| w == b"TRACE"), "the service did not log at trace");
+    for out in &outputs {
+        logs.extend_from_slice(&out.stdout);
+        logs.extend_from_slice(&out.stderr);
+    }
+    let logs = String::from_utf8_lossy(&logs);
+    assert!(logs.contains("user.create"), "the request itself went unlogged: not a real test");
+    assert!(!logs.contains(PASSWORD), "the password is in the logs");
+    assert!(!logs.contains(&seed), "the user's seed is in the logs");
+    assert!(!logs.contains(&admin_seed), "the admin's seed is in the logs");
+}
+
+#[cfg(unix)]
+#[test]
+fn creds_out_onto_an_existing_file_is_refused_without_force_and_private_with_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let up = up(dir.path(), free_port());
+    let admin = |args: &[&str]| {
+        nats_authd(dir.path()).args(args).args(["--nats-url", &up.url]).output().unwrap()
+    };
+    assert!(admin(&["account", "create", "acme"]).status.success());
+    assert!(admin(&["user", "create", "acme", "dev1"]).status.success());
+
+    let target = dir.path().join("shared.creds");
+    std::fs::write(&target, "old, world-readable").unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out_arg = target.to_str().unwrap();
+    for verb in ["creds", "regenerate"] {
+        let out = admin(&["user", verb, "acme", "dev1", "--out", out_arg]);
+        assert!(!out.status.success(), "{verb} --out overwrote an existing file");
+        assert!(stderr(&out).contains("--force"), "{verb}: {}", stderr(&out));
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "old, world-readable");
+    }
+
+    let out = admin(&["user", "creds", "acme", "dev1", "--out", out_arg, "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&target).unwrap();
+    assert!(!seed_of(&text).is_empty());
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "a seed landed in a file others can read");
 }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use common::Stack;
 use nats_authd::authority::AuthorityError;
-use nats_authd::bootstrap::{self, BootstrapError, InitOptions, MasterKeyOptions};
+use nats_authd::bootstrap::{self, BootstrapError, Damage, InitOptions, MasterKeyOptions};
 use nats_authd::model::{self, AccountRecord, OperatorRecord, UserRecord};
 use nats_authd::store::sled::{OpenMode, SledStore};
-use nats_authd::store::{Batch, Db, Expect, Op, Tree};
+use nats_authd::store::{Batch, Db, Expect, Op, StoreError, Tree, OPERATOR_KEY};
 use nats_authd::vault::{MasterKey, VaultError};
 use zeroize::Zeroizing;
 
@@ -136,6 +136,134 @@ async fn missing_or_wrong_master_key_is_a_clear_error_and_changes_nothing() {
     assert_eq!(authority.db().export().await.unwrap(), before);
 }
 
+/// Every file under `dir` with its bytes, sorted by path.
+fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = common::files_under(dir)
+        .into_iter()
+        .map(|f| (f.clone(), std::fs::read(&f).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Deletes one record from the released store of `stack`, as a crash or a bad tool might.
+async fn delete_record(stack: &Stack, tree: Tree, key: &str) {
+    let store = SledStore::open(&stack.layout.store_dir(), OpenMode::MustExist).unwrap();
+    let mut batch = Batch::new();
+    batch.push(Op::Delete { tree, key: key.into(), expect: Expect::Present });
+    Db::new(Arc::new(store)).commit(batch).await.unwrap();
+}
+
+/// Damages a fresh stack's store with `damage` (which says what damage it made), then checks
+/// that `init` refuses with that damage and leaves every file in the data dir byte-identical,
+/// and that `serve`'s open reports the same damage rather than "not initialized".
+async fn damaged_store_is_refused_untouched<F, Fut>(damage: F)
+where
+    F: FnOnce(Stack) -> Fut,
+    Fut: std::future::Future<Output = (Stack, Damage)>,
+{
+    let mut stack = Stack::init().await;
+    stack.release_store();
+    let (stack, expected) = damage(stack).await;
+    let data_dir = stack.layout.data_dir.clone();
+    let before = snapshot(&data_dir);
+
+    let err = bootstrap::init(&options(&stack, MasterKeyOptions::default()), model::now())
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, BootstrapError::Damaged { damage, .. } if *damage == expected), "{err}");
+    assert!(snapshot(&data_dir) == before, "a refused init changed the data dir");
+
+    let err = bootstrap::open(&data_dir, &MasterKeyOptions::default()).await.err().unwrap();
+    assert!(matches!(&err, BootstrapError::Damaged { damage, .. } if *damage == expected), "{err}");
+}
+
+#[tokio::test]
+async fn init_refuses_a_store_whose_db_file_is_gone_and_changes_nothing() {
+    damaged_store_is_refused_untouched(|stack| async move {
+        std::fs::remove_file(stack.layout.store_dir().join("db")).unwrap();
+        (stack, Damage::NoDbFile)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn init_refuses_a_store_without_its_key_check_and_changes_nothing() {
+    damaged_store_is_refused_untouched(|stack| async move {
+        delete_record(&stack, Tree::Meta, nats_authd::authority::KEY_CHECK).await;
+        (stack, Damage::NoKeyCheck)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn init_refuses_a_store_without_its_operator_and_changes_nothing() {
+    damaged_store_is_refused_untouched(|stack| async move {
+        delete_record(&stack, Tree::Operator, OPERATOR_KEY).await;
+        (stack, Damage::NoOperator)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn init_refuses_a_store_without_its_schema_version_and_changes_nothing() {
+    damaged_store_is_refused_untouched(|stack| async move {
+        delete_record(&stack, Tree::Meta, "schema_version").await;
+        (stack, Damage::NoSchema)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn init_refuses_a_data_dir_whose_store_was_removed_while_its_master_key_is_there() {
+    damaged_store_is_refused_untouched(|stack| async move {
+        std::fs::remove_dir_all(stack.layout.store_dir()).unwrap();
+        let key = stack.layout.default_master_key_file();
+        (stack, Damage::StoreGone(key))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn init_after_an_interrupted_first_init_creates_the_trust_chain() {
+    // What a first init leaves if it dies after making the key: the key and its staging dir.
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir_all(data_dir.join("store.new")).unwrap();
+    std::fs::write(data_dir.join("store.new").join("conf"), "half").unwrap();
+    MasterKey::create_file(&bootstrap::default_master_key_file(&data_dir)).unwrap();
+    let options = InitOptions {
+        layout: bootstrap::Layout { data_dir: data_dir.clone(), out_dir: dir.path().join("out") },
+        master_key: MasterKeyOptions::default(),
+        server: nats_authd::server_config::ServerSettings {
+            host: "127.0.0.1".into(),
+            port: 4222,
+            http_port: 8222,
+            server_name: "t".into(),
+        },
+        operator_name: "test-operator".into(),
+        xkey: true,
+    };
+    let outcome = bootstrap::init(&options, model::now()).await.unwrap();
+    assert!(outcome.created);
+    assert!(outcome.created_master_key.is_none(), "the key of the interrupted init is reused");
+    assert!(!data_dir.join("store.new").exists(), "the staging dir is gone");
+    drop(outcome);
+    let again = bootstrap::open(&data_dir, &MasterKeyOptions::default()).await;
+    assert!(again.is_ok(), "{:?}", again.err());
+}
+
+#[tokio::test]
+async fn serve_on_a_dir_where_init_never_ran_says_not_initialized() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = bootstrap::open(&dir.path().join("nowhere"), &MasterKeyOptions::default())
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, BootstrapError::Store(StoreError::NotInitialized { .. })), "{err}");
+    assert!(!dir.path().join("nowhere").exists(), "open must not create a data dir");
+}
+
 /// Every seed the store holds, opened with the master key, as text and as raw key bytes.
 async fn every_seed(db: &Db, master: &MasterKey) -> Vec<(String, Vec<Vec<u8>>)> {
     let mut keys = Vec::new();
@@ -174,11 +302,11 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 async fn no_seed_is_readable_in_the_data_dir_or_the_logs() {
     let mut stack = Stack::start().await;
     stack.release_store();
-    let bin = env!("CARGO_BIN_EXE_nats-authd");
     let data_dir = stack.layout.data_dir.clone();
+    let here = stack.dir.path();
 
     // Run the real binary with verbose logs: init again, then serve until it is up.
-    let init = Command::new(bin)
+    let init = common::nats_authd(here)
         .args(["--log", "trace", "init", "--data-dir"])
         .arg(&data_dir)
         .arg("--out-dir")
@@ -188,7 +316,7 @@ async fn no_seed_is_readable_in_the_data_dir_or_the_logs() {
         .unwrap();
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
     let log_file = stack.dir.path().join("serve.log");
-    let mut serve = Command::new(bin)
+    let mut serve = common::nats_authd(here)
         .args(["--log", "trace", "serve", "--data-dir"])
         .arg(&data_dir)
         .args(["--nats-url", &stack.url()])
@@ -196,11 +324,12 @@ async fn no_seed_is_readable_in_the_data_dir_or_the_logs() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !std::fs::read_to_string(&log_file).unwrap().contains("serving") {
-        assert!(std::time::Instant::now() < deadline, "serve did not come up");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let admin_creds = stack.layout.admin_creds();
+    let (url, dir) = (stack.url(), here.to_path_buf());
+    let ready = std::time::Duration::from_secs(20);
+    tokio::task::spawn_blocking(move || common::await_status(&dir, &url, &admin_creds, ready))
+        .await
+        .unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(serve.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

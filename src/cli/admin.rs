@@ -138,17 +138,25 @@ pub enum UserCmd {
     Regenerate {
         account: String,
         name: String,
-        /// Write the creds to this file (mode 0600) instead of stdout.
+        /// Write the creds to this file (mode 0600) instead of stdout; an existing file is
+        /// refused unless --force is given.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Replace an existing --out file (the new file is mode 0600 whatever the old one was).
+        #[arg(long, requires = "out")]
+        force: bool,
     },
     /// Print a user's creds file.
     Creds {
         account: String,
         name: String,
-        /// Write the creds to this file (mode 0600) instead of stdout.
+        /// Write the creds to this file (mode 0600) instead of stdout; an existing file is
+        /// refused unless --force is given.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Replace an existing --out file (the new file is mode 0600 whatever the old one was).
+        #[arg(long, requires = "out")]
+        force: bool,
     },
 }
 
@@ -286,7 +294,19 @@ pub struct Call {
     pub endpoint: &'static str,
     pub body: Value,
     /// Where to write a creds answer.
-    pub out: Option<PathBuf>,
+    pub out: Option<OutFile>,
+}
+
+/// A file to write a creds answer to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutFile {
+    pub path: PathBuf,
+    /// Replace the file if it exists (`--force`); otherwise an existing file is refused.
+    pub replace: bool,
+}
+
+fn out_file(path: &Option<PathBuf>, force: bool) -> Option<OutFile> {
+    path.clone().map(|path| OutFile { path, replace: force })
 }
 
 fn call(endpoint: &'static str, body: Value) -> Call {
@@ -427,12 +447,12 @@ impl UserCmd {
             UserCmd::Delete { account, name } => {
                 call("user.delete", json!({ "account": account, "name": name }))
             }
-            UserCmd::Regenerate { account, name, out } => Call {
-                out: out.clone(),
+            UserCmd::Regenerate { account, name, out, force } => Call {
+                out: out_file(out, *force),
                 ..call("user.regenerate", json!({ "account": account, "name": name }))
             },
-            UserCmd::Creds { account, name, out } => Call {
-                out: out.clone(),
+            UserCmd::Creds { account, name, out, force } => Call {
+                out: out_file(out, *force),
                 ..call("user.creds", json!({ "account": account, "name": name }))
             },
         })

@@ -26,11 +26,38 @@ pub const MASTER_KEY_ENV: &str = "NATS_AUTHD_MASTER_KEY";
 /// same once, in our words.
 pub const DEFAULT_LOG: &str = "info,async_nats=warn";
 
+/// Log targets of async-nats that print message bodies or whole protocol lines, and the most
+/// they may log, whatever the filter says. Message bodies carry passwords (`user.create`),
+/// creds with seeds (`user.creds`) and tokens.
+/// - `async_nats::connection` at trace logs every protocol operation it reads, payload
+///   included (`read operation completed`, `read operation: unknown`), and headers written.
+/// - `async_nats::jetstream` at debug logs JetStream request bodies and whole messages.
+///
+/// The rest of async-nats logs subjects, ids and connection events, never a body.
+pub const SECRET_SAFE_CAPS: [(&str, tracing::Level); 2] = [
+    ("async_nats::connection", tracing::Level::DEBUG),
+    ("async_nats::jetstream", tracing::Level::INFO),
+];
+
+/// A filter to apply on top of the user's: it lets through everything except what
+/// [`SECRET_SAFE_CAPS`] forbids. Being a second filter, not more directives in the first, no
+/// directive of the user's (however specific) can lift it.
+pub fn secret_safe_filter() -> tracing_subscriber::filter::Targets {
+    SECRET_SAFE_CAPS.iter().fold(
+        tracing_subscriber::filter::Targets::new()
+            .with_default(tracing_subscriber::filter::LevelFilter::TRACE),
+        |targets, (target, level)| targets.with_target(*target, *level),
+    )
+}
+
 /// nats-authd: accounts, users, roles and auth callout for NATS, managed over NATS.
 #[derive(Debug, Parser)]
 #[command(name = "nats-authd", version, about, long_about = None)]
 pub struct Cli {
-    /// Log filter (tracing syntax), e.g. `info` or `nats_authd=debug`.
+    /// Log filter (tracing syntax), e.g. `info` or `nats_authd=debug`. No level prints a
+    /// secret: whatever the filter says, async-nats's protocol trace (`async_nats::connection`)
+    /// is capped at debug and `async_nats::jetstream` at info, as they print message bodies
+    /// (passwords, creds).
     #[arg(long, env = "RUST_LOG", default_value = DEFAULT_LOG, global = true)]
     pub log: String,
     #[command(subcommand)]
@@ -366,6 +393,19 @@ mod tests {
         assert_eq!(conn.urls, ["nats://a:4222", "nats://b:4222"]);
         assert!(conn.require_nats);
         assert_eq!(conn.connect_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn no_log_filter_lets_async_nats_print_message_bodies() {
+        use tracing::Level;
+        let safe = secret_safe_filter();
+        for target in ["async_nats::connection", "async_nats::jetstream::context"] {
+            assert!(!safe.would_enable(target, &Level::TRACE), "{target} at trace");
+        }
+        assert!(!safe.would_enable("async_nats::jetstream::consumer::pull", &Level::DEBUG));
+        assert!(safe.would_enable("async_nats::connection", &Level::DEBUG));
+        assert!(safe.would_enable("async_nats", &Level::TRACE));
+        assert!(safe.would_enable("nats_authd::service", &Level::TRACE));
     }
 
     #[test]

@@ -10,7 +10,10 @@ use sled::Transactional;
 
 use super::{Batch, ConflictKind, Expect, Op, Store, StoreError, Tree, SCHEMA_VERSION};
 
-const LOCK_FILE: &str = "nats-authd.lock";
+/// The lock file a running nats-authd holds in the store dir.
+pub const LOCK_FILE: &str = "nats-authd.lock";
+/// sled's main file; a store without it has lost its data (sled would start an empty one).
+pub const DB_FILE: &str = "db";
 const SCHEMA_KEY: &str = "schema_version";
 
 /// Whether [`SledStore::open`] may create a new store.
@@ -38,19 +41,34 @@ fn backend(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError
     StoreError::backend(e)
 }
 
-impl SledStore {
-    /// Opens (or creates) the store in `dir`.
+/// Whether `dir` holds anything at all (a file or a dir of any kind). An absent dir holds
+/// nothing. Used to tell "no store here" from "a store, possibly damaged": anything left in a
+/// store dir means a store was there, and nothing may be created over it.
+///
+/// # Errors
+/// [`StoreError::Backend`] if the dir exists but cannot be read.
+pub fn holds_anything(dir: &Path) -> Result<bool, StoreError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().transpose().map_err(backend)?.is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(backend(format!("{}: {e}", dir.display()))),
+    }
+}
+
+/// The exclusive lock on a store dir, taken before the store is opened, so that a caller can
+/// look at the dir's files (or copy them) knowing no other process is writing them.
+#[derive(Debug)]
+pub struct StoreLock {
+    dir: PathBuf,
+    file: File,
+}
+
+impl StoreLock {
+    /// Takes the lock on `dir`, creating the dir (mode 0700) and the lock file if missing.
     ///
     /// # Errors
-    /// [`StoreError::Locked`] if another process has it open, [`StoreError::NotInitialized`]
-    /// with [`OpenMode::MustExist`] on an empty dir, [`StoreError::SchemaTooNew`] for a store
-    /// written by a newer build.
-    pub fn open(dir: &Path, mode: OpenMode) -> Result<Self, StoreError> {
-        let display = dir.display().to_string();
-        let exists = dir.join("db").exists();
-        if !exists && mode == OpenMode::MustExist {
-            return Err(StoreError::NotInitialized { path: display });
-        }
+    /// [`StoreError::Locked`] if another process has the store open, backend errors.
+    pub fn take(dir: &Path) -> Result<Self, StoreError> {
         if !dir.exists() {
             // Records (password hashes among them) are readable by the owner only.
             let mut builder = std::fs::DirBuilder::new();
@@ -59,9 +77,43 @@ impl SledStore {
             std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
             builder.create(dir).map_err(backend)?;
         }
-        let lock = take_lock(&dir.join(LOCK_FILE), &display)?;
-        let db = sled::Config::new().path(dir).open().map_err(backend)?;
-        Self::from_db(db, Some(lock))
+        let file = take_lock(&dir.join(LOCK_FILE), &dir.display().to_string())?;
+        Ok(StoreLock { dir: dir.to_path_buf(), file })
+    }
+
+    /// The locked dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Opens the store under this lock, which the store then holds until it is dropped.
+    ///
+    /// # Errors
+    /// As [`SledStore::open`].
+    pub fn open(self, mode: OpenMode) -> Result<SledStore, StoreError> {
+        let exists = self.dir.join(DB_FILE).exists();
+        if !exists && mode == OpenMode::MustExist {
+            return Err(StoreError::NotInitialized { path: self.dir.display().to_string() });
+        }
+        let db = sled::Config::new().path(&self.dir).open().map_err(backend)?;
+        SledStore::from_db(db, Some(self.file))
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] if another process has it open, [`StoreError::NotInitialized`]
+    /// with [`OpenMode::MustExist`] when the dir has no sled db, [`StoreError::SchemaTooNew`]
+    /// for a store written by a newer build, [`StoreError::Corrupt`] for an existing store
+    /// without a schema version.
+    pub fn open(dir: &Path, mode: OpenMode) -> Result<Self, StoreError> {
+        if mode == OpenMode::MustExist && !dir.join(DB_FILE).exists() {
+            // Checked before the lock, so a mistyped path creates nothing.
+            return Err(StoreError::NotInitialized { path: dir.display().to_string() });
+        }
+        StoreLock::take(dir)?.open(mode)
     }
 
     /// An in-memory store that vanishes on drop, for tests.
@@ -92,6 +144,15 @@ impl SledStore {
                 if found > SCHEMA_VERSION {
                     return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION });
                 }
+            }
+            // Only a brand-new database gets a version. One that sled recovered from disk but
+            // that has none lost records: stamping it would pass it off as a sound store.
+            None if db.was_recovered() => {
+                return Err(StoreError::Corrupt {
+                    tree: Tree::Meta,
+                    key: SCHEMA_KEY.into(),
+                    message: "missing: the store is incomplete".into(),
+                });
             }
             None => {
                 meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes()).map_err(backend)?;

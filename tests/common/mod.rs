@@ -417,3 +417,39 @@ pub async fn account_of(client: &Client) -> String {
     let info: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     info["data"]["account"].as_str().unwrap_or_else(|| panic!("no account in {info}")).to_string()
 }
+
+/// The compiled `nats-authd`, to run in `dir` with a scrubbed environment: nothing of the
+/// machine's (a developer's `NATS_AUTHD_*` or `RUST_LOG`) leaks in; only `PATH` and
+/// `NATS_SERVER_BIN` are set, and each test adds what it means to.
+pub fn nats_authd(dir: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_nats-authd"));
+    cmd.current_dir(dir).env_clear().env("NATS_SERVER_BIN", nats_server_bin());
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd
+}
+
+/// Waits until the service behind `url` answers `status` (asked by the binary, as an admin
+/// with `creds`, relative to `dir`), polling every 100 ms; panics after `within`. Returns the
+/// status answer. Readiness is what the service says, not what a log line or a sleep implies.
+pub fn await_status(dir: &Path, url: &str, creds: &Path, within: Duration) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let out = nats_authd(dir)
+            .args(["--log", "off", "status", "--json", "--timeout", "1", "--nats-url", url])
+            .arg("--creds")
+            .arg(creds)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return serde_json::from_slice(&out.stdout).unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service at {url} never answered status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
