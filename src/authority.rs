@@ -15,7 +15,7 @@ use crate::vault::{MasterKey, VaultError};
 pub const KEY_CHECK: &str = "master_key_check";
 const KEY_CHECK_PLAINTEXT: &[u8] = b"nats-authd master key check v1";
 
-pub use crate::names::{ADMIN_ACCOUNT, AUTH_ACCOUNT, SYS_ACCOUNT};
+use crate::names::AUTH_ACCOUNT;
 
 /// Why the authority could not answer.
 #[derive(Debug, thiserror::Error)]

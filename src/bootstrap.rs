@@ -11,35 +11,21 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use crate::authority::{self, Authority, AuthorityError, ADMIN_ACCOUNT, AUTH_ACCOUNT, SYS_ACCOUNT};
+use crate::authority::{self, Authority, AuthorityError};
 use crate::claims::{Export, ExportType, Import, ResponseType};
 use crate::keys::{KeyRole, SealedKey};
 use crate::model::{
     AccountKind, AccountName, AccountRecord, OperatorRecord, UnixTime, UserKind, UserName,
     UserRecord,
 };
+use crate::names::{
+    ADMIN_ACCOUNT, ADMIN_USER, API_PREFIX, AUTH_ACCOUNT, SENTINEL_USER, SERVICE_USER, SYS_ACCOUNT,
+    SYS_SERVICES,
+};
 use crate::server_config::{self, ConfigInputs, ServerSettings};
 use crate::store::sled::{self, OpenMode, SledStore, StoreLock};
 use crate::store::{Batch, Db, Expect, Op, StoreError, Tree, OPERATOR_KEY};
 use crate::vault::{self, Access, Existing, MasterKey, MasterKeySource, VaultError};
-
-/// Subject prefix of the management API.
-pub const API_PREFIX: &str = "authd";
-/// Name of the service user in AUTH.
-pub const SERVICE_USER: &str = "service";
-/// Name of the sentinel user in AUTH.
-pub const SENTINEL_USER: &str = "sentinel";
-/// Name of the first admin user in ADMIN.
-pub const ADMIN_USER: &str = "admin";
-
-/// The server requests the service makes through SYS exports (DESIGN.md: checked to work).
-pub const SYS_SERVICES: [&str; 5] = [
-    "$SYS.REQ.CLAIMS.UPDATE",
-    "$SYS.REQ.CLAIMS.DELETE",
-    "$SYS.REQ.CLAIMS.LIST",
-    "$SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP",
-    "$SYS.REQ.SERVER.*.KICK",
-];
 
 /// Why `init` or opening the data dir failed.
 #[derive(Debug, thiserror::Error)]
@@ -360,7 +346,7 @@ async fn open_store_dir(
     // Taken first and held throughout, so no other process writes while we copy or check.
     let lock = tokio::task::spawn_blocking(move || StoreLock::take(&dir))
         .await
-        .map_err(|e| StoreError::Backend(e.to_string()))??;
+        .map_err(StoreError::backend)??;
     if check_copy {
         if let Some(damage) = damage_in_copy(&lock, data_dir).await? {
             return Err(damaged(data_dir, damage));
@@ -368,7 +354,7 @@ async fn open_store_dir(
     }
     let store = tokio::task::spawn_blocking(move || lock.open(OpenMode::MustExist))
         .await
-        .map_err(|e| StoreError::Backend(e.to_string()))?;
+        .map_err(StoreError::backend)?;
     let db = match store {
         Ok(store) => Db::new(Arc::new(store)),
         Err(StoreError::Corrupt { tree: Tree::Meta, .. }) => {

@@ -27,9 +27,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::authority::{Authority, AuthorityError, AUTH_ACCOUNT};
-use crate::bootstrap::SERVICE_USER;
+use crate::authority::{Authority, AuthorityError};
 use crate::model::{self, AccountName, UnixTime, UserName};
+use crate::names::{AUTH_ACCOUNT, SERVICE_USER};
 use crate::policy;
 use crate::trust;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use nats_authd::bootstrap::{self, InitOutcome, API_PREFIX};
+use nats_authd::bootstrap::{self, InitOutcome};
 use nats_authd::cli::admin::{read_password, Call};
 use nats_authd::cli::{
     output, secret_safe_filter, Cli, ClientArgs, Command, InitArgs, ServeArgs, UpArgs, DEFAULT_LOG,
@@ -15,6 +15,7 @@ use nats_authd::cli::{
 };
 use nats_authd::client::AdminClient;
 use nats_authd::connection::ConnectionSettings;
+use nats_authd::names::API_PREFIX;
 use nats_authd::vault::{self, Existing};
 use nats_authd::{app, claims, model, nats_server};
 use tracing_subscriber::filter::FilterExt;

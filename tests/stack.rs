@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use common::{account_of, nats_server_bin, Stack};
 use futures::StreamExt;
-use nats_authd::authority::{ADMIN_ACCOUNT, AUTH_ACCOUNT};
 use nats_authd::claims::{Permission, Permissions, UserPermissionLimits};
 use nats_authd::model::{
     self, AccountKind, AccountName, AccountRecord, UserKind, UserName, UserRecord,
 };
+use nats_authd::names::{ADMIN_ACCOUNT, AUTH_ACCOUNT};
 use nats_authd::nats_server;
 use nats_authd::trust;
 

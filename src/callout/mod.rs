@@ -25,12 +25,12 @@ use tokio::sync::{broadcast, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::bootstrap::API_PREFIX;
 use crate::claims::{
     self, AuthorizationRequest, AuthorizationResponse, Claims, ClaimsError, Validation,
 };
 use crate::manage::Revoked;
 use crate::model::{self, UnixTime};
+use crate::names::API_PREFIX;
 use authorize::{Authorizer, Decision, Refusal};
 
 /// Where nats-server sends authorization requests (in the callout account).

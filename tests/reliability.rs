@@ -1,0 +1,274 @@
+//! Regressions from an independent attack-and-fault run, and the error seam's guarantees.
+//! Each of these failed on the code before its fix.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{creds, drained, Stack};
+use futures::future::join_all;
+use nats_authd::manage::accounts::UpdateAccount;
+use nats_authd::manage::roles::{CreateRole, RoleRef};
+use nats_authd::manage::users::{CreateUser, UpdateUser, UserRef};
+use nats_authd::manage::{ManageError, Manager, Noun};
+use nats_authd::model::{now, RoleRecord, UserRecord};
+use nats_authd::service::reply::WireError;
+use serde_json::{json, Value};
+
+fn create_user(
+    account: &str,
+    name: &str,
+    role: Option<&str>,
+    password: Option<&str>,
+) -> CreateUser {
+    serde_json::from_value(json!({
+        "account": account, "name": name, "role": role, "password": password,
+    }))
+    .unwrap()
+}
+
+fn new_role(account: &str, name: &str) -> CreateRole {
+    serde_json::from_value(json!({ "account": account, "name": name })).unwrap()
+}
+
+fn role_ref(account: &str, name: &str) -> RoleRef {
+    serde_json::from_value(json!({ "account": account, "name": name })).unwrap()
+}
+
+fn user_ref(account: &str, name: &str) -> UserRef {
+    serde_json::from_value(json!({ "account": account, "name": name })).unwrap()
+}
+
+fn update_account(body: Value) -> UpdateAccount {
+    serde_json::from_value(body).unwrap()
+}
+
+fn update_user(body: Value) -> UpdateUser {
+    serde_json::from_value(body).unwrap()
+}
+
+async fn tenant(manager: &Manager, name: &str) {
+    manager
+        .create_account(serde_json::from_value(json!({ "name": name })).unwrap(), now())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_account_changed_during_a_user_create_is_reported_as_changed_not_as_a_duplicate() {
+    let stack = Stack::init().await;
+    let manager = stack.manager();
+    tenant(&manager, "acme").await;
+    let mut changed = 0;
+    for i in 0..20 {
+        // The create reads the account, then hashes the password (~20 ms) before it writes;
+        // the update lands in between.
+        let create = manager.create_user(
+            create_user("acme", &format!("u{i}"), None, Some("hunter2hunter2")),
+            now(),
+        );
+        let update = async {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            manager
+                .update_account(
+                    update_account(json!({"name": "acme", "description": format!("v{i}")})),
+                    now(),
+                )
+                .await
+                .unwrap();
+        };
+        let (created, ()) = tokio::join!(create, update);
+        match created {
+            Ok(_) => {}
+            Err(e @ ManageError::Changed { what: Noun::Account, .. }) => {
+                let wire = WireError::of(&e);
+                assert_eq!((wire.code, wire.kind), (409, "changed"));
+                assert!(wire.message.contains("changed concurrently"), "{}", wire.message);
+                changed += 1;
+            }
+            Err(other) => panic!("a concurrent account change was reported as {other:?}"),
+        }
+    }
+    assert!(changed > 0, "the race never happened: the test proves nothing");
+}
+
+#[tokio::test]
+async fn a_role_deleted_while_it_is_assigned_never_leaves_a_dangling_name() {
+    let stack = Stack::init().await;
+    let manager = stack.manager();
+    tenant(&manager, "acme").await;
+    let db = stack.authority().db().clone();
+    for i in 0..25 {
+        let (r, u) = (format!("r{i}"), format!("u{i}"));
+        manager.create_role(new_role("acme", &r), now()).await.unwrap();
+        // Half with a password, so the create holds the role it read for a hash's time.
+        let password = (i % 2 == 0).then_some("hunter2hunter2");
+        let (_, _) = tokio::join!(
+            manager.create_user(create_user("acme", &u, Some(&r), password), now()),
+            manager.delete_role(role_ref("acme", &r), now()),
+        );
+        let user = db.get::<UserRecord>(&format!("acme/{u}")).await.unwrap();
+        let role = db.get::<RoleRecord>(&format!("acme/{r}")).await.unwrap();
+        if let Some(user) = user {
+            assert!(role.is_some(), "user {u} names role {r}, which is gone");
+            assert_eq!(user.role.as_ref().map(|r| r.as_str()), Some(r.as_str()));
+        }
+        assert!(role.is_none_or(|r| !r.deleting), "a failed delete left its mark");
+
+        // The same race for the account's default role.
+        let d = format!("d{i}");
+        manager.create_role(new_role("acme", &d), now()).await.unwrap();
+        let (_, _) = tokio::join!(
+            manager
+                .update_account(update_account(json!({"name": "acme", "default_role": d})), now()),
+            manager.delete_role(role_ref("acme", &d), now()),
+        );
+        let account = manager
+            .authority()
+            .account(&nats_authd::model::AccountName::new("acme").unwrap())
+            .await
+            .unwrap();
+        if account.default_role.as_ref().is_some_and(|r| r.as_str() == d) {
+            assert!(
+                db.get::<RoleRecord>(&format!("acme/{d}")).await.unwrap().is_some(),
+                "the default names {d}, which is gone"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_last_active_admin_cannot_be_deleted_or_deactivated() {
+    let stack = Stack::init().await;
+    let manager = stack.manager();
+    let refused = |r: Result<_, ManageError>| matches!(r, Err(ManageError::Refused(_)));
+    assert!(refused(manager.delete_user(user_ref("admin", "admin"), now()).await));
+    assert!(refused(
+        manager
+            .update_user(
+                update_user(json!({"account": "admin", "name": "admin", "active": false})),
+                now()
+            )
+            .await
+    ));
+    manager.create_user(create_user("admin", "second", None, None), now()).await.unwrap();
+    manager.delete_user(user_ref("admin", "admin"), now()).await.unwrap();
+    assert!(refused(manager.delete_user(user_ref("admin", "second"), now()).await));
+
+    // Two admins deleted at once: one of the deletes must fail.
+    manager.create_user(create_user("admin", "third", None, None), now()).await.unwrap();
+    let _ = tokio::join!(
+        manager.delete_user(user_ref("admin", "second"), now()),
+        manager.delete_user(user_ref("admin", "third"), now()),
+    );
+    let admins = stack.authority().db().list::<UserRecord>("admin/").await.unwrap();
+    assert!(admins.iter().any(|u| u.active), "no active admin is left: {admins:?}");
+}
+
+#[tokio::test]
+async fn an_account_delete_during_a_burst_of_password_user_creates_is_answered() {
+    let stack = Stack::start().await;
+    let _service = stack.serve();
+    let admin = stack.admin().await;
+    for name in ["acme", "doomed"] {
+        admin.call("account.create", &json!({ "name": name })).await.unwrap();
+    }
+    drained(&admin).await;
+    // Plain requests, no retries: what `nats req` does.
+    let nats = admin.nats().clone();
+    let creates = (0..80).map(|i| {
+        let nats = nats.clone();
+        async move {
+            let body =
+                json!({"account": "acme", "name": format!("u{i}"), "password": "hunter2hunter2"});
+            let request = async_nats::Request::new()
+                .payload(serde_json::to_vec(&body).unwrap().into())
+                .timeout(Some(Duration::from_secs(15)));
+            nats.send_request("authd.user.create", request).await.map(|_| ())
+        }
+    });
+    let delete = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let request = async_nats::Request::new()
+            .payload(serde_json::to_vec(&json!({ "name": "doomed" })).unwrap().into())
+            .timeout(Some(Duration::from_secs(8)));
+        nats.send_request("authd.account.delete", request).await
+    };
+    let (created, deleted) = tokio::join!(join_all(creates), delete);
+    let reply = deleted.expect("account.delete got no reply during the burst");
+    assert!(reply.headers.is_none_or(|h| h.get("Nats-Service-Error-Code").is_none()));
+    assert!(created.iter().all(Result::is_ok), "a user create got no reply");
+}
+
+#[tokio::test]
+async fn a_login_right_after_an_acknowledged_account_create_succeeds() {
+    let stack = Stack::start().await;
+    let _service = stack.serve();
+    let admin = stack.admin().await;
+    // No waiting for pushes between the calls: an acknowledged create is usable at once.
+    let created = admin.call("account.create", &json!({ "name": "fresh" })).await.unwrap();
+    admin
+        .call(
+            "role.create",
+            &json!({"account": "fresh", "name": "all", "publish": {"allow": [">"]},
+                    "subscribe": {"allow": [">"]}}),
+        )
+        .await
+        .unwrap();
+    admin
+        .call(
+            "user.create",
+            &json!({"account": "fresh", "name": "dev1", "role": "all", "password": "hunter2hunter2"}),
+        )
+        .await
+        .unwrap();
+    let options = async_nats::ConnectOptions::new()
+        .user_and_password("dev1@fresh".into(), "hunter2hunter2".into());
+    let (client, _) = stack.login(options).await.expect("login right after the create");
+    assert_eq!(common::account_of(&client).await, created["public_key"].as_str().unwrap());
+}
+
+#[tokio::test]
+async fn reactivating_a_user_does_not_revive_creds_issued_before_its_deactivation() {
+    let stack = Stack::start().await;
+    let _service = stack.serve();
+    let admin = stack.admin().await;
+    admin.call("account.create", &json!({ "name": "acme" })).await.unwrap();
+    admin.call("user.create", &json!({ "account": "acme", "name": "dev1" })).await.unwrap();
+    drained(&admin).await;
+    let old = creds(&admin, "acme", "dev1").await;
+    for active in [false, true] {
+        admin
+            .call("user.update", &json!({ "account": "acme", "name": "dev1", "active": active }))
+            .await
+            .unwrap();
+        drained(&admin).await;
+    }
+    let refused =
+        async_nats::ConnectOptions::with_credentials(&old).unwrap().connect(stack.url()).await;
+    assert!(refused.is_err(), "creds issued before the deactivation work again");
+    let (fresh, _) = stack.connect_creds(&creds(&admin, "acme", "dev1").await).await;
+    fresh.flush().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_request_counts_as_an_error_in_srv_stats_and_keeps_its_body() {
+    let stack = Stack::start().await;
+    let _service = stack.serve();
+    let admin = stack.admin().await;
+    let nats = admin.nats().clone();
+    let reply = nats.request("authd.account.get", r#"{"name":"ghost"}"#.into()).await.unwrap();
+    let body: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(body["error"]["code"], 404);
+    assert_eq!(body["error"]["kind"], "not_found");
+    let stats = nats.request("$SRV.STATS.nats-authd", "".into()).await.unwrap();
+    let stats: Value = serde_json::from_slice(&stats.payload).unwrap();
+    let endpoint = stats["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["subject"] == "authd.account.get")
+        .unwrap_or_else(|| panic!("no account.get in {stats}"));
+    assert_eq!(endpoint["num_errors"], 1, "{endpoint}");
+    assert_eq!(endpoint["num_requests"], 1, "{endpoint}");
+}
