@@ -5,6 +5,7 @@ use std::time::Duration;
 use async_nats::Client;
 use serde_json::Value;
 
+use crate::api::ApiRequest;
 use crate::service::dedup::REQUEST_ID_HEADER;
 
 /// How long one attempt waits before it is sent again.
@@ -107,6 +108,21 @@ impl AdminClient {
         }
         serde_json::from_slice(&reply.payload)
             .map_err(|e| ClientError::Decode { subject, cause: e.to_string() })
+    }
+
+    /// Sends a typed request to its endpoint and decodes the typed reply.
+    ///
+    /// # Errors
+    /// As [`AdminClient::call_raw`], and [`ClientError::Decode`] if the reply is not a
+    /// `R::Reply`.
+    pub async fn send<R: ApiRequest>(&self, request: &R) -> Result<R::Reply, ClientError> {
+        let subject = R::ENDPOINT.subject();
+        let body = serde_json::to_vec(request).expect("requests serialize");
+        let answer = self.call_raw(subject, body).await?;
+        serde_json::from_value(answer).map_err(|e| ClientError::Decode {
+            subject: format!("{}.{subject}", self.prefix),
+            cause: e.to_string(),
+        })
     }
 
     /// Sends `body` as JSON to `<prefix>.<endpoint>`.

@@ -24,6 +24,7 @@
 //! | [`cli`] | the command line |
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod api_gate;
 pub mod app;
 pub mod authority;

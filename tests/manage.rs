@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use common::{creds, drained, violation, Stack};
 use futures::StreamExt;
+use nats_authd::api::Endpoint;
 use nats_authd::client::{AdminClient, ClientError};
-use nats_authd::service::{Endpoint, Status};
+use nats_authd::service::Status;
 use serde_json::{json, Value};
 
 async fn status(admin: &AdminClient) -> Status {

@@ -7,51 +7,45 @@ use std::time::Duration;
 
 use common::{creds, drained, Stack};
 use futures::future::join_all;
-use nats_authd::manage::accounts::UpdateAccount;
-use nats_authd::manage::roles::{CreateRole, RoleRef};
-use nats_authd::manage::users::{CreateUser, UpdateUser, UserRef};
+use nats_authd::api::account::{CreateAccount, UpdateAccount};
+use nats_authd::api::role::{CreateRole, RoleRef};
+use nats_authd::api::user::{CreateUser, Password, UpdateUser, UserRef};
 use nats_authd::manage::{ManageError, Manager, Noun};
-use nats_authd::model::{now, RoleRecord, UserRecord};
+use nats_authd::model::{now, AccountName, RoleName, RoleRecord, UserName, UserRecord};
 use nats_authd::service::reply::WireError;
 use serde_json::{json, Value};
 
+fn account(name: &str) -> AccountName {
+    AccountName::new(name).unwrap()
+}
+
+fn user(name: &str) -> UserName {
+    UserName::new(name).unwrap()
+}
+
+fn role(name: &str) -> RoleName {
+    RoleName::new(name).unwrap()
+}
+
 fn create_user(
-    account: &str,
+    acct: &str,
     name: &str,
-    role: Option<&str>,
+    role_name: Option<&str>,
     password: Option<&str>,
 ) -> CreateUser {
-    serde_json::from_value(json!({
-        "account": account, "name": name, "role": role, "password": password,
-    }))
-    .unwrap()
+    CreateUser {
+        role: role_name.map(String::from),
+        password: password.map(Password::new),
+        ..CreateUser::new(account(acct), user(name))
+    }
 }
 
-fn new_role(account: &str, name: &str) -> CreateRole {
-    serde_json::from_value(json!({ "account": account, "name": name })).unwrap()
-}
-
-fn role_ref(account: &str, name: &str) -> RoleRef {
-    serde_json::from_value(json!({ "account": account, "name": name })).unwrap()
-}
-
-fn user_ref(account: &str, name: &str) -> UserRef {
-    serde_json::from_value(json!({ "account": account, "name": name })).unwrap()
-}
-
-fn update_account(body: Value) -> UpdateAccount {
-    serde_json::from_value(body).unwrap()
-}
-
-fn update_user(body: Value) -> UpdateUser {
-    serde_json::from_value(body).unwrap()
+fn user_ref(acct: &str, name: &str) -> UserRef {
+    UserRef::new(account(acct), user(name))
 }
 
 async fn tenant(manager: &Manager, name: &str) {
-    manager
-        .create_account(serde_json::from_value(json!({ "name": name })).unwrap(), now())
-        .await
-        .unwrap();
+    manager.create_account(CreateAccount::new(account(name)), now()).await.unwrap();
 }
 
 #[tokio::test]
@@ -69,13 +63,11 @@ async fn an_account_changed_during_a_user_create_is_reported_as_changed_not_as_a
         );
         let update = async {
             tokio::time::sleep(Duration::from_millis(3)).await;
-            manager
-                .update_account(
-                    update_account(json!({"name": "acme", "description": format!("v{i}")})),
-                    now(),
-                )
-                .await
-                .unwrap();
+            let update = UpdateAccount {
+                description: Some(format!("v{i}")),
+                ..UpdateAccount::new(account("acme"))
+            };
+            manager.update_account(update, now()).await.unwrap();
         };
         let (created, ()) = tokio::join!(create, update);
         match created {
@@ -100,28 +92,33 @@ async fn a_role_deleted_while_it_is_assigned_never_leaves_a_dangling_name() {
     let db = stack.authority().db().clone();
     for i in 0..25 {
         let (r, u) = (format!("r{i}"), format!("u{i}"));
-        manager.create_role(new_role("acme", &r), now()).await.unwrap();
+        manager.create_role(CreateRole::new(account("acme"), role(&r)), now()).await.unwrap();
         // Half with a password, so the create holds the role it read for a hash's time.
         let password = (i % 2 == 0).then_some("hunter2hunter2");
         let (_, _) = tokio::join!(
             manager.create_user(create_user("acme", &u, Some(&r), password), now()),
-            manager.delete_role(role_ref("acme", &r), now()),
+            manager.delete_role(RoleRef::new(account("acme"), role(&r)), now()),
         );
         let user = db.get::<UserRecord>(&format!("acme/{u}")).await.unwrap();
-        let role = db.get::<RoleRecord>(&format!("acme/{r}")).await.unwrap();
+        let held = db.get::<RoleRecord>(&format!("acme/{r}")).await.unwrap();
         if let Some(user) = user {
-            assert!(role.is_some(), "user {u} names role {r}, which is gone");
+            assert!(held.is_some(), "user {u} names role {r}, which is gone");
             assert_eq!(user.role.as_ref().map(|r| r.as_str()), Some(r.as_str()));
         }
-        assert!(role.is_none_or(|r| !r.deleting), "a failed delete left its mark");
+        assert!(held.is_none_or(|r| !r.deleting), "a failed delete left its mark");
 
         // The same race for the account's default role.
         let d = format!("d{i}");
-        manager.create_role(new_role("acme", &d), now()).await.unwrap();
+        manager.create_role(CreateRole::new(account("acme"), role(&d)), now()).await.unwrap();
         let (_, _) = tokio::join!(
-            manager
-                .update_account(update_account(json!({"name": "acme", "default_role": d})), now()),
-            manager.delete_role(role_ref("acme", &d), now()),
+            manager.update_account(
+                UpdateAccount {
+                    default_role: Some(d.clone()),
+                    ..UpdateAccount::new(account("acme"))
+                },
+                now(),
+            ),
+            manager.delete_role(RoleRef::new(account("acme"), role(&d)), now()),
         );
         let account = manager
             .authority()
@@ -146,7 +143,10 @@ async fn the_last_active_admin_cannot_be_deleted_or_deactivated() {
     assert!(refused(
         manager
             .update_user(
-                update_user(json!({"account": "admin", "name": "admin", "active": false})),
+                UpdateUser {
+                    active: Some(false),
+                    ..UpdateUser::new(account("admin"), user("admin"))
+                },
                 now()
             )
             .await

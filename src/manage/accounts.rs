@@ -1,139 +1,16 @@
 //! Tenant accounts: create, read, update, delete.
 
-use serde::{Deserialize, Serialize};
-
-use super::{
-    check_len, check_limit, LimitsInput, ManageError, Manager, Noun, Revoked, MAX_DESCRIPTION_LEN,
+use super::{check_len, check_limit, ManageError, Manager, Noun, Revoked, MAX_DESCRIPTION_LEN};
+use crate::api::account::{
+    AccountRef, AccountView, CreateAccount, DeleteAccount, Deleted, ExportInput, ImportInput,
+    LimitsInput, UpdateAccount,
 };
-use crate::claims::{Export, ExportType, Import, OperatorLimits};
+use crate::claims::{Export, Import, OperatorLimits};
 use crate::model::{
     AccountKind, AccountName, AccountRecord, RoleName, RoleRecord, Subject, UnixTime, UserRecord,
 };
 use crate::names::{API_PREFIX, AUTH_ACCOUNT, RESERVED_SUBJECTS};
 use crate::store::{Batch, Expect};
-
-/// A stream or service an account offers to our other accounts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExportInput {
-    pub subject: String,
-    #[serde(rename = "type")]
-    pub kind: ExportType,
-    #[serde(default)]
-    pub name: Option<String>,
-}
-
-/// A stream or service taken from another of our accounts, by name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImportInput {
-    /// Name of the exporting account.
-    pub account: String,
-    pub subject: String,
-    #[serde(rename = "type")]
-    pub kind: ExportType,
-    /// Where the import appears in this account (default: the same subject).
-    #[serde(default)]
-    pub local_subject: Option<String>,
-    #[serde(default)]
-    pub name: Option<String>,
-}
-
-/// `account.create`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateAccount {
-    pub name: String,
-    #[serde(default)]
-    pub description: Option<String>,
-    #[serde(default)]
-    pub limits: Option<LimitsInput>,
-    #[serde(default)]
-    pub exports: Vec<ExportInput>,
-    #[serde(default)]
-    pub imports: Vec<ImportInput>,
-}
-
-/// `account.update`: absent fields are left as they are; lists replace the stored ones.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateAccount {
-    pub name: String,
-    #[serde(default)]
-    pub description: Option<String>,
-    #[serde(default)]
-    pub active: Option<bool>,
-    #[serde(default)]
-    pub limits: Option<LimitsInput>,
-    #[serde(default)]
-    pub exports: Option<Vec<ExportInput>>,
-    #[serde(default)]
-    pub imports: Option<Vec<ImportInput>>,
-    /// Role given to users created without one; `""` clears it.
-    #[serde(default)]
-    pub default_role: Option<String>,
-}
-
-/// `account.get`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccountRef {
-    pub name: String,
-}
-
-/// `account.delete`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeleteAccount {
-    pub name: String,
-    /// Also delete its users and roles (otherwise an account with users is not deleted).
-    #[serde(default)]
-    pub cascade: bool,
-}
-
-/// An account as the API shows it: no seeds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccountView {
-    pub name: String,
-    pub public_key: String,
-    pub kind: AccountKind,
-    pub description: String,
-    pub active: bool,
-    pub signing_keys: Vec<String>,
-    pub limits: OperatorLimits,
-    pub imports: Vec<Import>,
-    pub exports: Vec<Export>,
-    pub default_role: Option<String>,
-    pub created_at: UnixTime,
-    pub updated_at: UnixTime,
-}
-
-impl From<&AccountRecord> for AccountView {
-    fn from(a: &AccountRecord) -> Self {
-        AccountView {
-            name: a.name.to_string(),
-            public_key: a.public_key().to_string(),
-            kind: a.kind,
-            description: a.description.clone(),
-            active: a.active,
-            signing_keys: a.signing_keys.iter().map(|k| k.public.clone()).collect(),
-            limits: a.limits.clone(),
-            imports: a.imports.clone(),
-            exports: a.exports.clone(),
-            default_role: a.default_role.as_ref().map(ToString::to_string),
-            created_at: a.created_at,
-            updated_at: a.updated_at,
-        }
-    }
-}
-
-/// `account.delete` result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Deleted {
-    pub name: String,
-    pub users: usize,
-    pub roles: usize,
-}
 
 fn apply_limits(limits: &mut OperatorLimits, input: &LimitsInput) -> Result<(), ManageError> {
     let fields: [(&str, Option<i64>, &mut i64); 11] = [
@@ -193,9 +70,8 @@ fn self_service_import(auth: &AccountRecord) -> Import {
 }
 
 impl Manager {
-    async fn tenant(&self, name: &str) -> Result<AccountRecord, ManageError> {
-        let name = AccountName::new(name)?;
-        let account = self.authority.account(&name).await?;
+    async fn tenant(&self, name: &AccountName) -> Result<AccountRecord, ManageError> {
+        let account = self.authority.account(name).await?;
         if account.kind != AccountKind::Tenant {
             return Err(ManageError::Invalid(format!(
                 "account {name:?} is built in and cannot be changed through the API"
@@ -229,7 +105,7 @@ impl Manager {
             if let Some(local) = &local {
                 check_not_reserved("import local_subject", local)?;
             }
-            let from = AccountName::new(&i.account)?;
+            let from = i.account.clone();
             if from == *own {
                 return Err(ManageError::Invalid(format!(
                     "account {own} cannot import from itself"
@@ -273,7 +149,7 @@ impl Manager {
         req: CreateAccount,
         now: UnixTime,
     ) -> Result<AccountView, ManageError> {
-        let name = AccountName::new(&req.name)?;
+        let name = req.name.clone();
         let description = req.description.unwrap_or_default();
         check_len("description", &description, MAX_DESCRIPTION_LEN)?;
         let mut limits = OperatorLimits::unlimited();
@@ -307,7 +183,7 @@ impl Manager {
     /// # Errors
     /// 400 for a bad name, 404 if absent.
     pub async fn get_account(&self, req: AccountRef) -> Result<AccountView, ManageError> {
-        let name = AccountName::new(&req.name)?;
+        let name = req.name;
         Ok(AccountView::from(&self.authority.account(&name).await?))
     }
 

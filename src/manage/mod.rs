@@ -14,7 +14,6 @@ pub mod users;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 pub use error::{Cause, ManageError, Noun};
@@ -145,35 +144,15 @@ impl Manager {
     /// [`ManageError::NotFound`] if `account` names no account with a failed push.
     pub async fn retry_failed(
         &self,
-        account: Option<&str>,
+        account: Option<&AccountName>,
         now: UnixTime,
     ) -> Result<usize, ManageError> {
-        let wanted = account.map(AccountName::new).transpose()?;
-        let count = self.queue.retry_failed(wanted.as_ref(), now).await?;
-        if let (Some(name), 0) = (wanted, count) {
+        let count = self.queue.retry_failed(account, now).await?;
+        if let (Some(name), 0) = (account, count) {
             return Err(ManageError::NotFound { what: Noun::Push, name: name.to_string() });
         }
         Ok(count)
     }
-}
-
-/// Account limits as the API takes them; every field optional, `-1` is unlimited.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsInput {
-    pub connections: Option<i64>,
-    pub subscriptions: Option<i64>,
-    pub data: Option<i64>,
-    pub payload: Option<i64>,
-    pub imports: Option<i64>,
-    pub exports: Option<i64>,
-    pub leaf_nodes: Option<i64>,
-    /// JetStream memory storage in bytes (0: no JetStream memory).
-    pub mem_storage: Option<i64>,
-    /// JetStream disk storage in bytes (0: no JetStream disk).
-    pub disk_storage: Option<i64>,
-    pub streams: Option<i64>,
-    pub consumers: Option<i64>,
 }
 
 /// Checks that a limit is -1 (unlimited) or a count.

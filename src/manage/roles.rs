@@ -1,9 +1,11 @@
 //! Roles: named permission sets within an account. Changing a role changes what its users'
 //! next JWTs carry; no server restart, no account push.
 
-use serde::{Deserialize, Serialize};
-
 use super::{check_len, check_limit, ManageError, Manager, Noun, MAX_DESCRIPTION_LEN};
+use crate::api::role::{
+    CreateRole, PermissionInput, ResponseInput, RoleLimitsInput, RoleListRef, RoleRef, RoleView,
+    UpdateRole,
+};
 use crate::claims::{Permission, Permissions, ResponsePermission, NO_LIMIT};
 use crate::model::{
     AccountKind, AccountName, AccountRecord, RoleName, RoleRecord, Subject, UnixTime, UserRecord,
@@ -12,128 +14,6 @@ use crate::store::{Batch, Expect};
 
 /// Most subjects in one allow or deny list.
 pub const MAX_SUBJECTS: usize = 256;
-
-/// Allow and deny lists of one direction.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PermissionInput {
-    #[serde(default)]
-    pub allow: Vec<String>,
-    #[serde(default)]
-    pub deny: Vec<String>,
-}
-
-/// Permission to answer requests: how many replies, for how long.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResponseInput {
-    pub max: i64,
-    /// Milliseconds; 0: no time limit.
-    #[serde(default)]
-    pub ttl_ms: i64,
-}
-
-/// Per-user limits of a role; `-1` is unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoleLimitsInput {
-    pub subs: Option<i64>,
-    pub data: Option<i64>,
-    pub payload: Option<i64>,
-}
-
-/// `role.create`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateRole {
-    pub account: String,
-    pub name: String,
-    #[serde(default)]
-    pub description: Option<String>,
-    #[serde(default)]
-    pub publish: PermissionInput,
-    #[serde(default)]
-    pub subscribe: PermissionInput,
-    #[serde(default)]
-    pub response: Option<ResponseInput>,
-    #[serde(default)]
-    pub limits: Option<RoleLimitsInput>,
-    /// Make it the account's default role.
-    #[serde(default)]
-    pub default: bool,
-}
-
-/// `role.update`: absent fields are left as they are; lists replace the stored ones.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateRole {
-    pub account: String,
-    pub name: String,
-    #[serde(default)]
-    pub description: Option<String>,
-    #[serde(default)]
-    pub publish: Option<PermissionInput>,
-    #[serde(default)]
-    pub subscribe: Option<PermissionInput>,
-    /// New response permission; `{"max": 0}` removes it.
-    #[serde(default)]
-    pub response: Option<ResponseInput>,
-    #[serde(default)]
-    pub limits: Option<RoleLimitsInput>,
-    #[serde(default)]
-    pub default: Option<bool>,
-}
-
-/// `role.get`, `role.delete`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoleRef {
-    pub account: String,
-    pub name: String,
-}
-
-/// `role.list`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoleListRef {
-    pub account: String,
-}
-
-/// A role as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoleView {
-    pub account: String,
-    pub name: String,
-    pub description: String,
-    pub publish: Permission,
-    pub subscribe: Permission,
-    pub response: Option<ResponsePermission>,
-    pub subs: i64,
-    pub data: i64,
-    pub payload: i64,
-    pub default: bool,
-    pub created_at: UnixTime,
-    pub updated_at: UnixTime,
-}
-
-impl RoleView {
-    fn of(role: &RoleRecord, account: &AccountRecord) -> Self {
-        RoleView {
-            account: role.account.to_string(),
-            name: role.name.to_string(),
-            description: role.description.clone(),
-            publish: role.permissions.publish.clone(),
-            subscribe: role.permissions.subscribe.clone(),
-            response: role.permissions.response,
-            subs: role.subs,
-            data: role.data,
-            payload: role.payload,
-            default: account.default_role.as_ref() == Some(&role.name),
-            created_at: role.created_at,
-            updated_at: role.updated_at,
-        }
-    }
-}
 
 fn subjects(direction: &str, list: &str, input: &[String]) -> Result<Vec<String>, ManageError> {
     if input.len() > MAX_SUBJECTS {
@@ -186,8 +66,8 @@ fn apply_limits(role: &mut RoleRecord, input: &RoleLimitsInput) -> Result<(), Ma
 }
 
 impl Manager {
-    async fn role_account(&self, name: &str) -> Result<AccountRecord, ManageError> {
-        let account = self.authority.account(&AccountName::new(name)?).await?;
+    async fn role_account(&self, name: &AccountName) -> Result<AccountRecord, ManageError> {
+        let account = self.authority.account(name).await?;
         Self::open_for_changes(&account)?;
         if account.kind != AccountKind::Tenant {
             return Err(ManageError::Invalid(format!(
@@ -201,9 +81,9 @@ impl Manager {
     async fn role_record(
         &self,
         account: &AccountRecord,
-        name: &str,
+        name: &RoleName,
     ) -> Result<RoleRecord, ManageError> {
-        let key = RoleRecord::key_of(&account.name, &RoleName::new(name)?);
+        let key = RoleRecord::key_of(&account.name, name);
         self.authority
             .db()
             .get(&key)
@@ -239,7 +119,7 @@ impl Manager {
         now: UnixTime,
     ) -> Result<RoleView, ManageError> {
         let account = self.role_account(&req.account).await?;
-        let name = RoleName::new(&req.name)?;
+        let name = req.name.clone();
         let description = req.description.unwrap_or_default();
         check_len("description", &description, MAX_DESCRIPTION_LEN)?;
         let mut role = RoleRecord {

@@ -1,81 +1,13 @@
 //! API tokens: per-user secrets for callout logins, shown once, stored as a SHA-256.
 
-use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
-
 use super::{check_len, ManageError, Manager, Noun, Revoked, MAX_DESCRIPTION_LEN};
+use crate::api::token::{CreateToken, ListTokens, RevokeToken, TokenCreated, TokenView};
 use crate::callout::authorize::new_token;
 use crate::model::{AccountKind, AccountName, TokenRecord, UnixTime, UserName};
 use crate::store::Batch;
 
 /// Most tokens one user may hold.
 pub const MAX_TOKENS_PER_USER: usize = 100;
-
-/// `token.create`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateToken {
-    pub account: String,
-    pub user: String,
-    #[serde(default)]
-    pub description: Option<String>,
-}
-
-/// `token.list`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListTokens {
-    pub account: String,
-    #[serde(default)]
-    pub user: Option<String>,
-}
-
-/// `token.revoke`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RevokeToken {
-    pub id: String,
-}
-
-/// A token as listed: never its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenView {
-    pub id: String,
-    pub account: String,
-    pub user: String,
-    pub description: String,
-    pub created_at: UnixTime,
-}
-
-impl From<&TokenRecord> for TokenView {
-    fn from(t: &TokenRecord) -> Self {
-        TokenView {
-            id: t.id.clone(),
-            account: t.account.to_string(),
-            user: t.user.to_string(),
-            description: t.description.clone(),
-            created_at: t.created_at,
-        }
-    }
-}
-
-/// A new token: the only time its secret is shown.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct TokenCreated {
-    #[serde(flatten)]
-    pub view: TokenView,
-    /// The whole token, `authd_<id>_<secret>`: give it to the client now; it cannot be shown again.
-    pub token: Zeroizing<String>,
-}
-
-impl std::fmt::Debug for TokenCreated {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenCreated")
-            .field("view", &self.view)
-            .field("token", &"<redacted>")
-            .finish()
-    }
-}
 
 impl Manager {
     /// Every token record of `account` (and `user`, if given).
@@ -100,11 +32,11 @@ impl Manager {
         req: CreateToken,
         now: UnixTime,
     ) -> Result<TokenCreated, ManageError> {
-        let account = self.authority.account(&AccountName::new(&req.account)?).await?;
+        let account = self.authority.account(&req.account).await?;
         if account.kind != AccountKind::Tenant {
             return Err(ManageError::Invalid("API tokens are for users of tenant accounts".into()));
         }
-        let user = self.authority.user(&account.name, &UserName::new(&req.user)?).await?;
+        let user = self.authority.user(&account.name, &req.user).await?;
         let description = req.description.unwrap_or_default();
         check_len("description", &description, MAX_DESCRIPTION_LEN)?;
         if self.tokens_of(&account.name, Some(&user.name)).await?.len() >= MAX_TOKENS_PER_USER {
@@ -127,8 +59,8 @@ impl Manager {
     /// # Errors
     /// 404 for an unknown account.
     pub async fn list_tokens(&self, req: ListTokens) -> Result<Vec<TokenView>, ManageError> {
-        let account = self.authority.account(&AccountName::new(&req.account)?).await?;
-        let user = req.user.as_deref().map(UserName::new).transpose()?;
+        let account = self.authority.account(&req.account).await?;
+        let user = req.user;
         Ok(self
             .tokens_of(&account.name, user.as_ref())
             .await?

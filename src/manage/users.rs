@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{check_len, ManageError, Manager, Noun, Revoked, MAX_DESCRIPTION_LEN};
+use crate::api::user::{CreateUser, CredsView, UpdateUser, UserListRef, UserRef, UserView};
 use crate::keys::{KeyRole, SealedKey};
 use crate::model::{
     AccountKind, AccountName, AccountRecord, PasswordHash, RoleName, RoleRecord, UnixTime,
@@ -16,130 +16,6 @@ use crate::store::Batch;
 
 /// Longest JWT lifetime accepted for a user (a year); `None` means no expiry.
 pub const MAX_JWT_TTL_SECS: i64 = 366 * 24 * 3600;
-
-/// `user.create`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateUser {
-    pub account: String,
-    pub name: String,
-    /// Role name; default: the account's default role.
-    #[serde(default)]
-    pub role: Option<String>,
-    #[serde(default)]
-    pub description: Option<String>,
-    /// For callout logins; stored only as an argon2id hash.
-    #[serde(default)]
-    pub password: Option<Zeroizing<String>>,
-    /// Lifetime of issued JWTs in seconds; absent: no expiry.
-    #[serde(default)]
-    pub jwt_ttl_secs: Option<i64>,
-    /// Issue bearer JWTs (no nonce signature needed to connect).
-    #[serde(default)]
-    pub bearer_token: Option<bool>,
-    /// Tags for role templates (`{{tag(key)}}`).
-    #[serde(default)]
-    pub tags: Option<BTreeMap<String, String>>,
-}
-
-/// `user.update`: absent fields are left as they are.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateUser {
-    pub account: String,
-    pub name: String,
-    /// New role; `""` falls back to the account's default role.
-    #[serde(default)]
-    pub role: Option<String>,
-    #[serde(default)]
-    pub description: Option<String>,
-    #[serde(default)]
-    pub active: Option<bool>,
-    /// New password; `""` removes it.
-    #[serde(default)]
-    pub password: Option<Zeroizing<String>>,
-    /// New JWT lifetime; `0` removes it (no expiry).
-    #[serde(default)]
-    pub jwt_ttl_secs: Option<i64>,
-    #[serde(default)]
-    pub bearer_token: Option<bool>,
-    /// Replaces the tags.
-    #[serde(default)]
-    pub tags: Option<BTreeMap<String, String>>,
-}
-
-/// `user.get`, `user.delete`, `user.regenerate`, `user.creds`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserRef {
-    pub account: String,
-    pub name: String,
-}
-
-/// `user.list`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserListRef {
-    pub account: String,
-}
-
-/// A user as the API shows it: no seed, no hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserView {
-    pub account: String,
-    pub name: String,
-    pub public_key: String,
-    pub kind: UserKind,
-    pub role: Option<String>,
-    pub description: String,
-    pub active: bool,
-    pub has_password: bool,
-    pub jwt_ttl_secs: Option<i64>,
-    pub bearer_token: bool,
-    pub tags: BTreeMap<String, String>,
-    pub created_at: UnixTime,
-    pub updated_at: UnixTime,
-}
-
-impl From<&UserRecord> for UserView {
-    fn from(u: &UserRecord) -> Self {
-        UserView {
-            account: u.account.to_string(),
-            name: u.name.to_string(),
-            public_key: u.identity.public.clone(),
-            kind: u.kind,
-            role: u.role.as_ref().map(ToString::to_string),
-            description: u.description.clone(),
-            active: u.active,
-            has_password: u.password_hash.is_some(),
-            jwt_ttl_secs: u.jwt_ttl_secs,
-            bearer_token: u.bearer_token,
-            tags: u.tags.clone(),
-            created_at: u.created_at,
-            updated_at: u.updated_at,
-        }
-    }
-}
-
-/// A user's creds file (the one response that carries a seed: the user's own).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CredsView {
-    pub account: String,
-    pub name: String,
-    pub public_key: String,
-    pub creds: String,
-}
-
-impl std::fmt::Debug for CredsView {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CredsView")
-            .field("account", &self.account)
-            .field("name", &self.name)
-            .field("public_key", &self.public_key)
-            .field("creds", &"<redacted>")
-            .finish()
-    }
-}
 
 fn check_password(password: &str) -> Result<(), ManageError> {
     let len = password.chars().count();
@@ -182,8 +58,8 @@ fn check_ttl(ttl: i64) -> Result<(), ManageError> {
 
 impl Manager {
     /// The account users may be managed in: tenants, and ADMIN (for more admins).
-    async fn user_account(&self, name: &str) -> Result<AccountRecord, ManageError> {
-        let account = self.authority.account(&AccountName::new(name)?).await?;
+    async fn user_account(&self, name: &AccountName) -> Result<AccountRecord, ManageError> {
+        let account = self.authority.account(name).await?;
         Self::open_for_changes(&account)?;
         match account.kind {
             AccountKind::Tenant | AccountKind::Admin => Ok(account),
@@ -237,9 +113,9 @@ impl Manager {
     async fn user_record(
         &self,
         account: &AccountRecord,
-        name: &str,
+        name: &UserName,
     ) -> Result<UserRecord, ManageError> {
-        Ok(self.authority.user(&account.name, &UserName::new(name)?).await?)
+        Ok(self.authority.user(&account.name, name).await?)
     }
 
     /// Creates a user with a fresh nkey.
@@ -252,14 +128,14 @@ impl Manager {
         now: UnixTime,
     ) -> Result<UserView, ManageError> {
         let account = self.user_account(&req.account).await?;
-        let name = UserName::new(&req.name)?;
+        let name = req.name.clone();
         let description = req.description.unwrap_or_default();
         check_len("description", &description, MAX_DESCRIPTION_LEN)?;
         if let Some(ttl) = req.jwt_ttl_secs {
             check_ttl(ttl)?;
         }
         if let Some(password) = &req.password {
-            check_password(password)?;
+            check_password(password.as_str())?;
         }
         let role = match account.kind {
             AccountKind::Admin if req.role.is_some() => {
@@ -283,7 +159,7 @@ impl Manager {
             user.tags = tags;
         }
         if let Some(password) = req.password {
-            user.password_hash = Some(PasswordHash::new(self.hasher.hash(password).await?));
+            user.password_hash = Some(PasswordHash::new(self.hasher.hash(password.0).await?));
         }
         let mut batch = Batch::new();
         batch.create(&user);
@@ -302,7 +178,7 @@ impl Manager {
     /// # Errors
     /// 404 if the account or user does not exist.
     pub async fn get_user(&self, req: UserRef) -> Result<UserView, ManageError> {
-        let account = self.authority.account(&AccountName::new(&req.account)?).await?;
+        let account = self.authority.account(&req.account).await?;
         Ok(UserView::from(&self.user_record(&account, &req.name).await?))
     }
 
@@ -311,7 +187,7 @@ impl Manager {
     /// # Errors
     /// 404 if the account does not exist.
     pub async fn list_users(&self, req: UserListRef) -> Result<Vec<UserView>, ManageError> {
-        let account = self.authority.account(&AccountName::new(&req.account)?).await?;
+        let account = self.authority.account(&req.account).await?;
         let users = self.authority.db().list::<UserRecord>(&format!("{}/", account.name)).await?;
         Ok(users.iter().map(UserView::from).collect())
     }
@@ -361,10 +237,10 @@ impl Manager {
         }
         let password_changed = req.password.is_some();
         match req.password {
-            Some(p) if p.is_empty() => user.password_hash = None,
+            Some(p) if p.as_str().is_empty() => user.password_hash = None,
             Some(p) => {
-                check_password(&p)?;
-                user.password_hash = Some(PasswordHash::new(self.hasher.hash(p).await?));
+                check_password(p.as_str())?;
+                user.password_hash = Some(PasswordHash::new(self.hasher.hash(p.0).await?));
             }
             None => {}
         }

@@ -6,6 +6,7 @@
 pub mod dedup;
 pub mod reply;
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,9 +19,10 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::api::Endpoint;
 use crate::callout::{CalloutCounts, CalloutStats};
 use crate::connection::{Link, StatusHandle};
-use crate::manage::{self, ManageError, Manager};
+use crate::manage::{parse, ManageError, Manager};
 use crate::model::{self, AccountRecord, RoleRecord, UserRecord};
 use crate::publisher::PublisherStats;
 use dedup::Dedup;
@@ -28,113 +30,6 @@ use reply::Reply;
 
 /// Name of the micro service, as `$SRV.PING` shows it.
 pub const SERVICE_NAME: &str = "nats-authd";
-
-/// Every endpoint, by the subject it answers under the prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    AccountCreate,
-    AccountGet,
-    AccountList,
-    AccountUpdate,
-    AccountDelete,
-    UserCreate,
-    UserGet,
-    UserList,
-    UserUpdate,
-    UserDelete,
-    UserRegenerate,
-    UserCreds,
-    RoleCreate,
-    RoleGet,
-    RoleList,
-    RoleUpdate,
-    RoleDelete,
-    OperatorGet,
-    Status,
-    PendingList,
-    PendingRetry,
-    TokenCreate,
-    TokenList,
-    TokenRevoke,
-}
-
-impl Endpoint {
-    /// Every endpoint.
-    pub const ALL: [Endpoint; 24] = [
-        Endpoint::AccountCreate,
-        Endpoint::AccountGet,
-        Endpoint::AccountList,
-        Endpoint::AccountUpdate,
-        Endpoint::AccountDelete,
-        Endpoint::UserCreate,
-        Endpoint::UserGet,
-        Endpoint::UserList,
-        Endpoint::UserUpdate,
-        Endpoint::UserDelete,
-        Endpoint::UserRegenerate,
-        Endpoint::UserCreds,
-        Endpoint::RoleCreate,
-        Endpoint::RoleGet,
-        Endpoint::RoleList,
-        Endpoint::RoleUpdate,
-        Endpoint::RoleDelete,
-        Endpoint::OperatorGet,
-        Endpoint::Status,
-        Endpoint::PendingList,
-        Endpoint::PendingRetry,
-        Endpoint::TokenCreate,
-        Endpoint::TokenList,
-        Endpoint::TokenRevoke,
-    ];
-
-    /// Whether it changes state (and so must not be applied twice on a retry).
-    pub fn is_change(self) -> bool {
-        !matches!(
-            self,
-            Endpoint::AccountGet
-                | Endpoint::AccountList
-                | Endpoint::UserGet
-                | Endpoint::UserList
-                | Endpoint::UserCreds
-                | Endpoint::RoleGet
-                | Endpoint::RoleList
-                | Endpoint::OperatorGet
-                | Endpoint::Status
-                | Endpoint::PendingList
-                | Endpoint::TokenList
-        )
-    }
-
-    /// The subject below the prefix, e.g. `account.create`.
-    pub fn subject(self) -> &'static str {
-        match self {
-            Endpoint::AccountCreate => "account.create",
-            Endpoint::AccountGet => "account.get",
-            Endpoint::AccountList => "account.list",
-            Endpoint::AccountUpdate => "account.update",
-            Endpoint::AccountDelete => "account.delete",
-            Endpoint::UserCreate => "user.create",
-            Endpoint::UserGet => "user.get",
-            Endpoint::UserList => "user.list",
-            Endpoint::UserUpdate => "user.update",
-            Endpoint::UserDelete => "user.delete",
-            Endpoint::UserRegenerate => "user.regenerate",
-            Endpoint::UserCreds => "user.creds",
-            Endpoint::RoleCreate => "role.create",
-            Endpoint::RoleGet => "role.get",
-            Endpoint::RoleList => "role.list",
-            Endpoint::RoleUpdate => "role.update",
-            Endpoint::RoleDelete => "role.delete",
-            Endpoint::OperatorGet => "operator.get",
-            Endpoint::Status => "status",
-            Endpoint::PendingList => "pending.list",
-            Endpoint::PendingRetry => "pending.retry",
-            Endpoint::TokenCreate => "token.create",
-            Endpoint::TokenList => "token.list",
-            Endpoint::TokenRevoke => "token.revoke",
-        }
-    }
-}
 
 /// What handlers need besides the request.
 #[derive(Clone)]
@@ -171,9 +66,17 @@ pub async fn start(client: &Client, prefix: &str) -> Result<Api, String> {
     let group = service.group(prefix);
     let mut requests = SelectAll::new();
     for endpoint in Endpoint::ALL {
+        let info = endpoint.info();
+        let metadata = HashMap::from([
+            ("description".to_string(), info.description.to_string()),
+            ("request".to_string(), info.request.to_string()),
+            ("reply".to_string(), info.reply.to_string()),
+            ("changes".to_string(), info.changes.to_string()),
+        ]);
         let stream = group
             .endpoint_builder()
             .name(endpoint.subject().replace('.', "-"))
+            .metadata(metadata)
             .add(endpoint.subject())
             .await
             .map_err(|e| e.to_string())?;
@@ -187,31 +90,13 @@ fn json<T: Serialize>(value: &T) -> Result<Bytes, ManageError> {
     serde_json::to_vec(value).map(Bytes::from).map_err(ManageError::internal)
 }
 
-/// `pending.retry`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RetryRequest {
-    #[serde(default)]
-    account: Option<String>,
-}
-
-/// An empty request body: list endpoints take no input.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Empty {}
-
-/// `operator.get`: what another server needs to trust this operator.
-#[derive(Debug, Serialize)]
-struct OperatorView {
-    name: String,
-    public_key: String,
-    signing_keys: Vec<String>,
-    system_account: String,
-    jwt: String,
+impl crate::api::ApiRequest for crate::api::ops::GetStatus {
+    const ENDPOINT: Endpoint = Endpoint::Status;
+    type Reply = Status;
 }
 
 /// `status`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     pub version: String,
     pub uptime_secs: u64,
@@ -256,62 +141,72 @@ pub async fn serve(
     dedup.run(id.as_deref(), run).await
 }
 
-/// Handles one request body for `endpoint`.
+/// Handles one request body for `endpoint`: decode the typed request, call the domain,
+/// encode the typed reply.
 ///
 /// # Errors
 /// The [`ManageError`] to send back.
 pub async fn handle(ctx: &Context, endpoint: Endpoint, body: &[u8]) -> Result<Bytes, ManageError> {
+    use crate::api::{account as a, ops, role as r, token as t, user as u};
     let m = &ctx.manager;
     let now = model::now();
     match endpoint {
-        Endpoint::AccountCreate => json(&m.create_account(manage::parse(body)?, now).await?),
-        Endpoint::AccountGet => json(&m.get_account(manage::parse(body)?).await?),
+        Endpoint::AccountCreate => {
+            json(&m.create_account(parse::<a::CreateAccount>(body)?, now).await?)
+        }
+        Endpoint::AccountGet => json(&m.get_account(parse::<a::AccountRef>(body)?).await?),
         Endpoint::AccountList => {
-            manage::parse::<Empty>(body)?;
+            parse::<a::ListAccounts>(body)?;
             json(&m.list_accounts().await?)
         }
-        Endpoint::AccountUpdate => json(&m.update_account(manage::parse(body)?, now).await?),
-        Endpoint::AccountDelete => json(&m.delete_account(manage::parse(body)?, now).await?),
-        Endpoint::UserCreate => json(&m.create_user(manage::parse(body)?, now).await?),
-        Endpoint::UserGet => json(&m.get_user(manage::parse(body)?).await?),
-        Endpoint::UserList => json(&m.list_users(manage::parse(body)?).await?),
-        Endpoint::UserUpdate => json(&m.update_user(manage::parse(body)?, now).await?),
-        Endpoint::UserDelete => json(&m.delete_user(manage::parse(body)?, now).await?),
-        Endpoint::UserRegenerate => json(&m.regenerate_user(manage::parse(body)?, now).await?),
-        Endpoint::UserCreds => json(&m.user_creds(manage::parse(body)?, now).await?),
-        Endpoint::RoleCreate => json(&m.create_role(manage::parse(body)?, now).await?),
-        Endpoint::RoleGet => json(&m.get_role(manage::parse(body)?).await?),
-        Endpoint::RoleList => json(&m.list_roles(manage::parse(body)?).await?),
-        Endpoint::RoleUpdate => json(&m.update_role(manage::parse(body)?, now).await?),
-        Endpoint::RoleDelete => json(&m.delete_role(manage::parse(body)?, now).await?),
+        Endpoint::AccountUpdate => {
+            json(&m.update_account(parse::<a::UpdateAccount>(body)?, now).await?)
+        }
+        Endpoint::AccountDelete => {
+            json(&m.delete_account(parse::<a::DeleteAccount>(body)?, now).await?)
+        }
+        Endpoint::UserCreate => json(&m.create_user(parse::<u::CreateUser>(body)?, now).await?),
+        Endpoint::UserGet => json(&m.get_user(parse::<u::UserRef>(body)?).await?),
+        Endpoint::UserList => json(&m.list_users(parse::<u::UserListRef>(body)?).await?),
+        Endpoint::UserUpdate => json(&m.update_user(parse::<u::UpdateUser>(body)?, now).await?),
+        Endpoint::UserDelete => json(&m.delete_user(parse::<u::DeleteUser>(body)?.0, now).await?),
+        Endpoint::UserRegenerate => {
+            json(&m.regenerate_user(parse::<u::RegenerateUser>(body)?.0, now).await?)
+        }
+        Endpoint::UserCreds => json(&m.user_creds(parse::<u::GetCreds>(body)?.0, now).await?),
+        Endpoint::RoleCreate => json(&m.create_role(parse::<r::CreateRole>(body)?, now).await?),
+        Endpoint::RoleGet => json(&m.get_role(parse::<r::RoleRef>(body)?).await?),
+        Endpoint::RoleList => json(&m.list_roles(parse::<r::RoleListRef>(body)?).await?),
+        Endpoint::RoleUpdate => json(&m.update_role(parse::<r::UpdateRole>(body)?, now).await?),
+        Endpoint::RoleDelete => json(&m.delete_role(parse::<r::DeleteRole>(body)?.0, now).await?),
         Endpoint::OperatorGet => {
-            manage::parse::<Empty>(body)?;
+            parse::<ops::GetOperator>(body)?;
             let authority = m.authority();
-            let op = authority.operator().await.map_err(ManageError::from)?;
-            json(&OperatorView {
+            let op = authority.operator().await?;
+            json(&ops::OperatorView {
                 name: op.name.clone(),
                 public_key: op.identity.public.clone(),
                 signing_keys: vec![op.signing_key.public.clone()],
                 system_account: op.system_account.clone(),
-                jwt: authority.operator_jwt(now).await.map_err(ManageError::from)?,
+                jwt: authority.operator_jwt(now).await?,
             })
         }
         Endpoint::Status => {
-            manage::parse::<Empty>(body)?;
+            parse::<ops::GetStatus>(body)?;
             json(&status(ctx).await?)
         }
         Endpoint::PendingList => {
-            manage::parse::<Empty>(body)?;
+            parse::<ops::ListPending>(body)?;
             json(&m.pending().await?)
         }
-        Endpoint::TokenCreate => json(&m.create_token(manage::parse(body)?, now).await?),
-        Endpoint::TokenList => json(&m.list_tokens(manage::parse(body)?).await?),
-        Endpoint::TokenRevoke => json(&m.revoke_token(manage::parse(body)?).await?),
         Endpoint::PendingRetry => {
-            let req: RetryRequest = manage::parse(body)?;
-            let retried = m.retry_failed(req.account.as_deref(), now).await?;
-            json(&serde_json::json!({ "retried": retried }))
+            let req = parse::<ops::RetryPending>(body)?;
+            let retried = m.retry_failed(req.account.as_ref(), now).await?;
+            json(&ops::Retried { retried })
         }
+        Endpoint::TokenCreate => json(&m.create_token(parse::<t::CreateToken>(body)?, now).await?),
+        Endpoint::TokenList => json(&m.list_tokens(parse::<t::ListTokens>(body)?).await?),
+        Endpoint::TokenRevoke => json(&m.revoke_token(parse::<t::RevokeToken>(body)?).await?),
     }
 }
 

@@ -1,0 +1,198 @@
+//! `role.*`: named permission sets within a tenant account.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ApiRequest, Endpoint};
+use crate::claims::{Permission, ResponsePermission};
+use crate::model::{AccountName, AccountRecord, RoleName, RoleRecord, UnixTime};
+
+/// Allow and deny lists of one direction.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionInput {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+/// Permission to answer requests: how many replies, for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseInput {
+    pub max: i64,
+    /// Milliseconds; 0: no time limit.
+    #[serde(default)]
+    pub ttl_ms: i64,
+}
+
+/// Per-user limits of a role; `-1` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleLimitsInput {
+    pub subs: Option<i64>,
+    pub data: Option<i64>,
+    pub payload: Option<i64>,
+}
+
+/// `role.create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRole {
+    pub account: AccountName,
+    pub name: RoleName,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub publish: PermissionInput,
+    #[serde(default)]
+    pub subscribe: PermissionInput,
+    #[serde(default)]
+    pub response: Option<ResponseInput>,
+    #[serde(default)]
+    pub limits: Option<RoleLimitsInput>,
+    /// Make it the account's default role.
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// `role.update`: absent fields are left as they are; lists replace the stored ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRole {
+    pub account: AccountName,
+    pub name: RoleName,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub publish: Option<PermissionInput>,
+    #[serde(default)]
+    pub subscribe: Option<PermissionInput>,
+    /// New response permission; `{"max": 0}` removes it.
+    #[serde(default)]
+    pub response: Option<ResponseInput>,
+    #[serde(default)]
+    pub limits: Option<RoleLimitsInput>,
+    #[serde(default)]
+    pub default: Option<bool>,
+}
+
+/// `role.get` (and, wrapped, `role.delete`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleRef {
+    pub account: AccountName,
+    pub name: RoleName,
+}
+
+/// `role.list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleListRef {
+    pub account: AccountName,
+}
+
+/// A role as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleView {
+    pub account: String,
+    pub name: String,
+    pub description: String,
+    pub publish: Permission,
+    pub subscribe: Permission,
+    pub response: Option<ResponsePermission>,
+    pub subs: i64,
+    pub data: i64,
+    pub payload: i64,
+    pub default: bool,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+impl RoleView {
+    pub fn of(role: &RoleRecord, account: &AccountRecord) -> Self {
+        RoleView {
+            account: role.account.to_string(),
+            name: role.name.to_string(),
+            description: role.description.clone(),
+            publish: role.permissions.publish.clone(),
+            subscribe: role.permissions.subscribe.clone(),
+            response: role.permissions.response,
+            subs: role.subs,
+            data: role.data,
+            payload: role.payload,
+            default: account.default_role.as_ref() == Some(&role.name),
+            created_at: role.created_at,
+            updated_at: role.updated_at,
+        }
+    }
+}
+
+impl CreateRole {
+    /// A request for role `name` of `account` allowing nothing yet.
+    pub fn new(account: AccountName, name: RoleName) -> Self {
+        CreateRole {
+            account,
+            name,
+            description: None,
+            publish: PermissionInput::default(),
+            subscribe: PermissionInput::default(),
+            response: None,
+            limits: None,
+            default: false,
+        }
+    }
+}
+
+impl UpdateRole {
+    /// A request that changes nothing yet: set the fields to change.
+    pub fn new(account: AccountName, name: RoleName) -> Self {
+        UpdateRole {
+            account,
+            name,
+            description: None,
+            publish: None,
+            subscribe: None,
+            response: None,
+            limits: None,
+            default: None,
+        }
+    }
+}
+
+impl RoleRef {
+    /// The role `name` of `account`.
+    pub fn new(account: AccountName, name: RoleName) -> Self {
+        RoleRef { account, name }
+    }
+}
+
+/// `role.delete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DeleteRole(pub RoleRef);
+
+impl ApiRequest for CreateRole {
+    const ENDPOINT: Endpoint = Endpoint::RoleCreate;
+    type Reply = RoleView;
+}
+
+impl ApiRequest for RoleRef {
+    const ENDPOINT: Endpoint = Endpoint::RoleGet;
+    type Reply = RoleView;
+}
+
+impl ApiRequest for RoleListRef {
+    const ENDPOINT: Endpoint = Endpoint::RoleList;
+    type Reply = Vec<RoleView>;
+}
+
+impl ApiRequest for UpdateRole {
+    const ENDPOINT: Endpoint = Endpoint::RoleUpdate;
+    type Reply = RoleView;
+}
+
+impl ApiRequest for DeleteRole {
+    const ENDPOINT: Endpoint = Endpoint::RoleDelete;
+    type Reply = RoleView;
+}

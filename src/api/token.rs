@@ -1,0 +1,88 @@
+//! `token.*`: API tokens for callout logins.
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{ApiRequest, Endpoint};
+use crate::model::{AccountName, TokenRecord, UnixTime, UserName};
+
+/// `token.create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    pub account: AccountName,
+    pub user: UserName,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `token.list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListTokens {
+    pub account: AccountName,
+    #[serde(default)]
+    pub user: Option<UserName>,
+}
+
+/// `token.revoke`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeToken {
+    pub id: String,
+}
+
+/// A token as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    pub id: String,
+    pub account: String,
+    pub user: String,
+    pub description: String,
+    pub created_at: UnixTime,
+}
+
+impl From<&TokenRecord> for TokenView {
+    fn from(t: &TokenRecord) -> Self {
+        TokenView {
+            id: t.id.clone(),
+            account: t.account.to_string(),
+            user: t.user.to_string(),
+            description: t.description.clone(),
+            created_at: t.created_at,
+        }
+    }
+}
+
+/// A new token: the only time its secret is shown.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct TokenCreated {
+    #[serde(flatten)]
+    pub view: TokenView,
+    /// The whole token, `authd_<id>_<secret>`: give it to the client now; it cannot be shown again.
+    pub token: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for TokenCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCreated")
+            .field("view", &self.view)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl ApiRequest for CreateToken {
+    const ENDPOINT: Endpoint = Endpoint::TokenCreate;
+    type Reply = TokenCreated;
+}
+
+impl ApiRequest for ListTokens {
+    const ENDPOINT: Endpoint = Endpoint::TokenList;
+    type Reply = Vec<TokenView>;
+}
+
+impl ApiRequest for RevokeToken {
+    const ENDPOINT: Endpoint = Endpoint::TokenRevoke;
+    type Reply = TokenView;
+}

@@ -1,0 +1,256 @@
+//! `user.*`: users of tenant accounts (and of ADMIN).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{ApiRequest, Endpoint};
+use crate::model::{AccountName, UnixTime, UserKind, UserName, UserRecord};
+
+/// A password as a request carries it: wiped on drop, never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Password(pub Zeroizing<String>);
+
+impl Password {
+    /// Wraps a password.
+    pub fn new(text: impl Into<String>) -> Self {
+        Password(Zeroizing::new(text.into()))
+    }
+
+    /// The password text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// `user.create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub account: AccountName,
+    pub name: UserName,
+    /// Role name; default: the account's default role.
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// For callout logins; stored only as an argon2id hash.
+    #[serde(default)]
+    pub password: Option<Password>,
+    /// Lifetime of issued JWTs in seconds; absent: no expiry.
+    #[serde(default)]
+    pub jwt_ttl_secs: Option<i64>,
+    /// Issue bearer JWTs (no nonce signature needed to connect).
+    #[serde(default)]
+    pub bearer_token: Option<bool>,
+    /// Tags for role templates (`{{tag(key)}}`).
+    #[serde(default)]
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// `user.update`: absent fields are left as they are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    pub account: AccountName,
+    pub name: UserName,
+    /// New role; `""` falls back to the account's default role.
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub active: Option<bool>,
+    /// New password; `""` removes it.
+    #[serde(default)]
+    pub password: Option<Password>,
+    /// New JWT lifetime; `0` removes it (no expiry).
+    #[serde(default)]
+    pub jwt_ttl_secs: Option<i64>,
+    #[serde(default)]
+    pub bearer_token: Option<bool>,
+    /// Replaces the tags.
+    #[serde(default)]
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// `user.get` (and, wrapped, `user.delete`, `user.regenerate`, `user.creds`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserRef {
+    pub account: AccountName,
+    pub name: UserName,
+}
+
+impl UserRef {
+    /// The user `name` of `account`.
+    pub fn new(account: AccountName, name: UserName) -> Self {
+        UserRef { account, name }
+    }
+}
+
+/// `user.delete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DeleteUser(pub UserRef);
+
+/// `user.regenerate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RegenerateUser(pub UserRef);
+
+/// `user.creds`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct GetCreds(pub UserRef);
+
+/// `user.list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserListRef {
+    pub account: AccountName,
+}
+
+/// A user as the API shows it: no seed, no hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    pub account: String,
+    pub name: String,
+    pub public_key: String,
+    pub kind: UserKind,
+    pub role: Option<String>,
+    pub description: String,
+    pub active: bool,
+    pub has_password: bool,
+    pub jwt_ttl_secs: Option<i64>,
+    pub bearer_token: bool,
+    pub tags: BTreeMap<String, String>,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+impl From<&UserRecord> for UserView {
+    fn from(u: &UserRecord) -> Self {
+        UserView {
+            account: u.account.to_string(),
+            name: u.name.to_string(),
+            public_key: u.identity.public.clone(),
+            kind: u.kind,
+            role: u.role.as_ref().map(ToString::to_string),
+            description: u.description.clone(),
+            active: u.active,
+            has_password: u.password_hash.is_some(),
+            jwt_ttl_secs: u.jwt_ttl_secs,
+            bearer_token: u.bearer_token,
+            tags: u.tags.clone(),
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+        }
+    }
+}
+
+/// A user's creds file (the one response that carries a seed: the user's own).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredsView {
+    pub account: String,
+    pub name: String,
+    pub public_key: String,
+    pub creds: String,
+}
+
+impl std::fmt::Debug for CredsView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredsView")
+            .field("account", &self.account)
+            .field("name", &self.name)
+            .field("public_key", &self.public_key)
+            .field("creds", &"<redacted>")
+            .finish()
+    }
+}
+
+impl CreateUser {
+    /// A request for user `name` of `account` with nothing else set.
+    pub fn new(account: AccountName, name: UserName) -> Self {
+        CreateUser {
+            account,
+            name,
+            role: None,
+            description: None,
+            password: None,
+            jwt_ttl_secs: None,
+            bearer_token: None,
+            tags: None,
+        }
+    }
+}
+
+impl UpdateUser {
+    /// A request that changes nothing yet: set the fields to change.
+    pub fn new(account: AccountName, name: UserName) -> Self {
+        UpdateUser {
+            account,
+            name,
+            role: None,
+            description: None,
+            active: None,
+            password: None,
+            jwt_ttl_secs: None,
+            bearer_token: None,
+            tags: None,
+        }
+    }
+}
+
+impl ApiRequest for CreateUser {
+    const ENDPOINT: Endpoint = Endpoint::UserCreate;
+    type Reply = UserView;
+}
+
+impl ApiRequest for UserRef {
+    const ENDPOINT: Endpoint = Endpoint::UserGet;
+    type Reply = UserView;
+}
+
+impl ApiRequest for UserListRef {
+    const ENDPOINT: Endpoint = Endpoint::UserList;
+    type Reply = Vec<UserView>;
+}
+
+impl ApiRequest for UpdateUser {
+    const ENDPOINT: Endpoint = Endpoint::UserUpdate;
+    type Reply = UserView;
+    // Deactivation revokes the user's key in the account JWT.
+    fn pushed_account(&self) -> Option<&AccountName> {
+        self.active.map(|_| &self.account)
+    }
+}
+
+impl ApiRequest for DeleteUser {
+    const ENDPOINT: Endpoint = Endpoint::UserDelete;
+    type Reply = UserView;
+    fn pushed_account(&self) -> Option<&AccountName> {
+        Some(&self.0.account)
+    }
+}
+
+impl ApiRequest for RegenerateUser {
+    const ENDPOINT: Endpoint = Endpoint::UserRegenerate;
+    type Reply = CredsView;
+    fn pushed_account(&self) -> Option<&AccountName> {
+        Some(&self.0.account)
+    }
+}
+
+impl ApiRequest for GetCreds {
+    const ENDPOINT: Endpoint = Endpoint::UserCreds;
+    type Reply = CredsView;
+}
