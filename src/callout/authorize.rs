@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 use super::cache::VerifiedCache;
 use super::credential::{self, Credential, Token};
 use super::directory::{Directory, Member};
-use super::limiter::{Limiter, Limits, Reservation};
+use super::limiter::{self, Limiter, Limits, Reservation};
 use crate::claims::{ConnectOptions, UserPermissionLimits};
 use crate::model::{
     AccountName, AccountRecord, TokenRecord, UnixTime, UserKind, UserName, UserRecord,
@@ -421,4 +421,378 @@ pub fn new_token(
         created_at: now,
     };
     (token.text(), record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::callout::directory::MemoryDirectory;
+    use crate::claims::{Permission, Permissions};
+    use crate::model::{AccountKind, PasswordHash, RoleName, RoleRecord};
+
+    const OWNER: &str = "10.0.0.1";
+    const ATTACKER: &str = "10.6.6.6";
+    const PW: &str = "dev1-password";
+
+    struct World {
+        directory: Arc<MemoryDirectory>,
+        hasher: PasswordHasher,
+        master: MasterKey,
+    }
+
+    impl World {
+        /// Tenant `acme` (role `dev` with templates; users dev1 with a password and the tag
+        /// `site`, dev2), tenant `globex` (g1), and an ADMIN user with a password.
+        async fn new() -> World {
+            let master = MasterKey::generate();
+            let hasher = PasswordHasher::cheap(2);
+            let directory = Arc::new(MemoryDirectory::default());
+            let world = World { directory, hasher, master };
+            world.account("acme", AccountKind::Tenant);
+            world.account("globex", AccountKind::Tenant);
+            world.account("admin", AccountKind::Admin);
+            world.directory.roles.lock().unwrap().push(RoleRecord {
+                account: AccountName::new("acme").unwrap(),
+                name: RoleName::new("dev").unwrap(),
+                description: String::new(),
+                permissions: Permissions {
+                    publish: Permission {
+                        allow: vec!["user.{{name()}}.>".into(), "site.{{tag(site)}}.>".into()],
+                        deny: vec![],
+                    },
+                    subscribe: Permission {
+                        allow: vec!["_INBOX.>".into()],
+                        deny: vec!["private.{{tag(missing)}}".into()],
+                    },
+                    response: None,
+                },
+                subs: -1,
+                data: -1,
+                payload: -1,
+                created_at: 0,
+                updated_at: 0,
+            });
+            world.user("acme", "dev1", UserKind::Member, Some(PW)).await;
+            world.user("acme", "dev2", UserKind::Member, Some("dev2-password")).await;
+            world.user("globex", "g1", UserKind::Member, Some("g1-password")).await;
+            world.user("admin", "root", UserKind::Admin, Some("root-password")).await;
+            world
+        }
+
+        fn account(&self, name: &str, kind: AccountKind) {
+            let account =
+                AccountRecord::new(AccountName::new(name).unwrap(), kind, &self.master, 0);
+            self.directory.accounts.lock().unwrap().push(account);
+        }
+
+        async fn user(&self, account: &str, name: &str, kind: UserKind, password: Option<&str>) {
+            let mut user = UserRecord::new(
+                AccountName::new(account).unwrap(),
+                UserName::new(name).unwrap(),
+                kind,
+                &self.master,
+                1,
+            );
+            user.role = Some(RoleName::new("dev").unwrap());
+            user.tags.insert("site".into(), "berlin".into());
+            if let Some(pw) = password {
+                let phc = self.hasher.hash(Zeroizing::new(pw.into())).await.unwrap();
+                user.password_hash = Some(PasswordHash::new(phc));
+            }
+            let mut users = self.directory.users.lock().unwrap();
+            users.retain(|u| !(u.account == user.account && u.name == user.name));
+            users.push(user);
+        }
+
+        fn edit_user(&self, name: &str, edit: impl FnOnce(&mut UserRecord)) {
+            let mut users = self.directory.users.lock().unwrap();
+            edit(users.iter_mut().find(|u| u.name.as_str() == name).unwrap());
+        }
+
+        async fn authorizer(&self, settings: LoginSettings) -> Authorizer {
+            let directory: Arc<dyn Directory> = self.directory.clone();
+            Authorizer::new(directory, self.hasher.clone(), settings).await.unwrap()
+        }
+    }
+
+    fn settings(per_login: u32, per_host: u32, cache: bool) -> LoginSettings {
+        LoginSettings {
+            cache_ttl: if cache { Duration::from_secs(900) } else { Duration::ZERO },
+            limits: Limits { per_login, per_host, window: Duration::from_secs(60) },
+            ..LoginSettings::default()
+        }
+    }
+
+    fn password(user: &str, pass: &str) -> ConnectOptions {
+        ConnectOptions { username: user.into(), password: pass.into(), ..Default::default() }
+    }
+
+    fn token(text: &str) -> ConnectOptions {
+        ConnectOptions { token: text.into(), ..Default::default() }
+    }
+
+    async fn decide(authorizer: &Authorizer, connect: &ConnectOptions, host: &str) -> Decision {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let request = LoginRequest { connect, host, user_nkey: "UUSER" };
+        authorizer.decide(request, deadline, 1_000).await
+    }
+
+    async fn refusal(authorizer: &Authorizer, connect: &ConnectOptions, host: &str) -> Refusal {
+        decide(authorizer, connect, host).await.result.expect_err("let in")
+    }
+
+    #[tokio::test]
+    async fn a_right_password_is_admitted_with_its_roles_permissions_and_minted_separately() {
+        let w = World::new().await;
+        let a = w.authorizer(LoginSettings::default()).await;
+        let decision = decide(&a, &password("dev1", PW), OWNER).await;
+        assert_eq!(decision.login, "acme/dev1");
+        let admitted = decision.result.unwrap();
+        assert_eq!(admitted.user.name.as_str(), "dev1");
+        assert_eq!(admitted.expires, 1_000 + 3600);
+        let publish = &admitted.permissions.permissions.publish.allow;
+        assert_eq!(publish, &vec!["user.dev1.>".to_string(), "site.berlin.>".to_string()]);
+        let user_key = nkeys::KeyPair::new_user().public_key();
+        let jwt = admitted.mint(&user_key, &w.master, 1_000).unwrap();
+        assert_eq!(jwt.split('.').count(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_role_template_that_does_not_resolve_never_allows() {
+        let w = World::new().await;
+        w.edit_user("dev1", |u| {
+            u.tags.clear();
+        });
+        let a = w.authorizer(LoginSettings::default()).await;
+        let admitted = decide(&a, &password("dev1", PW), OWNER).await.result.unwrap();
+        let p = &admitted.permissions.permissions;
+        assert_eq!(p.publish.allow, vec!["user.dev1.>".to_string()], "the site subject is dropped");
+        assert_eq!(
+            p.subscribe.deny,
+            vec![">".to_string()],
+            "a deny that cannot resolve denies all"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_refusal_has_its_category() {
+        let w = World::new().await;
+        w.user("acme", "off", UserKind::Member, Some("off-password")).await;
+        w.edit_user("off", |u| u.active = false);
+        w.directory.accounts.lock().unwrap().iter_mut().for_each(|acc| {
+            if acc.name.as_str() == "globex" {
+                acc.active = false;
+            }
+        });
+        let a = w.authorizer(settings(0, 0, true)).await;
+        let cases = [
+            (password("", ""), Refusal::Malformed),
+            (token("authd_broken"), Refusal::Malformed),
+            (password(&"x".repeat(300), "pw"), Refusal::Malformed),
+            (password("nobody", "whatever"), Refusal::UnknownUser),
+            (password("dev1@globex", PW), Refusal::UnknownUser),
+            (password("dev1", "wrong-password"), Refusal::BadSecret),
+            (password("off", "off-password"), Refusal::Inactive),
+            (password("g1", "g1-password"), Refusal::Inactive),
+            (token("authd_aaaaaaaaaaaaaaaa_bbbb"), Refusal::UnknownUser),
+        ];
+        for (connect, category) in cases {
+            assert_eq!(refusal(&a, &connect, OWNER).await, category, "{connect:?}");
+        }
+        // Wrong secrets for inactive users say bad_secret: activity is checked after the secret.
+        assert_eq!(refusal(&a, &password("off", "nope"), OWNER).await, Refusal::BadSecret);
+    }
+
+    #[tokio::test]
+    async fn users_outside_tenant_accounts_are_never_admitted() {
+        let w = World::new().await;
+        let a = w.authorizer(settings(0, 0, true)).await;
+        for login in ["root@admin", "root"] {
+            let before = w.hasher.verifications();
+            let r = refusal(&a, &password(login, "root-password"), OWNER).await;
+            assert_eq!(r, Refusal::UnknownUser, "{login}");
+            assert_eq!(w.hasher.verifications(), before + 1, "only the decoy is hashed");
+        }
+        // Nor with a token that names one.
+        let (text, mut record) = new_token(
+            &AccountName::new("admin").unwrap(),
+            &UserName::new("root").unwrap(),
+            String::new(),
+            5,
+        );
+        record.created_at = 5;
+        w.directory.tokens.lock().unwrap().push(record);
+        assert_eq!(refusal(&a, &token(&text), OWNER).await, Refusal::UnknownUser);
+    }
+
+    #[tokio::test]
+    async fn unknown_users_cost_an_argon2_run_against_the_decoy() {
+        let w = World::new().await;
+        let a = w.authorizer(LoginSettings::default()).await;
+        let before = w.hasher.verifications();
+        assert_eq!(refusal(&a, &password("nobody", "pw"), OWNER).await, Refusal::UnknownUser);
+        assert_eq!(w.hasher.verifications(), before + 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_past_its_deadline_is_not_hashed() {
+        let w = World::new().await;
+        let a = w.authorizer(LoginSettings::default()).await;
+        let connect = password("dev1", PW);
+        let request = LoginRequest { connect: &connect, host: OWNER, user_nkey: "UUSER" };
+        let decision = a.decide(request, Instant::now(), 1_000).await;
+        assert_eq!(decision.result.unwrap_err(), Refusal::Expired);
+        assert_eq!(w.hasher.verifications(), 0);
+        // Not a failure either: the owner is not charged for the server's queue.
+        for _ in 0..10 {
+            let decision = a.decide(request, Instant::now(), 1_000).await;
+            assert_eq!(decision.result.unwrap_err(), Refusal::Expired);
+        }
+        decide(&a, &connect, OWNER).await.result.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_cache_skips_argon2_only_for_the_right_password_on_the_current_hash() {
+        let w = World::new().await;
+        let a = w.authorizer(LoginSettings::default()).await;
+        assert!(!decide(&a, &password("dev1", PW), OWNER).await.result.unwrap().cached);
+        let before = w.hasher.verifications();
+        assert!(decide(&a, &password("dev1@acme", PW), OWNER).await.result.unwrap().cached);
+        assert_eq!(w.hasher.verifications(), before, "answered from the cache");
+        assert_eq!(refusal(&a, &password("dev1", "wrong"), OWNER).await, Refusal::BadSecret);
+        // A new password (new hash) misses the cache; the old password no longer works.
+        w.user("acme", "dev1", UserKind::Member, Some("new-password")).await;
+        assert_eq!(refusal(&a, &password("dev1", PW), OWNER).await, Refusal::BadSecret);
+        // A cached password of a user disabled since is refused.
+        w.edit_user("dev2", |u| u.active = true);
+        decide(&a, &password("dev2", "dev2-password"), OWNER).await.result.unwrap();
+        w.edit_user("dev2", |u| u.active = false);
+        assert_eq!(refusal(&a, &password("dev2", "dev2-password"), OWNER).await, Refusal::Inactive);
+    }
+
+    /// Defect B2: a cached password skipped the limiter, giving an attacker free guesses.
+    #[tokio::test]
+    async fn a_cached_password_does_not_let_a_limited_login_or_address_check_secrets() {
+        let w = World::new().await;
+        let a = w.authorizer(settings(5, 8, true)).await;
+        decide(&a, &password("dev1", PW), OWNER).await.result.unwrap();
+        for _ in 0..5 {
+            assert_eq!(refusal(&a, &password("dev1", "guess"), ATTACKER).await, Refusal::BadSecret);
+        }
+        let before = w.hasher.verifications();
+        // Even the right (cached) password is not checked from the limited address...
+        assert_eq!(refusal(&a, &password("dev1", PW), ATTACKER).await, Refusal::RateLimited);
+        assert_eq!(refusal(&a, &password("dev1", "guess"), ATTACKER).await, Refusal::RateLimited);
+        assert_eq!(w.hasher.verifications(), before);
+        // ...while the owner's address, with no failures of its own, still gets in.
+        assert!(decide(&a, &password("dev1", PW), OWNER).await.result.unwrap().cached);
+        // An address over its own limit checks no secret for any login, cache or not.
+        for _ in 0..3 {
+            let _ = refusal(&a, &password("dev2", "guess"), ATTACKER).await;
+        }
+        decide(&a, &password("dev2", "dev2-password"), OWNER).await.result.unwrap();
+        assert_eq!(
+            refusal(&a, &password("dev2", "dev2-password"), ATTACKER).await,
+            Refusal::RateLimited
+        );
+    }
+
+    /// Defect B2: spellings of one login each had their own allowance.
+    #[tokio::test]
+    async fn every_spelling_of_a_login_shares_one_allowance() {
+        let w = World::new().await;
+        let a = w.authorizer(settings(4, 0, false)).await;
+        for login in ["dev1", "dev1@acme", "DEV1@ACME", " dev1@acme"] {
+            let decision = decide(&a, &password(login, "guess"), ATTACKER).await;
+            assert_eq!(decision.login, "acme/dev1");
+            assert_eq!(decision.result.unwrap_err(), Refusal::BadSecret, "{login:?}");
+        }
+        assert_eq!(refusal(&a, &password("Dev1", PW), ATTACKER).await, Refusal::RateLimited);
+        // Unknown names are normalized too.
+        for login in ["ghost@acme", "GHOST@acme"] {
+            assert_eq!(decide(&a, &password(login, "x"), ATTACKER).await.login, "acme/ghost");
+        }
+    }
+
+    /// Defect B2: only the login was charged up front, so parallel unknown names from one
+    /// address were all hashed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parallel_guesses_from_one_address_stop_at_its_limit() {
+        let w = World::new().await;
+        let a = Arc::new(w.authorizer(settings(5, 50, true)).await);
+        let guesses = (0..80).map(|i| {
+            let a = Arc::clone(&a);
+            async move { refusal(&a, &password(&format!("ghost{i}"), "x"), ATTACKER).await }
+        });
+        let refusals = futures::future::join_all(guesses).await;
+        let limited = refusals.iter().filter(|r| **r == Refusal::RateLimited).count();
+        assert_eq!(w.hasher.verifications(), 50, "hashed exactly up to the address limit");
+        assert_eq!(limited, 30);
+        // Another address is not affected.
+        decide(&a, &password("dev1", PW), OWNER).await.result.unwrap();
+    }
+
+    /// Defect B3: `auth_token = "owner@acme:PW "` logged in with the password `PW`.
+    #[tokio::test]
+    async fn a_password_is_compared_exactly_as_sent_through_the_token_field() {
+        let w = World::new().await;
+        w.user("acme", "spacey", UserKind::Member, Some("ends-in-space ")).await;
+        let a = w.authorizer(settings(0, 0, true)).await;
+        let wrong = format!("dev1@acme:{PW} ");
+        assert_eq!(refusal(&a, &token(&wrong), OWNER).await, Refusal::BadSecret);
+        let trailing = format!(" dev1@acme:{PW}");
+        decide(&a, &token(&trailing), OWNER).await.result.unwrap();
+        decide(&a, &token("spacey@acme:ends-in-space "), OWNER).await.result.unwrap();
+        let chopped = "spacey@acme:ends-in-space";
+        assert_eq!(refusal(&a, &token(chopped), OWNER).await, Refusal::BadSecret);
+    }
+
+    /// Defect B4: five wrong guesses from anywhere locked the owner out (passwords and tokens).
+    #[tokio::test]
+    async fn guesses_from_one_address_do_not_keep_the_owner_out_from_another() {
+        let w = World::new().await;
+        let (text, record) = new_token(
+            &AccountName::new("acme").unwrap(),
+            &UserName::new("dev1").unwrap(),
+            String::new(),
+            5,
+        );
+        let id = record.id.clone();
+        w.directory.tokens.lock().unwrap().push(record);
+        let a = w.authorizer(settings(5, 50, false)).await;
+        for _ in 0..5 {
+            assert_eq!(refusal(&a, &password("dev1", "guess"), ATTACKER).await, Refusal::BadSecret);
+            let forged = format!("authd_{id}_aaaa");
+            assert_eq!(refusal(&a, &token(&forged), ATTACKER).await, Refusal::BadSecret);
+        }
+        assert_eq!(refusal(&a, &password("dev1", PW), ATTACKER).await, Refusal::RateLimited);
+        assert_eq!(refusal(&a, &token(&text), ATTACKER).await, Refusal::RateLimited);
+        decide(&a, &password("dev1", PW), OWNER).await.result.unwrap();
+        let by_token = decide(&a, &token(&text), OWNER).await;
+        assert_eq!(by_token.login, format!("token:{id}"));
+        assert_eq!(by_token.result.unwrap().token_id.as_deref(), Some(id.as_str()));
+    }
+
+    /// Defect B4, distributed: past the login's global budget new addresses are slowed to one
+    /// attempt per window, and the owner's known address keeps its allowance.
+    #[tokio::test]
+    async fn a_distributed_attack_slows_new_addresses_and_spares_the_owners() {
+        let w = World::new().await;
+        let a = w.authorizer(settings(2, 0, false)).await;
+        decide(&a, &password("dev1", PW), OWNER).await.result.unwrap();
+        for i in 0..limiter::GLOBAL_FACTOR {
+            for _ in 0..2 {
+                let host = format!("10.9.{i}.1");
+                assert_eq!(
+                    refusal(&a, &password("dev1", "guess"), &host).await,
+                    Refusal::BadSecret
+                );
+            }
+        }
+        decide(&a, &password("dev1", PW), OWNER).await.result.unwrap();
+        let fresh = "10.1.1.1";
+        assert_eq!(refusal(&a, &password("dev1", "guess"), fresh).await, Refusal::BadSecret);
+        assert_eq!(refusal(&a, &password("dev1", PW), fresh).await, Refusal::RateLimited);
+        decide(&a, &password("dev1", PW), "10.1.1.2").await.result.unwrap();
+    }
 }
