@@ -260,4 +260,34 @@ mod tests {
         drop(sessions);
         writer.await.unwrap();
     }
+
+    /// The cost of recording sessions durably: `cargo test --lib sessions -- --ignored
+    /// --nocapture` prints it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement, not a check"]
+    async fn measure_the_cost_of_durable_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), crate::store::sled::OpenMode::CreateIfMissing);
+        let (sessions, writer) = Sessions::new(Db::new(std::sync::Arc::new(store.unwrap())));
+        let writer = tokio::spawn(writer.run());
+        let started = std::time::Instant::now();
+        for cid in 0..200 {
+            sessions.record(session("acme", "dev1", cid, None, 100)).await.unwrap();
+        }
+        let one_by_one = started.elapsed() / 200;
+        let started = std::time::Instant::now();
+        let writes = (1000..1500).map(|cid| {
+            let sessions = sessions.clone();
+            async move { sessions.record(session("acme", "dev2", cid, None, 100)).await }
+        });
+        for written in futures::future::join_all(writes).await {
+            written.unwrap();
+        }
+        println!(
+            "one login at a time: {one_by_one:?} a session; 500 at once: {:?} in all",
+            started.elapsed()
+        );
+        drop(sessions);
+        writer.await.unwrap();
+    }
 }
