@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 use super::cache::VerifiedCache;
 use super::credential::{self, Credential, Token};
 use super::directory::{Directory, Member};
-use super::limiter::{self, Limiter, Limits, Reservation};
+use super::limiter::{Limiter, Limits, Reservation};
 use crate::claims::{ConnectOptions, UserPermissionLimits};
 use crate::model::{
     AccountName, AccountRecord, TokenRecord, UnixTime, UserKind, UserName, UserRecord,
@@ -780,7 +780,7 @@ mod tests {
         let w = World::new().await;
         let a = w.authorizer(settings(2, 0, false)).await;
         decide(&a, &password("dev1", PW), OWNER).await.result.unwrap();
-        for i in 0..limiter::GLOBAL_FACTOR {
+        for i in 0..crate::callout::limiter::GLOBAL_FACTOR {
             for _ in 0..2 {
                 let host = format!("10.9.{i}.1");
                 assert_eq!(
