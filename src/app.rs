@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api_gate::ApiGate;
 use crate::authority::Authority;
-use crate::callout::authorize::{Authorizer, CalloutSettings};
+use crate::callout::authorize::{Authorizer, LoginSettings};
+use crate::callout::directory::StoreDirectory;
 use crate::callout::{Callout, CalloutStats};
 use crate::connection::{self, ConnectionError, ConnectionSettings};
 use crate::manage::{Manager, PUSH_WAIT};
@@ -43,7 +44,7 @@ pub enum AppError {
 pub struct Settings {
     pub connection: ConnectionSettings,
     pub publisher: PublisherSettings,
-    pub callout: CalloutSettings,
+    pub callout: LoginSettings,
 }
 
 /// Runs the service until `shutdown` completes; then stops taking requests, finishes the ones
@@ -92,7 +93,8 @@ pub async fn run(
 
     let callout_stats = Arc::new(CalloutStats::default());
     let mut callout = {
-        let authorizer = Authorizer::new(authority.clone(), hasher, settings.callout.clone())
+        let directory = Arc::new(StoreDirectory::new(authority.clone()));
+        let authorizer = Authorizer::new(directory, hasher, settings.callout.clone())
             .await
             .map_err(|e| AppError::Service(e.to_string()))?;
         let auth = authority
@@ -111,6 +113,7 @@ pub async fn run(
             .map_err(|e| AppError::Service(e.to_string()))?;
         let callout = Callout::new(
             Arc::new(authorizer),
+            authority.clone(),
             client.clone(),
             signer,
             xkey,

@@ -47,5 +47,6 @@ pub mod server_api;
 pub mod server_config;
 pub mod service;
 pub mod store;
+pub mod token;
 pub mod trust;
 pub mod vault;

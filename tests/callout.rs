@@ -14,7 +14,7 @@ const DEV1_PASSWORD: &str = "dev1-password";
 
 struct Setup {
     stack: Stack,
-    _service: Running,
+    service: Option<Running>,
     admin: AdminClient,
     acme_key: String,
 }
@@ -48,7 +48,7 @@ async fn setup(xkey: bool) -> Setup {
     drained(&admin).await;
     Setup {
         stack,
-        _service: service,
+        service: Some(service),
         admin,
         acme_key: acme["public_key"].as_str().unwrap().to_string(),
     }
@@ -200,6 +200,73 @@ async fn disabling_a_connected_user_ends_it_within_a_second() {
     disconnected_within(&mut events, Duration::from_secs(1)).await;
     refused(&s.stack, password("dev2", "dev2-password")).await;
     s.stack.login(password("dev2", "dev2-new-password")).await.unwrap();
+}
+
+/// Defect B1: sessions to kick lived in memory only, so a restart forgot them.
+#[tokio::test]
+async fn a_login_made_before_a_clean_restart_is_still_kicked_when_its_user_is_disabled() {
+    let mut s = setup(true).await;
+    let (client, mut events) = s.stack.login(password("dev1", DEV1_PASSWORD)).await.unwrap();
+    client.flush().await.unwrap();
+    s.service.take().unwrap().stop().await.unwrap();
+    s.service = Some(s.stack.serve());
+    let admin = s.stack.admin().await;
+    let started = std::time::Instant::now();
+    admin
+        .call("user.update", &json!({ "account": "acme", "name": "dev1", "active": false }))
+        .await
+        .unwrap();
+    disconnected_within(&mut events, Duration::from_secs(1)).await;
+    assert!(started.elapsed() < Duration::from_secs(1));
+    refused(&s.stack, password("dev1", DEV1_PASSWORD)).await;
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_nats-authd");
+
+/// `nats-authd serve` as its own process, logging to `log`.
+fn serve_process(stack: &Stack, log: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(BIN)
+        .args(["--log", "info", "serve", "--data-dir"])
+        .arg(&stack.layout.data_dir)
+        .args(["--nats-url", &stack.url()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Defect B1: a kill -9 right after answering must not lose the session either.
+#[tokio::test]
+async fn a_login_made_before_a_kill_9_is_still_kicked_when_its_user_is_deleted() {
+    let mut stack = Stack::init_with(true).await;
+    stack.start_server().await;
+    {
+        let manager = stack.manager();
+        let now = nats_authd::model::now();
+        manager
+            .create_account(serde_json::from_value(json!({ "name": "acme" })).unwrap(), now)
+            .await
+            .unwrap();
+        let body = json!({ "account": "acme", "name": "dev1", "password": DEV1_PASSWORD });
+        manager.create_user(serde_json::from_value(body).unwrap(), now).await.unwrap();
+    }
+    stack.release_store();
+    let mut first = serve_process(&stack, &stack.dir.path().join("serve-1.log"));
+    let admin = stack.admin().await;
+    drained(&admin).await;
+    let (client, mut events) = stack.login(password("dev1", DEV1_PASSWORD)).await.unwrap();
+    client.flush().await.unwrap();
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let mut second = serve_process(&stack, &stack.dir.path().join("serve-2.log"));
+    let admin = stack.admin().await;
+    let started = std::time::Instant::now();
+    admin.call("user.delete", &json!({ "account": "acme", "name": "dev1" })).await.unwrap();
+    disconnected_within(&mut events, Duration::from_secs(1)).await;
+    assert!(started.elapsed() < Duration::from_secs(1));
+    second.kill().unwrap();
+    second.wait().unwrap();
 }
 
 #[tokio::test]

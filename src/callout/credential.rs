@@ -1,25 +1,20 @@
-//! What a client presents through the callout, and the API-token format.
+//! What a client presents through the callout (the API-token format is in [`crate::token`]).
 //!
 //! - `user` + `pass`: a password login; `user` is `name` or `name@account`.
 //! - `auth_token` = `authd_<id>_<secret>`: an API token ([`Token`]).
 //! - `auth_token` = `name[@account]:password`: a password login from clients that can send
 //!   only a token next to creds (nats-py sends `auth_token`, never user/pass, with a creds file).
 //! - `user` + `auth_token` (not an API token): the token is the password.
+//!
+//! Secrets are taken byte for byte: never trimmed, so `name:PW ` is the password `PW ` (a
+//! password may end in a space), not `PW`. Only the login part is normalized ([`login_key`]).
 
 use std::fmt;
 
-use data_encoding::BASE32_NOPAD;
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::claims::ConnectOptions;
-
-/// Prefix of every API token.
-pub const TOKEN_PREFIX: &str = "authd_";
-/// Random bytes in a token's secret.
-const SECRET_BYTES: usize = 32;
-/// Random bytes in a token's id.
-const ID_BYTES: usize = 10;
+pub use crate::token::{Token, TOKEN_PREFIX};
 
 /// A parsed credential. Secrets are wiped on drop and never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -49,46 +44,10 @@ impl Credential {
     }
 }
 
-/// An API token: `authd_<id>_<secret>`, id and secret base32 (lower case, no padding).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token {
-    pub id: String,
-    pub secret: Zeroizing<String>,
-}
-
-impl Token {
-    /// A fresh token: 80-bit id, 256-bit secret.
-    pub fn generate() -> Token {
-        let id = BASE32_NOPAD.encode(&rand::random::<[u8; ID_BYTES]>()).to_lowercase();
-        let secret = BASE32_NOPAD.encode(&rand::random::<[u8; SECRET_BYTES]>()).to_lowercase();
-        Token { id, secret: Zeroizing::new(secret) }
-    }
-
-    /// Parses `authd_<id>_<secret>`.
-    pub fn parse(text: &str) -> Option<Token> {
-        let rest = text.strip_prefix(TOKEN_PREFIX)?;
-        let (id, secret) = rest.split_once('_')?;
-        let valid = |s: &str| {
-            !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c))
-        };
-        (valid(id) && valid(secret))
-            .then(|| Token { id: id.to_string(), secret: Zeroizing::new(secret.to_string()) })
-    }
-
-    /// The whole token text, to hand out once.
-    pub fn text(&self) -> Zeroizing<String> {
-        Zeroizing::new(format!("{TOKEN_PREFIX}{}_{}", self.id, self.secret.as_str()))
-    }
-
-    /// Hex SHA-256 of the secret, as stored.
-    pub fn secret_sha256(&self) -> String {
-        data_encoding::HEXLOWER.encode(&Sha256::digest(self.secret.as_bytes()))
-    }
-}
-
 /// Reads the credential out of CONNECT options; `None` if there is none to read.
 pub fn parse(opts: &ConnectOptions) -> Option<Credential> {
-    let token = opts.token.trim();
+    // Never trimmed: it may be a password, and a secret is compared exactly as sent.
+    let token = opts.token.as_str();
     if !opts.username.is_empty() && !opts.password.is_empty() {
         return Some(Credential::Password {
             login: opts.username.clone(),
@@ -113,10 +72,34 @@ pub fn parse(opts: &ConnectOptions) -> Option<Credential> {
     })
 }
 
+/// A presented login normalized: `(name, Some(account))` for `name@account`, `(name, None)`
+/// for a bare name, each trimmed and lower-cased as stored names are; `None` if not a login.
+pub fn login_parts(
+    login: &str,
+) -> Option<(crate::model::UserName, Option<crate::model::AccountName>)> {
+    use crate::model::{AccountName, UserName};
+    match login.trim().rsplit_once('@') {
+        Some((name, account)) => {
+            Some((UserName::new(name).ok()?, Some(AccountName::new(account).ok()?)))
+        }
+        None => Some((UserName::new(login).ok()?, None)),
+    }
+}
+
+/// The key a login is counted under when it resolves to no user: `account/name` for
+/// `name@account` (what a resolved login uses too), the normalized name otherwise.
+pub fn login_key(login: &str) -> String {
+    match login_parts(login) {
+        Some((name, Some(account))) => format!("{account}/{name}"),
+        Some((name, None)) => name.to_string(),
+        None => login.trim().to_ascii_lowercase(),
+    }
+}
+
 /// `name` or `name@account`, each a valid name.
 pub fn valid_login(login: &str) -> bool {
     use crate::model::{AccountName, UserName};
-    match login.rsplit_once('@') {
+    match login.trim().rsplit_once('@') {
         Some((name, account)) => UserName::new(name).is_ok() && AccountName::new(account).is_ok(),
         None => UserName::new(login).is_ok(),
     }
@@ -177,5 +160,30 @@ mod tests {
         assert_eq!(parse(&opts("", "", "dev1@acme:pw")), pw("dev1@acme", "pw"));
         assert_eq!(parse(&opts("", "", "authd_broken")), None);
         assert!(!format!("{:?}", parse(&opts("dev1", "hunter2", ""))).contains("hunter2"));
+    }
+
+    #[test]
+    fn secrets_are_never_trimmed() {
+        let pw = |login: &str, password: &str| {
+            Some(Credential::Password {
+                login: login.into(),
+                password: Zeroizing::new(password.into()),
+            })
+        };
+        assert_eq!(parse(&opts("", "", "owner@acme:PW ")), pw("owner@acme", "PW "));
+        assert_eq!(parse(&opts("", "", " owner@acme: PW")), pw(" owner@acme", " PW"));
+        assert_eq!(parse(&opts("dev1", "", " pw ")), pw("dev1", " pw "));
+        assert_eq!(parse(&opts("dev1", " pw ", "")), pw("dev1", " pw "));
+        let token = Token::generate();
+        assert_eq!(parse(&opts("", "", &format!("{} ", token.text().as_str()))), None);
+    }
+
+    #[test]
+    fn every_spelling_of_a_login_counts_as_one() {
+        for login in ["name@acme", "NAME@ACME", " name@acme", "Name@Acme "] {
+            assert_eq!(login_key(login), "acme/name", "{login:?}");
+        }
+        assert_eq!(login_key(" NAME"), "name");
+        assert_eq!(login_key("../x"), "../x");
     }
 }

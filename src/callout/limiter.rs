@@ -1,5 +1,28 @@
-//! Brute-force limits: too many failures for one login name, or from one client address,
-//! within a window, and further attempts are refused without hashing until the window passes.
+//! Brute-force limits that slow guessing down without letting an attacker lock the owner out
+//! (NIST SP 800-63B 5.2.2: rate limiting, not lock-out).
+//!
+//! A *login* is the canonical key of what was presented (`account/name` for a password login,
+//! `token:<id>` for an API token); an *address* is the client's host as the server saw it.
+//! Failures are counted in fixed windows of [`Limits::window`]:
+//!
+//! 1. **Per address**: [`Limits::per_host`] failures from one address refuse every further
+//!    attempt from it, for any login.
+//! 2. **Per (login, address)**: [`Limits::per_login`] failures for one login from one address
+//!    refuse further attempts at that login *from that address only*. An attacker's address
+//!    therefore never shuts out the owner's address: that is the owner's way in.
+//! 3. **Per login, from everywhere**: past `per_login` × [`GLOBAL_FACTOR`] failures (a
+//!    distributed attack), addresses the login has not succeeded from within
+//!    [`KNOWN_ADDRESS_TTL`] are slowed to [`THROTTLED_ALLOWANCE`] attempt per window; addresses
+//!    it has succeeded from keep rule 2's allowance. No rule ever refuses a login everywhere.
+//!
+//! A refused attempt checks no secret at all: neither the verified-password cache nor argon2
+//! ([`Limiter::allows`] is asked before either). An attempt that hashes is charged (as a
+//! failure, provisionally) when its turn to hash comes ([`Limiter::reserve`]), so parallel
+//! guesses from one address stop at the limit; a success or an expired request gives the
+//! charge back. A success also clears its (login, address) count, so the owner's own typos do
+//! not add up.
+//!
+//! State is in memory and per process: a restart forgets it (attackers gain one window).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,7 +33,7 @@ use tokio::time::Instant;
 /// Limits; a limit of 0 switches that check off.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Failures per login name per window.
+    /// Failures per (login, address) per window.
     pub per_login: u32,
     /// Failures per client address per window.
     pub per_host: u32,
@@ -23,9 +46,17 @@ impl Default for Limits {
     }
 }
 
+/// A login's failures from all addresses, in multiples of `per_login`, past which unknown
+/// addresses are throttled (rule 3).
+pub const GLOBAL_FACTOR: u32 = 20;
+/// Attempts per window for a login under attack from an address it never succeeded from.
+pub const THROTTLED_ALLOWANCE: u32 = 1;
+/// How long a success marks an address as the login's own.
+pub const KNOWN_ADDRESS_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Most keys tracked per kind; beyond that the oldest windows are dropped.
 const MAX_KEYS: usize = 100_000;
 
+/// Fixed-window failure counters by key.
 #[derive(Debug, Default)]
 struct Windows(HashMap<String, (Instant, u32)>);
 
@@ -35,26 +66,58 @@ impl Windows {
     }
 
     fn add(&mut self, key: &str, window: Duration) {
-        if self.0.len() >= MAX_KEYS {
-            self.0.retain(|_, (start, _)| start.elapsed() < window);
-            if self.0.len() >= MAX_KEYS {
-                // Still full of live windows: forget them all rather than grow without bound.
-                self.0.clear();
-            }
-        }
+        bound(&mut self.0, |(start, _)| start.elapsed() < window);
         let entry = self.0.entry(key.to_string()).or_insert((Instant::now(), 0));
         if entry.0.elapsed() >= window {
             *entry = (Instant::now(), 0);
         }
         entry.1 += 1;
     }
+
+    fn take_back(&mut self, key: &str) {
+        if let Some((_, n)) = self.0.get_mut(key) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
-/// Failure counters by login and by host.
+/// Keeps `map` under [`MAX_KEYS`]: drops dead entries, and all if every one is alive (rather
+/// than grow without bound).
+fn bound<V>(map: &mut HashMap<String, V>, alive: impl Fn(&V) -> bool) {
+    if map.len() >= MAX_KEYS {
+        map.retain(|_, v| alive(v));
+        if map.len() >= MAX_KEYS {
+            map.clear();
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    hosts: Windows,
+    logins: Windows,
+    pairs: Windows,
+    /// (login, address) → last success.
+    known: HashMap<String, Instant>,
+}
+
+/// An attempt charged as a failure until [`Limiter::succeeded`] or [`Limiter::released`].
+#[derive(Debug)]
+#[must_use = "an attempt is resolved with succeeded, failed or released"]
+pub struct Reservation {
+    login: String,
+    host: String,
+}
+
+/// Failure counters; see the module docs for the rules.
 #[derive(Debug, Default)]
 pub struct Limiter {
     limits: Limits,
-    state: Mutex<(Windows, Windows)>,
+    state: Mutex<State>,
+}
+
+fn pair(login: &str, host: &str) -> String {
+    format!("{login}\u{0}{host}")
 }
 
 impl Limiter {
@@ -63,43 +126,76 @@ impl Limiter {
         Limiter { limits, state: Mutex::default() }
     }
 
-    /// Whether an attempt for `login` from `host` must be refused now.
-    pub fn blocked(&self, login: &str, host: &str) -> bool {
-        let state = self.state.lock().expect("limiter lock");
+    fn allows_locked(&self, state: &State, login: &str, host: &str) -> bool {
         let l = self.limits;
-        (l.per_login > 0 && state.0.count(login, l.window) >= l.per_login)
-            || (l.per_host > 0 && state.1.count(host, l.window) >= l.per_host)
-    }
-
-    /// Reserves an attempt for `login` from `host`: `false` if either is over its limit
-    /// (nothing counted). The login's slot is counted as a failure at once, so parallel guesses
-    /// at one login stop at its limit; [`Limiter::succeeded`] gives it back, and
-    /// [`Limiter::failed`] counts the failure against the host. (The host is charged only for
-    /// real failures: many clients behind one address logging in at once are not an attack.)
-    pub fn attempt(&self, login: &str, host: &str) -> bool {
-        let mut state = self.state.lock().expect("limiter lock");
-        let l = self.limits;
-        if (l.per_login > 0 && state.0.count(login, l.window) >= l.per_login)
-            || (l.per_host > 0 && state.1.count(host, l.window) >= l.per_host)
-        {
+        if l.per_host > 0 && state.hosts.count(host, l.window) >= l.per_host {
             return false;
         }
-        state.0.add(login, l.window);
-        true
-    }
-
-    /// Counts a failed attempt against the host (the login was counted by `attempt`).
-    pub fn failed(&self, host: &str) {
-        let mut state = self.state.lock().expect("limiter lock");
-        state.1.add(host, self.limits.window);
-    }
-
-    /// Takes back an attempt that succeeded.
-    pub fn succeeded(&self, login: &str) {
-        let mut state = self.state.lock().expect("limiter lock");
-        if let Some((_, n)) = state.0 .0.get_mut(login) {
-            *n = n.saturating_sub(1);
+        if l.per_login == 0 {
+            return true;
         }
+        let key = pair(login, host);
+        let under_attack =
+            state.logins.count(login, l.window) >= l.per_login.saturating_mul(GLOBAL_FACTOR);
+        let known = state.known.get(&key).is_some_and(|at| at.elapsed() < KNOWN_ADDRESS_TTL);
+        let allowance = if under_attack && !known { THROTTLED_ALLOWANCE } else { l.per_login };
+        state.pairs.count(&key, l.window) < allowance
+    }
+
+    /// Whether an attempt at `login` from `host` may check a secret now (nothing charged).
+    pub fn allows(&self, login: &str, host: &str) -> bool {
+        let state = self.state.lock().expect("limiter lock");
+        self.allows_locked(&state, login, host)
+    }
+
+    /// Charges an attempt (as a failure until resolved), or `None` if it is over a limit.
+    pub fn reserve(&self, login: &str, host: &str) -> Option<Reservation> {
+        let mut state = self.state.lock().expect("limiter lock");
+        if !self.allows_locked(&state, login, host) {
+            return None;
+        }
+        let window = self.limits.window;
+        state.hosts.add(host, window);
+        state.logins.add(login, window);
+        state.pairs.add(&pair(login, host), window);
+        Some(Reservation { login: login.to_string(), host: host.to_string() })
+    }
+
+    /// The attempt failed: its charge stays.
+    pub fn failed(&self, reservation: Reservation) {
+        drop(reservation);
+    }
+
+    /// The attempt was never decided (expired before hashing): its charge is taken back.
+    pub fn released(&self, reservation: Reservation) {
+        let mut state = self.state.lock().expect("limiter lock");
+        let Reservation { login, host } = reservation;
+        state.hosts.take_back(&host);
+        state.logins.take_back(&login);
+        state.pairs.take_back(&pair(&login, &host));
+    }
+
+    /// The attempt succeeded: its charge is taken back, the (login, address) count cleared,
+    /// and the address remembered as the login's own.
+    pub fn succeeded(&self, reservation: Reservation) {
+        let mut state = self.state.lock().expect("limiter lock");
+        let Reservation { login, host } = reservation;
+        state.hosts.take_back(&host);
+        state.logins.take_back(&login);
+        Self::known_locked(&mut state, &login, &host);
+    }
+
+    /// A success that was never charged (the cache vouched for the secret).
+    pub fn succeeded_uncharged(&self, login: &str, host: &str) {
+        let mut state = self.state.lock().expect("limiter lock");
+        Self::known_locked(&mut state, login, host);
+    }
+
+    fn known_locked(state: &mut State, login: &str, host: &str) {
+        let key = pair(login, host);
+        state.pairs.0.remove(&key);
+        bound(&mut state.known, |at| at.elapsed() < KNOWN_ADDRESS_TTL);
+        state.known.insert(key, Instant::now());
     }
 }
 
@@ -107,23 +203,88 @@ impl Limiter {
 mod tests {
     use super::*;
 
+    const OWNER: &str = "10.0.0.1";
+    const ATTACKER: &str = "10.6.6.6";
+
+    fn limiter() -> Limiter {
+        Limiter::new(Limits { per_login: 3, per_host: 5, window: Duration::from_secs(60) })
+    }
+
+    fn fail(limiter: &Limiter, login: &str, host: &str) -> bool {
+        limiter.reserve(login, host).map(|r| limiter.failed(r)).is_some()
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn attempts_are_reserved_before_hashing_and_block_until_the_window_passes() {
-        let limiter =
-            Limiter::new(Limits { per_login: 3, per_host: 5, window: Duration::from_secs(60) });
+    async fn failures_from_one_address_never_shut_out_another() {
+        let limiter = limiter();
         for _ in 0..3 {
-            assert!(limiter.attempt("dev1", "10.0.0.1"), "in flight, not yet failed");
+            assert!(fail(&limiter, "acme/dev1", ATTACKER));
         }
-        assert!(!limiter.attempt("dev1", "10.0.0.9"), "the login is blocked from anywhere");
-        assert!(limiter.blocked("dev1", "10.0.0.9"));
-        assert!(limiter.attempt("dev2", "10.0.0.9"));
-        limiter.succeeded("dev2");
-        assert!(!limiter.blocked("dev2", "10.0.0.9"), "a success gives the slot back");
-        for _ in 0..5 {
-            limiter.failed("10.0.0.1");
-        }
-        assert!(!limiter.attempt("dev4", "10.0.0.1"), "the host is blocked for any login");
+        assert!(!limiter.allows("acme/dev1", ATTACKER), "the attacker's address is slowed");
+        assert!(limiter.allows("acme/dev1", OWNER), "the owner's address is not");
+        let owner = limiter.reserve("acme/dev1", OWNER).expect("the owner may try");
+        limiter.succeeded(owner);
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert!(limiter.attempt("dev1", "10.0.0.1"));
+        assert!(limiter.allows("acme/dev1", ATTACKER), "the window passed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn charges_are_taken_when_the_turn_to_hash_comes_and_given_back_on_success() {
+        let limiter = limiter();
+        let held: Vec<_> = (0..3).map(|_| limiter.reserve("acme/dev1", OWNER).unwrap()).collect();
+        assert!(limiter.reserve("acme/dev1", OWNER).is_none(), "three in flight fill the limit");
+        let mut held = held.into_iter();
+        limiter.released(held.next().unwrap());
+        assert!(limiter.allows("acme/dev1", OWNER), "an expired attempt is not a failure");
+        limiter.succeeded(held.next().unwrap());
+        limiter.failed(held.next().unwrap());
+        assert!(fail(&limiter, "acme/dev1", OWNER), "a success cleared the pair's count");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_address_over_its_limit_is_refused_for_every_login() {
+        let limiter = limiter();
+        for i in 0..5 {
+            assert!(fail(&limiter, &format!("acme/u{i}"), ATTACKER));
+        }
+        assert!(!limiter.allows("acme/someone-else", ATTACKER));
+        assert!(limiter.reserve("acme/someone-else", ATTACKER).is_none());
+        assert!(limiter.allows("acme/someone-else", OWNER));
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(limiter.allows("acme/someone-else", ATTACKER));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_distributed_attack_slows_new_addresses_but_not_the_owners_known_one() {
+        let limiter = limiter();
+        // The owner logged in earlier from its address.
+        limiter.succeeded(limiter.reserve("acme/dev1", OWNER).unwrap());
+        // 3 × 20 failures from 20 addresses: the login is under attack.
+        for a in 0..20 {
+            for _ in 0..3 {
+                assert!(fail(&limiter, "acme/dev1", &format!("10.9.0.{a}")));
+            }
+        }
+        assert!(limiter.allows("acme/dev1", OWNER), "a known address keeps its allowance");
+        for _ in 0..2 {
+            assert!(fail(&limiter, "acme/dev1", OWNER));
+        }
+        assert!(limiter.allows("acme/dev1", OWNER));
+        // A new address gets one attempt per window: slowed, not locked out.
+        assert!(fail(&limiter, "acme/dev1", "10.1.1.1"));
+        assert!(!limiter.allows("acme/dev1", "10.1.1.1"));
+        assert!(limiter.allows("acme/dev1", "10.1.1.2"), "every new address still gets a try");
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(limiter.allows("acme/dev1", "10.1.1.1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limits_of_zero_switch_checks_off() {
+        let limiter =
+            Limiter::new(Limits { per_login: 0, per_host: 0, window: Duration::from_secs(60) });
+        for _ in 0..100 {
+            assert!(fail(&limiter, "acme/dev1", ATTACKER));
+        }
+        assert!(limiter.allows("acme/dev1", ATTACKER));
     }
 }

@@ -1,19 +1,22 @@
 //! Auth callout: clients log in with a password or an API token held by nats-authd, and get a
 //! user JWT minted for the connection with their role's permissions.
 //!
-//! [`authorize`] decides; this module is the NATS side: the `$SYS.REQ.USER.AUTH` queue
-//! subscription, xkey sealing, the signed response, audit events, and kicking the live
-//! connections of users that are disabled.
+//! [`authorize`] decides (over a [`directory::Directory`], no NATS); this module is the NATS
+//! side: the `$SYS.REQ.USER.AUTH` queue subscription, xkey sealing, minting and the signed
+//! response, [`audit`] events, and kicking the live connections that a revocation ends
+//! ([`sessions`], recorded durably so that a restart forgets none).
 
+pub mod audit;
 pub mod authorize;
 pub mod cache;
 pub mod credential;
+pub mod directory;
 pub mod limiter;
+pub mod sessions;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{Client, Message};
@@ -24,14 +27,18 @@ use serde::Serialize;
 use tokio::sync::{broadcast, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::field::Empty;
 
+use crate::authority::Authority;
 use crate::claims::{
     self, AuthorizationRequest, AuthorizationResponse, Claims, ClaimsError, Validation,
 };
-use crate::manage::Revoked;
-use crate::model::{self, UnixTime};
-use crate::names::API_PREFIX;
-use authorize::{Authorizer, Decision, Refusal};
+use crate::model::Revoked;
+use crate::model::{self, AccountName, UnixTime, UserName};
+use crate::server_api::ServerApi;
+use audit::{Audit, AuditEvent, AuditPublisher};
+use authorize::{Authorizer, Decision, LoginRequest, Refusal};
+use sessions::{SessionRecord, SessionWriter, Sessions};
 
 /// Where nats-server sends authorization requests (in the callout account).
 pub const AUTH_SUBJECT: &str = "$SYS.REQ.USER.AUTH";
@@ -86,100 +93,23 @@ impl CalloutStats {
     }
 }
 
-/// A connection this instance admitted, remembered until its JWT expires so it can be kicked.
-#[derive(Debug, Clone)]
-struct Session {
-    server_id: String,
-    cid: u64,
-    token_id: Option<String>,
-    expires: UnixTime,
-}
-
-/// Live sessions by `account/user`.
-#[derive(Debug, Default)]
-struct Sessions(Mutex<HashMap<(String, String), Vec<Session>>>);
-
-impl Sessions {
-    fn add(&self, account: &str, user: &str, session: Session, now: UnixTime) {
-        let mut map = self.0.lock().expect("sessions lock");
-        let list = map.entry((account.to_string(), user.to_string())).or_default();
-        list.retain(|s| s.expires > now);
-        list.push(session);
-    }
-
-    fn remove(&self, account: &str, user: &str, session: &Session) {
-        let mut map = self.0.lock().expect("sessions lock");
-        if let Some(list) = map.get_mut(&(account.to_string(), user.to_string())) {
-            list.retain(|s| !(s.server_id == session.server_id && s.cid == session.cid));
-        }
-    }
-
-    /// Drops sessions whose JWT has expired (the server has closed them).
-    fn prune(&self, now: UnixTime) {
-        let mut map = self.0.lock().expect("sessions lock");
-        map.retain(|_, list| {
-            list.retain(|s| s.expires > now);
-            !list.is_empty()
-        });
-    }
-
-    /// Every `(account, user)` with live sessions.
-    fn users(&self) -> Vec<(String, String)> {
-        self.0.lock().expect("sessions lock").keys().cloned().collect()
-    }
-
-    /// Removes and returns the sessions `revoked` ends.
-    fn take(&self, revoked: &Revoked) -> Vec<Session> {
-        let mut map = self.0.lock().expect("sessions lock");
-        let mut out = Vec::new();
-        map.retain(|(account, user), list| {
-            let hit_all = match revoked {
-                Revoked::Account { account: a } => a == account,
-                Revoked::User { account: a, user: u } => a == account && u == user,
-                Revoked::Token { .. } => false,
-            };
-            if hit_all {
-                out.append(list);
-                return false;
-            }
-            if let Revoked::Token { id } = revoked {
-                let (gone, kept): (Vec<_>, Vec<_>) =
-                    list.drain(..).partition(|s| s.token_id.as_deref() == Some(id));
-                out.extend(gone);
-                *list = kept;
-            }
-            !list.is_empty()
-        });
-        out
-    }
-}
-
-/// One audit event, published on `authd.events.auth.<allowed|refused>`. No secrets.
-#[derive(Debug, Serialize)]
-struct AuditEvent<'a> {
-    decision: &'a str,
-    category: Option<&'a str>,
-    login: &'a str,
-    account: Option<&'a str>,
-    user: Option<&'a str>,
-    client_host: &'a str,
-    client_id: u64,
-    server_name: &'a str,
-    latency_ms: f64,
-    cached: bool,
-    at: UnixTime,
-}
-
 /// The callout responder.
 pub struct Callout {
     authorizer: Arc<Authorizer>,
+    /// Master key (minting) and store (sessions).
+    authority: Authority,
     client: Client,
+    /// Kicks revoked connections.
+    server: ServerApi,
     /// Signs responses: the AUTH account's signing key.
     signer: Arc<KeyPair>,
     /// AUTH's curve key, when callout traffic is sealed.
     xkey: Option<Arc<XKey>>,
     stats: Arc<CalloutStats>,
-    sessions: Arc<Sessions>,
+    sessions: Sessions,
+    audit: Audit,
+    /// Bodies of the session writer and audit publisher, run (and owned) by [`Callout::run`].
+    workers: Option<(SessionWriter, AuditPublisher)>,
 }
 
 /// Why a request could not even be answered.
@@ -198,37 +128,57 @@ enum Unanswerable {
 }
 
 impl Callout {
-    /// A responder answering with `authorizer`'s decisions.
+    /// A responder answering with `authorizer`'s decisions, minting with `authority`'s keys
+    /// and recording sessions in its store.
     pub fn new(
         authorizer: Arc<Authorizer>,
+        authority: Authority,
         client: Client,
         signer: KeyPair,
         xkey: Option<XKey>,
         stats: Arc<CalloutStats>,
     ) -> Self {
+        let (sessions, writer) = Sessions::new(authority.db().clone());
+        let (audit, publisher) = Audit::new(client.clone());
         Callout {
             authorizer,
+            authority,
+            server: ServerApi::new(client.clone()),
             client,
             signer: Arc::new(signer),
             xkey: xkey.map(Arc::new),
             stats,
-            sessions: Arc::default(),
+            sessions,
+            audit,
+            workers: Some((writer, publisher)),
         }
     }
 
     /// Answers requests until `shutdown`; kicks sessions as `revoked` says. Requests in
-    /// flight at shutdown are finished (bounded).
+    /// flight at shutdown are finished (bounded), then the session writer and the audit
+    /// publisher are stopped.
     ///
     /// # Errors
     /// If the subscription cannot be made.
     pub async fn run(
-        self,
+        mut self,
         mut revoked: broadcast::Receiver<Revoked>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), async_nats::SubscribeError> {
         tokio::pin!(shutdown);
-        let mut requests =
-            self.client.queue_subscribe(AUTH_SUBJECT, QUEUE_GROUP.to_string()).await?;
+        let (writer, publisher) = self.workers.take().expect("run once");
+        let mut workers = JoinSet::new();
+        workers.spawn(writer.run());
+        workers.spawn(publisher.run());
+        let subscribed = self.client.queue_subscribe(AUTH_SUBJECT, QUEUE_GROUP.to_string()).await;
+        let mut requests = match subscribed {
+            Ok(requests) => requests,
+            Err(e) => {
+                drop(self);
+                while workers.join_next().await.is_some() {}
+                return Err(e);
+            }
+        };
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut revocations_closed = false;
         let mut prune = tokio::time::interval(Duration::from_secs(60));
@@ -253,25 +203,54 @@ impl Callout {
                         in_flight.spawn(async move { this.kick(&event).await });
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        // Some revocations were missed: check every live session against the store.
+                        // Some revocations were missed: check every session against the store.
                         tracing::warn!(missed = n, "missed revocations; sweeping sessions");
                         let this = Arc::clone(&this);
                         in_flight.spawn(async move { this.sweep().await });
                     }
                     Err(broadcast::error::RecvError::Closed) => revocations_closed = true,
                 },
-                _ = prune.tick() => this.sessions.prune(model::now()),
+                _ = prune.tick() => {
+                    let this = Arc::clone(&this);
+                    in_flight.spawn(async move {
+                        match this.sessions.prune(model::now()).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::debug!(pruned = n, "pruned expired sessions"),
+                            Err(e) => tracing::warn!(error = %e, "cannot prune sessions"),
+                        }
+                    });
+                }
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
             }
         }
         let _ = requests.unsubscribe().await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let finished = tokio::time::timeout(Duration::from_secs(5), async {
             while in_flight.join_next().await.is_some() {}
         })
         .await;
+        if finished.is_err() {
+            in_flight.shutdown().await;
+        }
+        // The last handles to the session writer and the audit queue: both finish what is
+        // queued and stop.
+        drop(this);
+        if tokio::time::timeout(Duration::from_secs(5), async {
+            while workers.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!("the session writer or audit publisher did not stop in time");
+            workers.shutdown().await;
+        }
         Ok(())
     }
 
+    #[tracing::instrument(
+        name = "callout",
+        skip_all,
+        fields(server = Empty, cid = Empty, host = Empty, login = Empty, outcome = Empty)
+    )]
     async fn handle(&self, msg: Message, received: Instant) {
         let now = model::now();
         let (request, server_xkey) = match self.open(&msg, now) {
@@ -289,6 +268,11 @@ impl Callout {
             }
         };
         let Some(reply) = msg.reply.clone() else { return };
+        let span = tracing::Span::current();
+        let client_info = &request.nats.client_information;
+        span.record("server", request.nats.server.name.as_str());
+        span.record("cid", client_info.id);
+        span.record("host", client_info.host.as_str());
         // The server gives up at `exp`; so do we, a little before, to leave time to answer.
         // `exp` is in whole seconds: measure what is left in milliseconds of wall clock.
         let now_ms = std::time::SystemTime::now()
@@ -297,41 +281,35 @@ impl Callout {
         let left_ms = request.expires.map_or(2000, |exp| exp * 1000 - now_ms).max(0);
         let deadline = received
             + Duration::from_millis(left_ms as u64).saturating_sub(Duration::from_millis(100));
-        let mut decision = self.authorizer.authorize(&request, deadline, now).await;
-        if let Ok(allowed) = &decision.result {
-            // Recorded before the re-check and the answer: a revocation committed from here on
-            // finds the session to kick; one committed before shows in the re-check.
-            let session = Session {
-                server_id: request.nats.server.id.clone(),
-                cid: request.nats.client_information.id,
-                token_id: allowed.token_id.clone(),
-                expires: allowed.expires,
-            };
-            self.sessions.add(
-                allowed.account.name.as_str(),
-                allowed.user.name.as_str(),
-                session.clone(),
-                now,
-            );
-            if !self.authorizer.still_valid(allowed).await {
-                self.sessions.remove(
-                    allowed.account.name.as_str(),
-                    allowed.user.name.as_str(),
-                    &session,
-                );
-                decision.result = Err(Refusal::Inactive);
-            }
-        }
+        let login = LoginRequest {
+            connect: &request.nats.connect_options,
+            host: &client_info.host,
+            user_nkey: &request.nats.user_nkey,
+        };
+        let mut decision = self.authorizer.decide(login, deadline, now).await;
+        span.record("login", decision.login.as_str());
+        let jwt = match &decision.result {
+            Ok(admitted) => match self.admit(&request, admitted, now).await {
+                Ok(jwt) => Some(jwt),
+                Err(refusal) => {
+                    decision.result = Err(refusal);
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        span.record("outcome", decision.result.as_ref().err().map_or("allowed", |r| r.as_str()));
         if matches!(decision.result, Err(Refusal::Expired)) {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             self.audit(&request, &decision, received);
             return;
         }
-        let body = match &decision.result {
-            Ok(allowed) => AuthorizationResponse::allow(allowed.jwt.clone()),
-            Err(refusal) => {
+        let body = match (&decision.result, jwt) {
+            (Ok(_), Some(jwt)) => AuthorizationResponse::allow(jwt),
+            (Err(refusal), _) => {
                 AuthorizationResponse::deny(format!("nats-authd: {}", refusal.as_str()))
             }
+            (Ok(_), None) => unreachable!("an admitted login has a JWT"),
         };
         let mut response = Claims::new(request.nats.user_nkey.clone(), body, now);
         response.audience = Some(request.nats.server.id.clone());
@@ -356,9 +334,9 @@ impl Callout {
             tracing::warn!(error = %e, "cannot answer an authorization request");
         }
         match &decision.result {
-            Ok(allowed) => {
+            Ok(admitted) => {
                 self.stats.allowed.fetch_add(1, Ordering::Relaxed);
-                if allowed.cached {
+                if admitted.cached {
                     self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -371,6 +349,45 @@ impl Callout {
             }
         }
         self.audit(&request, &decision, received);
+    }
+
+    /// After the decision: records the session durably, re-checks the records, mints.
+    async fn admit(
+        &self,
+        request: &Claims<AuthorizationRequest>,
+        admitted: &authorize::Admitted,
+        now: UnixTime,
+    ) -> Result<String, Refusal> {
+        // Recorded (on disk) before the re-check and the answer: a revocation committed from
+        // here on finds the session to kick, even after a restart; one committed before
+        // shows in the re-check.
+        let session = SessionRecord {
+            account: admitted.account.name.to_string(),
+            user: admitted.user.name.to_string(),
+            server_id: request.nats.server.id.clone(),
+            cid: request.nats.client_information.id,
+            token_id: admitted.token_id.clone(),
+            expires: admitted.expires,
+        };
+        if let Err(e) = self.sessions.record(session.clone()).await {
+            // Without a record the connection could not be kicked later: refuse.
+            tracing::error!(error = %e, "cannot record a session; refusing the login");
+            return Err(Refusal::Internal);
+        }
+        let minted = if self.authorizer.still_valid(admitted).await {
+            admitted.mint(&request.nats.user_nkey, self.authority.master(), now).map_err(|e| {
+                tracing::error!(error = %e, "cannot mint a user JWT");
+                Refusal::Internal
+            })
+        } else {
+            Err(Refusal::Inactive)
+        };
+        if minted.is_err() {
+            if let Err(e) = self.sessions.remove(std::slice::from_ref(&session)).await {
+                tracing::warn!(error = %e, "cannot remove the session of a refused login");
+            }
+        }
+        minted
     }
 
     /// Opens (if sealed), verifies and decodes a request.
@@ -431,7 +448,9 @@ impl Callout {
             ),
             Err(r) => ("refused", Some(r.as_str()), None, None, false),
         };
-        let event = AuditEvent {
+        // DEBUG: the audit event is the record of every decision.
+        tracing::debug!(decision = decision_text, category, latency_ms, cached, "callout decided");
+        self.audit.send(&AuditEvent {
             decision: decision_text,
             category,
             login: &decision.login,
@@ -443,53 +462,49 @@ impl Callout {
             latency_ms,
             cached,
             at: model::now(),
-        };
-        match category {
-            None => {
-                tracing::info!(login = %decision.login, account, host = %client.host, server = %request.nats.server.name, latency_ms, cached, "callout allowed")
-            }
-            Some(category) => {
-                tracing::info!(login = %decision.login, category, host = %client.host, server = %request.nats.server.name, latency_ms, "callout refused")
-            }
-        }
-        let subject = format!("{API_PREFIX}.events.auth.{decision_text}");
-        let payload = Bytes::from(serde_json::to_vec(&event).expect("events serialize"));
-        let client = self.client.clone();
-        tokio::spawn(async move {
-            let _ = client.publish(subject, payload).await;
         });
     }
 
-    /// Kicks every live session whose user, account or token is no longer valid in the store.
+    /// Kicks every session whose user or account is no longer active in the store.
     async fn sweep(&self) {
-        let db = self.authorizer.authority().db();
-        for (account, user) in self.sessions.users() {
-            let valid = async {
-                let account_rec = db.get::<crate::model::AccountRecord>(&account).await.ok()??;
-                let user_key = format!("{account}/{user}");
-                let user_rec = db.get::<crate::model::UserRecord>(&user_key).await.ok()??;
-                Some(account_rec.active && user_rec.active)
+        let users = match self.sessions.users().await {
+            Ok(users) => users,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read sessions to sweep");
+                return;
+            }
+        };
+        for (account, user) in users {
+            let still = match (AccountName::new(&account), UserName::new(&user)) {
+                (Ok(a), Ok(u)) => self.authorizer.user_active(&a, &u).await,
+                _ => None,
             };
-            if valid.await != Some(true) {
+            if still != Some(true) {
                 self.kick(&Revoked::User { account, user }).await;
             }
         }
     }
 
-    /// Ends the live connections a revocation covers: `$SYS.REQ.SERVER.<id>.KICK`.
+    /// Ends the live connections a revocation covers: `$SYS.REQ.SERVER.<id>.KICK`, all at
+    /// once (one request per connection: the server has no fan-out form).
     async fn kick(&self, revoked: &Revoked) {
-        for session in self.sessions.take(revoked) {
-            let subject = format!("$SYS.REQ.SERVER.{}.KICK", session.server_id);
-            let body = Bytes::from(
-                serde_json::to_vec(&serde_json::json!({ "cid": session.cid })).expect("json"),
-            );
-            match self.client.request(subject, body).await {
-                Ok(_) => {
+        let ended = match self.sessions.take(revoked).await {
+            Ok(ended) => ended,
+            Err(e) => {
+                tracing::error!(?revoked, error = %e, "cannot read the sessions to kick");
+                return;
+            }
+        };
+        let kicks = ended.iter().map(|session| async move {
+            match self.server.kick(&session.server_id, session.cid).await {
+                Ok(()) => {
                     self.stats.kicked.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(?revoked, cid = session.cid, server = %session.server_id, "kicked a revoked connection");
                 }
-                Err(e) => tracing::warn!(?revoked, cid = session.cid, error = %e, "kick failed"),
+                // The server restarted (new id) or the connection is gone: nothing to end.
+                Err(e) => tracing::debug!(?revoked, cid = session.cid, error = %e, "kick failed"),
             }
-        }
+        });
+        futures::future::join_all(kicks).await;
     }
 }

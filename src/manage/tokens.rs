@@ -2,7 +2,6 @@
 
 use super::{check_len, ManageError, Manager, Noun, Revoked, MAX_DESCRIPTION_LEN};
 use crate::api::token::{CreateToken, ListTokens, RevokeToken, TokenCreated, TokenView};
-use crate::callout::authorize::new_token;
 use crate::model::{AccountKind, AccountName, TokenRecord, UnixTime, UserName};
 use crate::store::Batch;
 
@@ -45,7 +44,7 @@ impl Manager {
                 user.name.as_str()
             )));
         }
-        let (token, record) = new_token(&account.name, &user.name, description, now);
+        let (token, record) = crate::token::mint(&account.name, &user.name, description, now);
         let mut batch = Batch::new();
         batch.create(&record);
         // The user and its account must still be the ones read above.

@@ -34,11 +34,13 @@ pub enum Tree {
     Pending,
     /// API tokens, by id.
     Tokens,
+    /// Connections admitted through the callout, kept so they can be kicked after a restart.
+    Sessions,
 }
 
 impl Tree {
     /// Every tree, in a fixed order.
-    pub const ALL: [Tree; 7] = [
+    pub const ALL: [Tree; 8] = [
         Tree::Meta,
         Tree::Operator,
         Tree::Accounts,
@@ -46,6 +48,7 @@ impl Tree {
         Tree::Roles,
         Tree::Pending,
         Tree::Tokens,
+        Tree::Sessions,
     ];
 
     /// The backend's name for the tree.
@@ -58,6 +61,7 @@ impl Tree {
             Tree::Roles => "roles",
             Tree::Pending => "pending",
             Tree::Tokens => "tokens",
+            Tree::Sessions => "sessions",
         }
     }
 }

@@ -1,0 +1,293 @@
+//! Who to kick: every connection admitted through the callout, recorded in the store.
+//!
+//! "Disable means out now" has to hold across a restart of nats-authd (clean or kill -9) and
+//! whichever instance admitted the login, so the record is durable, not in memory:
+//! [`SessionRecord`]s in [`Tree::Sessions`], keyed `account/user/server_id/cid`. A session is
+//! committed (on disk) *before* the allow answer is sent, so a kill -9 right after answering
+//! loses nothing; it is removed when kicked and pruned once its JWT has expired (the server
+//! closes the connection then), a bounded number per pass.
+//!
+//! Why the store and not asking the servers (`$SYS.REQ.SERVER.PING.CONNZ`): CONNZ answers
+//! depend on every server of a cluster answering in time and are paged; a record we wrote is
+//! exact and needs nothing from the servers until the kick itself. The cost is one durable
+//! write per login: concurrent logins share one commit (one fsync) through [`SessionWriter`].
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::model::Revoked;
+use crate::model::UnixTime;
+use crate::store::{Batch, Db, Expect, Op, Record, StoreError, Tree};
+
+/// Most sessions written in one commit.
+pub const MAX_BATCH: usize = 512;
+/// Most expired sessions removed by one prune pass.
+pub const MAX_PRUNE: usize = 10_000;
+/// Sessions waiting to be written; beyond that logins wait for room.
+const QUEUE: usize = 4096;
+
+/// A connection admitted through the callout, kept so it can be kicked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub account: String,
+    pub user: String,
+    /// The admitting server's id (changes at every server restart).
+    pub server_id: String,
+    /// The connection id on that server.
+    pub cid: u64,
+    /// The API token used, if any.
+    #[serde(default)]
+    pub token_id: Option<String>,
+    /// When the connection's JWT expires.
+    pub expires: UnixTime,
+}
+
+impl Record for SessionRecord {
+    const TREE: Tree = Tree::Sessions;
+    fn key(&self) -> String {
+        format!("{}/{}/{}/{}", self.account, self.user, self.server_id, self.cid)
+    }
+}
+
+impl SessionRecord {
+    /// Whether `revoked` ends this session.
+    pub fn ended_by(&self, revoked: &Revoked) -> bool {
+        match revoked {
+            Revoked::Account { account } => &self.account == account,
+            Revoked::User { account, user } => &self.account == account && &self.user == user,
+            Revoked::Token { id } => self.token_id.as_deref() == Some(id),
+        }
+    }
+}
+
+type Write = (SessionRecord, oneshot::Sender<Result<(), StoreError>>);
+
+/// The durable session list; cheap to clone.
+#[derive(Clone)]
+pub struct Sessions {
+    db: Db,
+    writes: mpsc::Sender<Write>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions").finish_non_exhaustive()
+    }
+}
+
+/// Writes sessions in batches; runs until every [`Sessions`] handle is dropped.
+pub struct SessionWriter {
+    db: Db,
+    writes: mpsc::Receiver<Write>,
+}
+
+impl Sessions {
+    /// The session list over `db`, and the writer task's body (the caller runs and owns it).
+    pub fn new(db: Db) -> (Sessions, SessionWriter) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        (Sessions { db: db.clone(), writes: tx }, SessionWriter { db, writes: rx })
+    }
+
+    /// Records `session`; durable when this returns `Ok`.
+    ///
+    /// # Errors
+    /// Store failures, or the writer has stopped.
+    pub async fn record(&self, session: SessionRecord) -> Result<(), StoreError> {
+        let (done, result) = oneshot::channel();
+        let stopped = || StoreError::Backend("the session writer has stopped".into());
+        self.writes.send((session, done)).await.map_err(|_| stopped())?;
+        result.await.map_err(|_| stopped())?
+    }
+
+    /// Removes `sessions` (kicked, or refused after being recorded).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn remove(&self, sessions: &[SessionRecord]) -> Result<(), StoreError> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let mut batch = Batch::new();
+        for session in sessions {
+            batch.push(Op::Delete {
+                tree: Tree::Sessions,
+                key: session.key(),
+                expect: Expect::Any,
+            });
+        }
+        self.db.commit(batch).await
+    }
+
+    /// Removes and returns the sessions `revoked` ends.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn take(&self, revoked: &Revoked) -> Result<Vec<SessionRecord>, StoreError> {
+        // Names cannot hold '/', so `acme/` never matches `acme2/...`.
+        let prefix = match revoked {
+            Revoked::Account { account } => format!("{account}/"),
+            Revoked::User { account, user } => format!("{account}/{user}/"),
+            Revoked::Token { .. } => String::new(),
+        };
+        let ended: Vec<SessionRecord> = self
+            .db
+            .list::<SessionRecord>(&prefix)
+            .await?
+            .into_iter()
+            .filter(|s| s.ended_by(revoked))
+            .collect();
+        self.remove(&ended).await?;
+        Ok(ended)
+    }
+
+    /// Every `(account, user)` with sessions.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn users(&self) -> Result<BTreeSet<(String, String)>, StoreError> {
+        Ok(self
+            .db
+            .list::<SessionRecord>("")
+            .await?
+            .into_iter()
+            .map(|s| (s.account, s.user))
+            .collect())
+    }
+
+    /// Removes up to [`MAX_PRUNE`] sessions whose JWT has expired; returns how many.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn prune(&self, now: UnixTime) -> Result<usize, StoreError> {
+        let expired: Vec<SessionRecord> = self
+            .db
+            .list::<SessionRecord>("")
+            .await?
+            .into_iter()
+            .filter(|s| s.expires <= now)
+            .take(MAX_PRUNE)
+            .collect();
+        self.remove(&expired).await?;
+        Ok(expired.len())
+    }
+}
+
+impl SessionWriter {
+    /// Commits queued sessions, all waiting ones in one batch (one fsync), until every
+    /// [`Sessions`] handle is gone.
+    pub async fn run(mut self) {
+        let mut queued = Vec::with_capacity(MAX_BATCH);
+        while self.writes.recv_many(&mut queued, MAX_BATCH).await > 0 {
+            let mut batch = Batch::new();
+            for (session, _) in &queued {
+                batch.put(session);
+            }
+            let result = self.db.commit(batch).await;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, sessions = queued.len(), "cannot record sessions");
+            }
+            for (_, done) in queued.drain(..) {
+                let answer = match &result {
+                    Ok(()) => Ok(()),
+                    Err(_) => Err(StoreError::Backend("recording the session failed".into())),
+                };
+                let _ = done.send(answer);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sled::SledStore;
+
+    fn session(
+        account: &str,
+        user: &str,
+        cid: u64,
+        token: Option<&str>,
+        expires: i64,
+    ) -> SessionRecord {
+        SessionRecord {
+            account: account.into(),
+            user: user.into(),
+            server_id: "NSERVER".into(),
+            cid,
+            token_id: token.map(Into::into),
+            expires,
+        }
+    }
+
+    #[tokio::test]
+    async fn sessions_are_durable_taken_by_revocation_and_pruned_when_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::new(std::sync::Arc::new(
+            SledStore::open(dir.path(), crate::store::sled::OpenMode::CreateIfMissing).unwrap(),
+        ));
+        let (sessions, writer) = Sessions::new(db.clone());
+        let writer = tokio::spawn(writer.run());
+        let all = [
+            session("acme", "dev1", 1, None, 100),
+            session("acme", "dev1", 2, Some("tok"), 100),
+            session("acme", "dev2", 3, None, 100),
+            session("acme2", "dev1", 4, None, 100),
+            session("globex", "g1", 5, None, 10),
+        ];
+        let writes = all.iter().cloned().map(|s| {
+            let sessions = sessions.clone();
+            async move { sessions.record(s).await }
+        });
+        for written in futures::future::join_all(writes).await {
+            written.unwrap();
+        }
+        assert_eq!(db.count::<SessionRecord>().await.unwrap(), 5);
+
+        let token = sessions.take(&Revoked::Token { id: "tok".into() }).await.unwrap();
+        assert_eq!(token, vec![all[1].clone()]);
+        let user = sessions
+            .take(&Revoked::User { account: "acme".into(), user: "dev1".into() })
+            .await
+            .unwrap();
+        assert_eq!(user, vec![all[0].clone()]);
+        let account = sessions.take(&Revoked::Account { account: "acme".into() }).await.unwrap();
+        assert_eq!(account, vec![all[2].clone()], "acme2 is another account");
+        assert_eq!(sessions.prune(50).await.unwrap(), 1);
+        let left: Vec<SessionRecord> = db.list("").await.unwrap();
+        assert_eq!(left, vec![all[3].clone()]);
+        drop(sessions);
+        writer.await.unwrap();
+    }
+
+    /// The cost of recording sessions durably: `cargo test --lib sessions -- --ignored
+    /// --nocapture` prints it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement, not a check"]
+    async fn measure_the_cost_of_durable_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), crate::store::sled::OpenMode::CreateIfMissing);
+        let (sessions, writer) = Sessions::new(Db::new(std::sync::Arc::new(store.unwrap())));
+        let writer = tokio::spawn(writer.run());
+        let started = std::time::Instant::now();
+        for cid in 0..200 {
+            sessions.record(session("acme", "dev1", cid, None, 100)).await.unwrap();
+        }
+        let one_by_one = started.elapsed() / 200;
+        let started = std::time::Instant::now();
+        let writes = (1000..1500).map(|cid| {
+            let sessions = sessions.clone();
+            async move { sessions.record(session("acme", "dev2", cid, None, 100)).await }
+        });
+        for written in futures::future::join_all(writes).await {
+            written.unwrap();
+        }
+        println!(
+            "one login at a time: {one_by_one:?} a session; 500 at once: {:?} in all",
+            started.elapsed()
+        );
+        drop(sessions);
+        writer.await.unwrap();
+    }
+}
