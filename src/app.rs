@@ -131,6 +131,7 @@ pub async fn run(
         connected: connection.state.clone(),
         link: connection.status_handle(),
         stats,
+        errors: Arc::default(),
         started: Instant::now(),
     };
     tracing::info!(prefix = API_PREFIX, "serving");

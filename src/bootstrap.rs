@@ -462,7 +462,7 @@ fn topology(master: &MasterKey, operator_name: &str, xkey: bool, now: UnixTime) 
     auth.imports = SYS_SERVICES.iter().map(|s| Import::service(s, s, sys.public_key())).collect();
     let api = format!("{API_PREFIX}.>");
     auth.exports = vec![Export::service("nats-authd API", &api), {
-        // Stream, or service discovery from ADMIN sees only the first responder (DESIGN.md).
+        // Stream, or service discovery from ADMIN sees only the first responder (docs/nats-server-facts.md).
         let mut srv = Export::service("micro discovery", "$SRV.>");
         srv.response_type = Some(ResponseType::Stream);
         srv

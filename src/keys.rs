@@ -93,16 +93,24 @@ pub struct SealedKey {
 }
 
 impl SealedKey {
-    /// Makes a fresh key for `role` and seals its seed.
+    /// Makes a fresh key for `role` from the system's randomness and seals its seed.
     pub fn generate(role: KeyRole, master: &MasterKey) -> Self {
+        let raw = zeroize::Zeroizing::new(rand::random::<[u8; 32]>());
+        Self::from_raw(role, &raw, master)
+    }
+
+    /// The key for `role` made from these 32 random bytes, sealed: what [`SealedKey::generate`]
+    /// does with fresh bytes, and what known-answer tests do with fixed ones.
+    pub fn from_raw(role: KeyRole, raw: &[u8; 32], master: &MasterKey) -> Self {
         let (public, seed) = match role {
             KeyRole::Curve => {
-                let xkey = XKey::new();
+                let xkey = XKey::new_from_raw(*raw);
                 let seed = xkey.seed().expect("a generated xkey has a seed");
                 (xkey.public_key(), Seed::new(seed))
             }
             _ => {
-                let kp = KeyPair::new(role.kind());
+                let kp = KeyPair::new_from_raw(role.kind(), *raw)
+                    .expect("32 raw bytes always make a key pair");
                 let seed = kp.seed().expect("a generated key pair has a seed");
                 (kp.public_key(), Seed::new(seed))
             }
@@ -156,6 +164,34 @@ impl SealedKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The 32 key bytes inside an nkey public key: base32 of prefix, key, CRC-16.
+    fn raw_public(nkey: &str) -> String {
+        let bytes = data_encoding::BASE32_NOPAD.decode(nkey.as_bytes()).unwrap();
+        data_encoding::HEXLOWER.encode(&bytes[1..33])
+    }
+
+    #[test]
+    fn keys_made_from_known_bytes_are_known() {
+        let master = MasterKey::from_bytes([7; 32]);
+        // Expected values computed apart from this code, with Python's `cryptography`:
+        // the ed25519 public key of the all-zero seed and the x25519 public key of 32 bytes 0x01.
+        const ED25519_OF_ZEROS: &str =
+            "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29";
+        const X25519_OF_ONES: &str =
+            "a4e09292b651c278b9772c569f5fa9bb13d906b46ab68c9df9dc2b4409f8a209";
+        let user = SealedKey::from_raw(KeyRole::User, &[0; 32], &master);
+        assert!(user.public.starts_with('U'));
+        assert_eq!(raw_public(&user.public), ED25519_OF_ZEROS);
+        assert_eq!(user.key_pair(&master).unwrap().public_key(), user.public);
+        let account = SealedKey::from_raw(KeyRole::Account, &[0; 32], &master);
+        assert!(account.public.starts_with('A'));
+        assert_eq!(raw_public(&account.public), ED25519_OF_ZEROS, "same key, another role");
+        let curve = SealedKey::from_raw(KeyRole::Curve, &[1; 32], &master);
+        assert!(curve.public.starts_with('X'));
+        assert_eq!(raw_public(&curve.public), X25519_OF_ONES);
+        assert_eq!(curve.xkey(&master).unwrap().public_key(), curve.public);
+    }
 
     #[test]
     fn sealed_keys_open_to_the_same_key_of_the_right_kind() {

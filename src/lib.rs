@@ -6,22 +6,39 @@
 //!
 //! # Layout
 //!
+//! From the bottom up: each layer uses only the ones above it in this table.
+//!
 //! | module | job |
 //! | --- | --- |
+//! | [`names`] | well-known names: the built-in accounts and users, the server subjects |
+//! | [`model`] | records (operator, account, user, role, token), validated names and subjects |
 //! | [`claims`] | NATS JWT v2: encode, decode, verify; creds files |
+//! | [`vault`] | the master key, XChaCha20-Poly1305 sealing at rest, the private-file writer |
 //! | [`keys`] | nkeys by role; sealed seeds; a `Seed` type that never prints |
-//! | [`vault`] | the master key and XChaCha20-Poly1305 sealing of secrets at rest |
-//! | [`model`] | records (operator, account, user, role, pending push) and validated names |
+//! | [`token`] | API tokens: the `authd_<id>_<secret>` format and minting |
 //! | [`store`] | the `Store` boundary and its sled backend; atomic, durable batches |
-//! | [`policy`] | pure: user + role -> permissions |
+//! | [`queue`] | the durable queue of account-JWT pushes, its one owner |
+//! | [`password`] | argon2id hashing on a bounded blocking pool |
+//! | [`policy`] | pure: user + role -> permissions, role templates |
 //! | [`trust`] | pure: records -> signed operator, account, user JWTs |
 //! | [`authority`] | store + master key: signs from stored records |
-//! | [`bootstrap`] | `init`: the topology, and the files for the server and the operators |
+//! | [`api`] | the management API as types: the endpoint table, requests and replies |
+//! | [`manage`] | the management domain: accounts, users, roles, tokens as plain functions |
+//! | [`server_api`] | a client of nats-server's own requests: claims update/delete/lookup/list, kick |
+//! | [`connection`] | the service's one NATS connection: failover, failback, state |
+//! | [`api_gate`] | keeps management replies and the rare AUTH push apart |
+//! | [`publisher`] | drains the push queue to the servers: bursts, backoff, reconcile |
+//! | [`callout`] | auth callout: the login decision, sessions to kick, audit, the NATS side |
+//! | [`service`] | the micro-service endpoints; `reply` maps domain errors to wire errors |
+//! | [`client`] | a client of the management API (CLI, tests, programs) |
 //! | [`server_config`] | renders `nats-config/nats-server.conf` |
+//! | [`bootstrap`] | `init`: the topology, the files for the server and the operators |
 //! | [`nats_server`] | finds and runs a local nats-server (`up`, tests) |
-//! | [`connection`] | the service's one NATS connection |
-//! | [`app`] | `serve`: runs the service until shutdown |
-//! | [`cli`] | the command line |
+//! | [`app`] | `serve`: runs every task until shutdown and waits for them |
+//! | [`cli`] | the command line (the binary in `main.rs` only wires it up) |
+//!
+//! `docs/nats-server-facts.md` in the repository lists the behaviour of nats-server the
+//! design rests on, each item checked against nats-server 2.15.1.
 #![forbid(unsafe_code)]
 
 pub mod api;

@@ -271,4 +271,6 @@ async fn a_refused_request_counts_as_an_error_in_srv_stats_and_keeps_its_body() 
         .unwrap_or_else(|| panic!("no account.get in {stats}"));
     assert_eq!(endpoint["num_errors"], 1, "{endpoint}");
     assert_eq!(endpoint["num_requests"], 1, "{endpoint}");
+    let status = admin.send(&nats_authd::api::ops::GetStatus {}).await.unwrap();
+    assert_eq!(status.errors.get("account.get"), Some(&1), "{:?}", status.errors);
 }

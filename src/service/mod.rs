@@ -6,7 +6,7 @@
 pub mod dedup;
 pub mod reply;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,7 +40,27 @@ pub struct Context {
     pub link: StatusHandle,
     pub stats: Arc<PublisherStats>,
     pub callout: Arc<CalloutStats>,
+    /// Error replies per endpoint, for `status`.
+    pub errors: Arc<ErrorCounts>,
     pub started: Instant,
+}
+
+/// Error replies counted per endpoint subject (`$SRV.STATS` counts them too, per service
+/// instance; this is what `status` shows).
+#[derive(Debug, Default)]
+pub struct ErrorCounts(std::sync::Mutex<BTreeMap<&'static str, u64>>);
+
+impl ErrorCounts {
+    /// Counts one error reply of `endpoint`.
+    pub fn add(&self, endpoint: Endpoint) {
+        *self.0.lock().expect("error counts lock").entry(endpoint.subject()).or_default() += 1;
+    }
+
+    /// Every endpoint that answered an error, with how many.
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        let counts = self.0.lock().expect("error counts lock");
+        counts.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
 }
 
 /// The requests of one endpoint, tagged with it.
@@ -118,27 +138,36 @@ pub struct Status {
     pub push_failures: u64,
     pub reconciliations: u64,
     pub callout: CalloutCounts,
+    /// Error replies since start, by endpoint subject.
+    #[serde(default)]
+    pub errors: BTreeMap<String, u64>,
 }
 
 /// Handles one request: changes carrying a request id are applied once across retries.
+#[tracing::instrument(name = "request", skip_all, fields(endpoint = endpoint.subject(), request_id))]
 pub async fn serve(
     ctx: &Context,
     dedup: &Dedup,
     endpoint: Endpoint,
     message: &async_nats::Message,
 ) -> Reply {
-    let run = || async {
-        Reply::from_result(endpoint.subject(), handle(ctx, endpoint, &message.payload).await)
-    };
-    if !endpoint.is_change() {
-        return run().await;
-    }
     let id = message
         .headers
         .as_ref()
         .and_then(|h| h.get(dedup::REQUEST_ID_HEADER))
         .map(|v| v.as_str().to_string());
-    dedup.run(id.as_deref(), run).await
+    if let Some(id) = &id {
+        tracing::Span::current().record("request_id", id.as_str());
+    }
+    let run = || async {
+        Reply::from_result(endpoint.subject(), handle(ctx, endpoint, &message.payload).await)
+    };
+    let reply =
+        if endpoint.is_change() { dedup.run(id.as_deref(), run).await } else { run().await };
+    if reply.error.is_some() {
+        ctx.errors.add(endpoint);
+    }
+    reply
 }
 
 /// Handles one request body for `endpoint`: decode the typed request, call the domain,
@@ -238,5 +267,6 @@ async fn status(ctx: &Context) -> Result<Status, ManageError> {
         push_failures: ctx.stats.failures.load(Ordering::Relaxed),
         reconciliations: ctx.stats.reconciliations.load(Ordering::Relaxed),
         callout: ctx.callout.counts(),
+        errors: ctx.errors.snapshot(),
     })
 }
