@@ -329,6 +329,27 @@ pub struct RoleRecord {
 }
 
 impl RoleRecord {
+    /// A role of `account` with these permissions, no description and no per-user limits.
+    pub fn new(
+        account: AccountName,
+        name: RoleName,
+        permissions: Permissions,
+        now: UnixTime,
+    ) -> Self {
+        RoleRecord {
+            account,
+            name,
+            description: String::new(),
+            permissions,
+            subs: crate::claims::NO_LIMIT,
+            data: crate::claims::NO_LIMIT,
+            payload: crate::claims::NO_LIMIT,
+            deleting: false,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// Store key: `account/name`.
     pub fn key_of(account: &AccountName, name: &RoleName) -> String {
         format!("{account}/{name}")

@@ -431,11 +431,10 @@ mod tests {
             world.account("acme", AccountKind::Tenant);
             world.account("globex", AccountKind::Tenant);
             world.account("admin", AccountKind::Admin);
-            world.directory.roles.lock().unwrap().push(RoleRecord {
-                account: AccountName::new("acme").unwrap(),
-                name: RoleName::new("dev").unwrap(),
-                description: String::new(),
-                permissions: Permissions {
+            world.directory.roles.lock().unwrap().push(RoleRecord::new(
+                AccountName::new("acme").unwrap(),
+                RoleName::new("dev").unwrap(),
+                Permissions {
                     publish: Permission {
                         allow: vec!["user.{{name()}}.>".into(), "site.{{tag(site)}}.>".into()],
                         deny: vec![],
@@ -446,13 +445,8 @@ mod tests {
                     },
                     response: None,
                 },
-                subs: -1,
-                data: -1,
-                payload: -1,
-                deleting: false,
-                created_at: 0,
-                updated_at: 0,
-            });
+                0,
+            ));
             world.user("acme", "dev1", UserKind::Member, Some(PW)).await;
             world.user("acme", "dev2", UserKind::Member, Some("dev2-password")).await;
             world.user("globex", "g1", UserKind::Member, Some("g1-password")).await;

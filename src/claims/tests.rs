@@ -23,6 +23,13 @@ fn round_trip<N: ClaimBody + PartialEq + std::fmt::Debug + Clone>(
     assert!(!decoded.id.is_empty());
 }
 
+/// The decoded JSON payload of a token, as the server reads it.
+fn payload_json(token: &str) -> serde_json::Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&data_encoding::BASE64URL_NOPAD.decode(payload.as_bytes()).unwrap())
+        .unwrap()
+}
+
 #[test]
 fn every_claim_kind_round_trips() {
     let operator = key(KeyPairType::Operator, 1);
@@ -117,10 +124,7 @@ fn json_matches_nats_io_jwt_field_names() {
     body.permission_limits.permissions.publish.allow = vec!["a.>".into()];
     body.issuer_account = account.public_key();
     let token = encode(&Claims::new(user.public_key(), body, NOW), &account).unwrap();
-    let payload = token.split('.').nth(1).unwrap();
-    let json: serde_json::Value =
-        serde_json::from_slice(&data_encoding::BASE64URL_NOPAD.decode(payload.as_bytes()).unwrap())
-            .unwrap();
+    let json = payload_json(&token);
     // What nats-io/jwt writes for NewUserClaims with one pub allow and issuer_account.
     assert_eq!(
         json["nats"],
@@ -141,10 +145,7 @@ fn json_matches_nats_io_jwt_field_names() {
     let operator = key(KeyPairType::Operator, 1);
     let token =
         encode(&Claims::new(account.public_key(), Account::default(), NOW), &operator).unwrap();
-    let payload = token.split('.').nth(1).unwrap();
-    let json: serde_json::Value =
-        serde_json::from_slice(&data_encoding::BASE64URL_NOPAD.decode(payload.as_bytes()).unwrap())
-            .unwrap();
+    let json = payload_json(&token);
     // What nats-io/jwt writes for NewAccountClaims.
     assert_eq!(
         json["nats"],

@@ -6,7 +6,7 @@ use crate::api::role::{
     CreateRole, PermissionInput, ResponseInput, RoleLimitsInput, RoleListRef, RoleRef, RoleView,
     UpdateRole,
 };
-use crate::claims::{Permission, Permissions, ResponsePermission, NO_LIMIT};
+use crate::claims::{Permission, Permissions, ResponsePermission};
 use crate::model::{
     AccountKind, AccountName, AccountRecord, RoleName, RoleRecord, Subject, UnixTime, UserRecord,
 };
@@ -122,21 +122,14 @@ impl Manager {
         let name = req.name.clone();
         let description = req.description.unwrap_or_default();
         check_len("description", &description, MAX_DESCRIPTION_LEN)?;
+        let permissions = Permissions {
+            publish: permission("publish", &req.publish)?,
+            subscribe: permission("subscribe", &req.subscribe)?,
+            response: req.response.map(response).transpose()?.flatten(),
+        };
         let mut role = RoleRecord {
-            account: account.name.clone(),
-            name,
             description,
-            permissions: Permissions {
-                publish: permission("publish", &req.publish)?,
-                subscribe: permission("subscribe", &req.subscribe)?,
-                response: req.response.map(response).transpose()?.flatten(),
-            },
-            subs: NO_LIMIT,
-            data: NO_LIMIT,
-            payload: NO_LIMIT,
-            deleting: false,
-            created_at: now,
-            updated_at: now,
+            ..RoleRecord::new(account.name.clone(), name, permissions, now)
         };
         if let Some(limits) = &req.limits {
             apply_limits(&mut role, limits)?;

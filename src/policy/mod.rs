@@ -79,11 +79,10 @@ mod tests {
             0,
         );
         user.tags.insert("site".into(), "berlin".into());
-        let role = RoleRecord {
-            account: user.account.clone(),
-            name: RoleName::new("r").unwrap(),
-            description: String::new(),
-            permissions: Permissions {
+        let role = RoleRecord::new(
+            user.account.clone(),
+            RoleName::new("r").unwrap(),
+            Permissions {
                 publish: Permission {
                     allow: vec!["user.{{name()}}.>".into(), "{{tag(site)}}.>".into()],
                     deny: vec![],
@@ -94,13 +93,8 @@ mod tests {
                 },
                 response: None,
             },
-            subs: -1,
-            data: -1,
-            payload: -1,
-            deleting: false,
-            created_at: 0,
-            updated_at: 0,
-        };
+            0,
+        );
         let p = connection_permissions(&user, Some(&role), "acme", "UKEY");
         assert_eq!(p.permissions.publish.allow, ["user.dev1.>", "berlin.>"]);
         assert_eq!(p.permissions.subscribe.deny, [">"], "an unresolved deny denies everything");
