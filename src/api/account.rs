@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ApiRequest, Endpoint};
+use super::{requests, ApiRequest, Endpoint};
 use crate::claims::{Export, ExportType, Import, OperatorLimits};
 use crate::model::{AccountKind, AccountName, AccountRecord, UnixTime};
 
@@ -183,16 +183,6 @@ impl ApiRequest for CreateAccount {
     }
 }
 
-impl ApiRequest for AccountRef {
-    const ENDPOINT: Endpoint = Endpoint::AccountGet;
-    type Reply = AccountView;
-}
-
-impl ApiRequest for ListAccounts {
-    const ENDPOINT: Endpoint = Endpoint::AccountList;
-    type Reply = Vec<AccountView>;
-}
-
 impl ApiRequest for UpdateAccount {
     const ENDPOINT: Endpoint = Endpoint::AccountUpdate;
     type Reply = AccountView;
@@ -207,4 +197,9 @@ impl ApiRequest for DeleteAccount {
     fn pushed_account(&self) -> Option<&AccountName> {
         Some(&self.name)
     }
+}
+
+requests! {
+    AccountRef => AccountGet, AccountView;
+    ListAccounts => AccountList, Vec<AccountView>;
 }

@@ -252,6 +252,17 @@ impl Endpoint {
     }
 }
 
+/// Binds request types to their endpoint and reply: `Request => Endpoint, Reply;` each.
+macro_rules! requests {
+    ($($request:ty => $endpoint:ident, $reply:ty;)*) => {
+        $(impl $crate::api::ApiRequest for $request {
+            const ENDPOINT: $crate::api::Endpoint = $crate::api::Endpoint::$endpoint;
+            type Reply = $reply;
+        })*
+    };
+}
+pub(crate) use requests;
+
 /// A request of the API: which endpoint takes it and what it answers.
 pub trait ApiRequest: Serialize {
     /// The endpoint.

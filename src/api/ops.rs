@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ApiRequest, Endpoint};
+use super::requests;
 use crate::model::AccountName;
 use crate::queue::PendingUpdate;
 
@@ -22,20 +22,10 @@ pub struct OperatorView {
     pub jwt: String,
 }
 
-impl ApiRequest for GetOperator {
-    const ENDPOINT: Endpoint = Endpoint::OperatorGet;
-    type Reply = OperatorView;
-}
-
 /// `pending.list`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListPending {}
-
-impl ApiRequest for ListPending {
-    const ENDPOINT: Endpoint = Endpoint::PendingList;
-    type Reply = Vec<PendingUpdate>;
-}
 
 /// `pending.retry`: all failed pushes, or one account's.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,12 +41,13 @@ pub struct Retried {
     pub retried: usize,
 }
 
-impl ApiRequest for RetryPending {
-    const ENDPOINT: Endpoint = Endpoint::PendingRetry;
-    type Reply = Retried;
-}
-
 /// `status`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetStatus {}
+
+requests! {
+    GetOperator => OperatorGet, OperatorView;
+    ListPending => PendingList, Vec<PendingUpdate>;
+    RetryPending => PendingRetry, Retried;
+}

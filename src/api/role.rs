@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ApiRequest, Endpoint};
+use super::requests;
 use crate::claims::{Permission, ResponsePermission};
 use crate::model::{AccountName, AccountRecord, RoleName, RoleRecord, UnixTime};
 
@@ -172,27 +172,10 @@ impl RoleRef {
 #[serde(transparent)]
 pub struct DeleteRole(pub RoleRef);
 
-impl ApiRequest for CreateRole {
-    const ENDPOINT: Endpoint = Endpoint::RoleCreate;
-    type Reply = RoleView;
-}
-
-impl ApiRequest for RoleRef {
-    const ENDPOINT: Endpoint = Endpoint::RoleGet;
-    type Reply = RoleView;
-}
-
-impl ApiRequest for RoleListRef {
-    const ENDPOINT: Endpoint = Endpoint::RoleList;
-    type Reply = Vec<RoleView>;
-}
-
-impl ApiRequest for UpdateRole {
-    const ENDPOINT: Endpoint = Endpoint::RoleUpdate;
-    type Reply = RoleView;
-}
-
-impl ApiRequest for DeleteRole {
-    const ENDPOINT: Endpoint = Endpoint::RoleDelete;
-    type Reply = RoleView;
+requests! {
+    CreateRole => RoleCreate, RoleView;
+    RoleRef => RoleGet, RoleView;
+    RoleListRef => RoleList, Vec<RoleView>;
+    UpdateRole => RoleUpdate, RoleView;
+    DeleteRole => RoleDelete, RoleView;
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{ApiRequest, Endpoint};
+use super::requests;
 use crate::model::{AccountName, TokenRecord, UnixTime, UserName};
 
 /// `token.create`.
@@ -72,17 +72,8 @@ impl std::fmt::Debug for TokenCreated {
     }
 }
 
-impl ApiRequest for CreateToken {
-    const ENDPOINT: Endpoint = Endpoint::TokenCreate;
-    type Reply = TokenCreated;
-}
-
-impl ApiRequest for ListTokens {
-    const ENDPOINT: Endpoint = Endpoint::TokenList;
-    type Reply = Vec<TokenView>;
-}
-
-impl ApiRequest for RevokeToken {
-    const ENDPOINT: Endpoint = Endpoint::TokenRevoke;
-    type Reply = TokenView;
+requests! {
+    CreateToken => TokenCreate, TokenCreated;
+    ListTokens => TokenList, Vec<TokenView>;
+    RevokeToken => TokenRevoke, TokenView;
 }

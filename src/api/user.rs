@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{ApiRequest, Endpoint};
+use super::{requests, ApiRequest, Endpoint};
 use crate::model::{AccountName, UnixTime, UserKind, UserName, UserRecord};
 
 /// A password as a request carries it: wiped on drop, never printed.
@@ -210,21 +210,6 @@ impl UpdateUser {
     }
 }
 
-impl ApiRequest for CreateUser {
-    const ENDPOINT: Endpoint = Endpoint::UserCreate;
-    type Reply = UserView;
-}
-
-impl ApiRequest for UserRef {
-    const ENDPOINT: Endpoint = Endpoint::UserGet;
-    type Reply = UserView;
-}
-
-impl ApiRequest for UserListRef {
-    const ENDPOINT: Endpoint = Endpoint::UserList;
-    type Reply = Vec<UserView>;
-}
-
 impl ApiRequest for UpdateUser {
     const ENDPOINT: Endpoint = Endpoint::UserUpdate;
     type Reply = UserView;
@@ -250,7 +235,9 @@ impl ApiRequest for RegenerateUser {
     }
 }
 
-impl ApiRequest for GetCreds {
-    const ENDPOINT: Endpoint = Endpoint::UserCreds;
-    type Reply = CredsView;
+requests! {
+    CreateUser => UserCreate, UserView;
+    UserRef => UserGet, UserView;
+    UserListRef => UserList, Vec<UserView>;
+    GetCreds => UserCreds, CredsView;
 }
