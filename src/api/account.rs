@@ -32,7 +32,6 @@ pub struct ExportInput {
     pub subject: String,
     #[serde(rename = "type")]
     pub kind: ExportType,
-    #[serde(default)]
     pub name: Option<String>,
 }
 
@@ -46,9 +45,7 @@ pub struct ImportInput {
     #[serde(rename = "type")]
     pub kind: ExportType,
     /// Where the import appears in this account (default: the same subject).
-    #[serde(default)]
     pub local_subject: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
 }
 
@@ -57,9 +54,7 @@ pub struct ImportInput {
 #[serde(deny_unknown_fields)]
 pub struct CreateAccount {
     pub name: AccountName,
-    #[serde(default)]
     pub description: Option<String>,
-    #[serde(default)]
     pub limits: Option<LimitsInput>,
     #[serde(default)]
     pub exports: Vec<ExportInput>,
@@ -72,18 +67,12 @@ pub struct CreateAccount {
 #[serde(deny_unknown_fields)]
 pub struct UpdateAccount {
     pub name: AccountName,
-    #[serde(default)]
     pub description: Option<String>,
-    #[serde(default)]
     pub active: Option<bool>,
-    #[serde(default)]
     pub limits: Option<LimitsInput>,
-    #[serde(default)]
     pub exports: Option<Vec<ExportInput>>,
-    #[serde(default)]
     pub imports: Option<Vec<ImportInput>>,
     /// Role given to users created without one; `""` clears it.
-    #[serde(default)]
     pub default_role: Option<String>,
 }
 

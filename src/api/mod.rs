@@ -5,7 +5,7 @@
 //! Name fields are the validated name types: a request that decodes names valid records.
 //!
 //! Wire conventions (every endpoint): the request is a JSON object (an empty body reads as
-//! `{}`), unknown fields are refused; a reply is the JSON of the reply type, or
+//! `{}`), unknown fields are refused, an optional field may be absent or `null`; a reply is the JSON of the reply type, or
 //! `{"error":{"code","kind","message"}}` with the same code and message in the
 //! `Nats-Service-Error-Code` and `Nats-Service-Error` headers (see `service::reply`).
 

@@ -31,7 +31,6 @@ pub struct ListPending {}
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPending {
-    #[serde(default)]
     pub account: Option<AccountName>,
 }
 

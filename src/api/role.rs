@@ -41,15 +41,12 @@ pub struct RoleLimitsInput {
 pub struct CreateRole {
     pub account: AccountName,
     pub name: RoleName,
-    #[serde(default)]
     pub description: Option<String>,
     #[serde(default)]
     pub publish: PermissionInput,
     #[serde(default)]
     pub subscribe: PermissionInput,
-    #[serde(default)]
     pub response: Option<ResponseInput>,
-    #[serde(default)]
     pub limits: Option<RoleLimitsInput>,
     /// Make it the account's default role.
     #[serde(default)]
@@ -62,18 +59,12 @@ pub struct CreateRole {
 pub struct UpdateRole {
     pub account: AccountName,
     pub name: RoleName,
-    #[serde(default)]
     pub description: Option<String>,
-    #[serde(default)]
     pub publish: Option<PermissionInput>,
-    #[serde(default)]
     pub subscribe: Option<PermissionInput>,
     /// New response permission; `{"max": 0}` removes it.
-    #[serde(default)]
     pub response: Option<ResponseInput>,
-    #[serde(default)]
     pub limits: Option<RoleLimitsInput>,
-    #[serde(default)]
     pub default: Option<bool>,
 }
 

@@ -12,7 +12,6 @@ use crate::model::{AccountName, TokenRecord, UnixTime, UserName};
 pub struct CreateToken {
     pub account: AccountName,
     pub user: UserName,
-    #[serde(default)]
     pub description: Option<String>,
 }
 
@@ -21,7 +20,6 @@ pub struct CreateToken {
 #[serde(deny_unknown_fields)]
 pub struct ListTokens {
     pub account: AccountName,
-    #[serde(default)]
     pub user: Option<UserName>,
 }
 

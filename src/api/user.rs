@@ -38,21 +38,15 @@ pub struct CreateUser {
     pub account: AccountName,
     pub name: UserName,
     /// Role name; default: the account's default role.
-    #[serde(default)]
     pub role: Option<String>,
-    #[serde(default)]
     pub description: Option<String>,
     /// For callout logins; stored only as an argon2id hash.
-    #[serde(default)]
     pub password: Option<Password>,
     /// Lifetime of issued JWTs in seconds; absent: no expiry.
-    #[serde(default)]
     pub jwt_ttl_secs: Option<i64>,
     /// Issue bearer JWTs (no nonce signature needed to connect).
-    #[serde(default)]
     pub bearer_token: Option<bool>,
     /// Tags for role templates (`{{tag(key)}}`).
-    #[serde(default)]
     pub tags: Option<BTreeMap<String, String>>,
 }
 
@@ -63,22 +57,15 @@ pub struct UpdateUser {
     pub account: AccountName,
     pub name: UserName,
     /// New role; `""` falls back to the account's default role.
-    #[serde(default)]
     pub role: Option<String>,
-    #[serde(default)]
     pub description: Option<String>,
-    #[serde(default)]
     pub active: Option<bool>,
     /// New password; `""` removes it.
-    #[serde(default)]
     pub password: Option<Password>,
     /// New JWT lifetime; `0` removes it (no expiry).
-    #[serde(default)]
     pub jwt_ttl_secs: Option<i64>,
-    #[serde(default)]
     pub bearer_token: Option<bool>,
     /// Replaces the tags.
-    #[serde(default)]
     pub tags: Option<BTreeMap<String, String>>,
 }
 
