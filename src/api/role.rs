@@ -6,14 +6,23 @@ use super::requests;
 use crate::claims::{Permission, ResponsePermission};
 use crate::model::{AccountName, AccountRecord, RoleName, RoleRecord, UnixTime};
 
-/// Allow and deny lists of one direction.
+/// Allow and deny lists of one direction. In an update, a list is replaced only when given:
+/// `{"deny":["x"]}` leaves the allow list as it was (so an edit never widens by accident).
+/// In a create, an absent list is empty. An empty allow list allows everything in that
+/// direction (nats-server's rule), so a role that must allow nothing denies `>`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PermissionInput {
-    #[serde(default)]
-    pub allow: Vec<String>,
-    #[serde(default)]
-    pub deny: Vec<String>,
+    pub allow: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
+}
+
+impl PermissionInput {
+    /// Both lists given.
+    pub fn lists(allow: &[&str], deny: &[&str]) -> Self {
+        let owned = |l: &[&str]| Some(l.iter().map(|s| s.to_string()).collect());
+        PermissionInput { allow: owned(allow), deny: owned(deny) }
+    }
 }
 
 /// Permission to answer requests: how many replies, for how long.
@@ -53,7 +62,9 @@ pub struct CreateRole {
     pub default: bool,
 }
 
-/// `role.update`: absent fields are left as they are; lists replace the stored ones.
+/// `role.update`: absent fields are left as they are; a given list replaces the stored one.
+/// When the change takes anything away, the role's live callout connections are ended (they
+/// log in again with the new role).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRole {

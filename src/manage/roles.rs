@@ -1,7 +1,7 @@
 //! Roles: named permission sets within an account. Changing a role changes what its users'
 //! next JWTs carry; no server restart, no account push.
 
-use super::{check_len, check_limit, ManageError, Manager, Noun, MAX_DESCRIPTION_LEN};
+use super::{check_len, check_limit, ManageError, Manager, Noun, Revoked, MAX_DESCRIPTION_LEN};
 use crate::api::role::{
     CreateRole, PermissionInput, ResponseInput, RoleLimitsInput, RoleListRef, RoleRef, RoleView,
     UpdateRole,
@@ -10,6 +10,7 @@ use crate::claims::{Permission, Permissions, ResponsePermission};
 use crate::model::{
     AccountKind, AccountName, AccountRecord, RoleName, RoleRecord, Subject, UnixTime, UserRecord,
 };
+use crate::policy;
 use crate::store::{Batch, Expect};
 
 /// Most subjects in one allow or deny list.
@@ -31,10 +32,19 @@ fn subjects(direction: &str, list: &str, input: &[String]) -> Result<Vec<String>
         .collect()
 }
 
-fn permission(direction: &str, input: &PermissionInput) -> Result<Permission, ManageError> {
+/// `current` with the lists `input` gives replaced (validated); the others kept.
+fn permission(
+    direction: &str,
+    input: &PermissionInput,
+    current: &Permission,
+) -> Result<Permission, ManageError> {
+    let list = |name: &str, given: &Option<Vec<String>>, kept: &Vec<String>| match given {
+        Some(list) => subjects(direction, name, list),
+        None => Ok(kept.clone()),
+    };
     Ok(Permission {
-        allow: subjects(direction, "allow", &input.allow)?,
-        deny: subjects(direction, "deny", &input.deny)?,
+        allow: list("allow", &input.allow, &current.allow)?,
+        deny: list("deny", &input.deny, &current.deny)?,
     })
 }
 
@@ -123,8 +133,8 @@ impl Manager {
         let description = req.description.unwrap_or_default();
         check_len("description", &description, MAX_DESCRIPTION_LEN)?;
         let permissions = Permissions {
-            publish: permission("publish", &req.publish)?,
-            subscribe: permission("subscribe", &req.subscribe)?,
+            publish: permission("publish", &req.publish, &Permission::default())?,
+            subscribe: permission("subscribe", &req.subscribe, &Permission::default())?,
             response: req.response.map(response).transpose()?.flatten(),
         };
         let mut role = RoleRecord {
@@ -179,10 +189,12 @@ impl Manager {
             role.description = description;
         }
         if let Some(publish) = &req.publish {
-            role.permissions.publish = permission("publish", publish)?;
+            role.permissions.publish =
+                permission("publish", publish, &current.permissions.publish)?;
         }
         if let Some(subscribe) = &req.subscribe {
-            role.permissions.subscribe = permission("subscribe", subscribe)?;
+            role.permissions.subscribe =
+                permission("subscribe", subscribe, &current.permissions.subscribe)?;
         }
         if let Some(input) = req.response {
             role.permissions.response = response(input)?;
@@ -200,6 +212,18 @@ impl Manager {
         }
         if !batch.ops().is_empty() {
             self.commit(batch).await?;
+        }
+        if policy::narrows(&current, &role) {
+            // Live callout connections carry the old role in their JWT until it expires:
+            // end them, and they log in again with the new one.
+            let prefix = format!("{}/", account.name);
+            let users = self.authority.db().list::<UserRecord>(&prefix).await?;
+            for user in users.into_iter().filter(|u| u.role.as_ref() == Some(&role.name)) {
+                self.revoke(Revoked::User {
+                    account: user.account.to_string(),
+                    user: user.name.to_string(),
+                });
+            }
         }
         let account = self.authority.account(&account.name).await?;
         Ok(RoleView::of(&role, &account))

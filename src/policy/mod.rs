@@ -61,12 +61,60 @@ pub fn connection_permissions(
     permissions
 }
 
+/// Whether changing a role from `old` to `new` may take away anything `old` allowed: an allow
+/// entry removed (or a first one added, since an empty allow list allows everything), a deny
+/// entry added, the response permission changed, or a per-user limit lowered. Conservative:
+/// an entry removed that another still covers counts too.
+pub fn narrows(old: &RoleRecord, new: &RoleRecord) -> bool {
+    fn direction(old: &Permission, new: &Permission) -> bool {
+        // An empty allow list allows everything.
+        let allow_lost = !new.allow.is_empty()
+            && (old.allow.is_empty() || old.allow.iter().any(|s| !new.allow.contains(s)));
+        allow_lost || new.deny.iter().any(|s| !old.deny.contains(s))
+    }
+    // -1 is unlimited: compare as the largest value.
+    let lowered = |old: i64, new: i64| new >= 0 && (old < 0 || new < old);
+    direction(&old.permissions.publish, &new.permissions.publish)
+        || direction(&old.permissions.subscribe, &new.permissions.subscribe)
+        || old.permissions.response != new.permissions.response
+        || lowered(old.subs, new.subs)
+        || lowered(old.data, new.data)
+        || lowered(old.payload, new.payload)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::claims::Permission;
     use crate::model::{AccountName, RoleName, UserName};
     use crate::vault::MasterKey;
+
+    #[test]
+    fn narrowing_is_anything_taken_away_and_nothing_else() {
+        let perms = |allow: &[&str], deny: &[&str]| Permission {
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+            deny: deny.iter().map(|s| s.to_string()).collect(),
+        };
+        let role = |publish: Permission, subs: i64| RoleRecord {
+            subs,
+            ..RoleRecord::new(
+                AccountName::new("acme").unwrap(),
+                RoleName::new("r").unwrap(),
+                Permissions { publish, subscribe: Permission::default(), response: None },
+                0,
+            )
+        };
+        let base = role(perms(&["sensors.>"], &[]), -1);
+        assert!(!narrows(&base, &base));
+        assert!(!narrows(&base, &role(perms(&["sensors.>", "alerts.>"], &[]), -1)), "widened");
+        assert!(narrows(&base, &role(perms(&["alerts.>"], &[]), -1)), "an allow removed");
+        assert!(narrows(&base, &role(perms(&["sensors.>"], &["sensors.x"]), -1)), "a deny added");
+        assert!(narrows(&base, &role(perms(&["sensors.>"], &[]), 10)), "a limit lowered");
+        assert!(!narrows(&role(perms(&["a"], &[]), 10), &role(perms(&["a"], &[]), -1)), "raised");
+        let open = role(perms(&[], &[]), -1);
+        assert!(narrows(&open, &base), "allow-all became a list");
+        assert!(!narrows(&base, &open), "a list became allow-all");
+    }
 
     #[test]
     fn creds_and_callout_users_get_templates_resolved() {
