@@ -7,17 +7,17 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use nats_authd::bootstrap::{self, InitOutcome};
 use nats_authd::api::ops::{GetOperator, GetStatus, ListPending};
 use nats_authd::api::ApiRequest;
+use nats_authd::bootstrap::{self, InitOutcome};
 use nats_authd::cli::{
     output, read_password, secret_safe_filter, Cli, ClientArgs, Command, Dispatch, InitArgs,
     OutFile, Sender, ServeArgs, UpArgs, DEFAULT_LOG, MASTER_KEY_ENV,
 };
 use nats_authd::client::AdminClient;
-use nats_authd::queue::PendingState;
 use nats_authd::connection::ConnectionSettings;
 use nats_authd::names::API_PREFIX;
+use nats_authd::queue::PendingState;
 use nats_authd::vault::{self, Existing};
 use nats_authd::{app, claims, model, nats_server};
 use tracing_subscriber::filter::FilterExt;

@@ -3,8 +3,8 @@
 use clap::{Args, Subcommand};
 
 use crate::api::role::{
-    CreateRole, DeleteRole, PermissionInput, ResponseInput, RoleLimitsInput, RoleListRef,
-    RoleRef, UpdateRole,
+    CreateRole, DeleteRole, PermissionInput, ResponseInput, RoleLimitsInput, RoleListRef, RoleRef,
+    UpdateRole,
 };
 use crate::model::{AccountName, RoleName};
 
@@ -127,9 +127,10 @@ impl RoleFields {
             max: self.resp_max.unwrap_or(1),
             ttl_ms: self.resp_ttl_ms.unwrap_or(0),
         });
-        let limits = [self.subs, self.data, self.payload].iter().any(Option::is_some).then_some(
-            RoleLimitsInput { subs: self.subs, data: self.data, payload: self.payload },
-        );
+        let limits = [self.subs, self.data, self.payload]
+            .iter()
+            .any(Option::is_some)
+            .then_some(RoleLimitsInput { subs: self.subs, data: self.data, payload: self.payload });
         Parts {
             publish: PermissionInput { allow: self.pub_allow, deny: self.pub_deny },
             subscribe: PermissionInput { allow: self.sub_allow, deny: self.sub_deny },
@@ -203,8 +204,7 @@ mod tests {
     #[test]
     fn role_create_always_sends_both_directions_and_update_only_given_ones() {
         let flags = ["acme", "sensor", "--pub-allow", "sensors.*.telemetry"];
-        let publish =
-            PermissionInput { allow: vec!["sensors.*.telemetry".into()], deny: vec![] };
+        let publish = PermissionInput { allow: vec!["sensors.*.telemetry".into()], deny: vec![] };
         let create = request(&[&["role", "create"][..], &flags].concat());
         assert_eq!(
             create,
@@ -226,7 +226,8 @@ mod tests {
 
     #[test]
     fn a_reply_flag_alone_means_one_reply_without_time_limit() {
-        let got = request(&["role", "update", "acme", "sensor", "--resp-ttl-ms", "500", "--subs", "10"]);
+        let got =
+            request(&["role", "update", "acme", "sensor", "--resp-ttl-ms", "500", "--subs", "10"]);
         assert_eq!(
             got,
             RoleRequest::Update(UpdateRole {
