@@ -16,15 +16,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use async_nats::ConnectOptions;
+use nats_authd::api::account::CreateAccount;
+use nats_authd::api::role::{CreateRole, PermissionInput};
+use nats_authd::api::user::{CreateUser, Password};
 use nats_authd::app;
 use nats_authd::bootstrap::{self, InitOptions, Layout, MasterKeyOptions};
 use nats_authd::connection::ConnectionSettings;
 use nats_authd::manage::Manager;
-use nats_authd::model;
+use nats_authd::model::{self, AccountName, RoleName, UserName};
 use nats_authd::nats_server::{self, NatsServer};
 use nats_authd::password::PasswordHasher;
 use nats_authd::server_config::ServerSettings;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 fn free_port() -> Result<u16> {
@@ -84,22 +86,25 @@ async fn main() -> Result<()> {
 
     let manager = Manager::new(authority.clone(), PasswordHasher::default());
     let now = model::now();
-    manager.create_account(serde_json::from_value(json!({ "name": "acme" }))?, now).await?;
-    manager
-        .create_role(
-            serde_json::from_value(
-                json!({ "account": "acme", "name": "r", "subscribe": {"allow": ["_INBOX.>"]} }),
-            )?,
-            now,
-        )
-        .await?;
+    let acme = AccountName::new("acme")?;
+    manager.create_account(CreateAccount::new(acme.clone()), now).await?;
+    let role = CreateRole {
+        subscribe: PermissionInput { allow: vec!["_INBOX.>".into()], deny: vec![] },
+        ..CreateRole::new(acme.clone(), RoleName::new("r")?)
+    };
+    manager.create_role(role, now).await?;
     let started = Instant::now();
-    let creating = (0..users).map(|i| {
+    let mut requests = Vec::with_capacity(users);
+    for i in 0..users {
+        requests.push(CreateUser {
+            role: Some("r".into()),
+            password: Some(Password::new(format!("password-{i}"))),
+            ..CreateUser::new(acme.clone(), UserName::new(&format!("u{i}"))?)
+        });
+    }
+    let creating = requests.into_iter().map(|user| {
         let manager = manager.clone();
-        async move {
-            let body = json!({ "account": "acme", "name": format!("u{i}"), "role": "r", "password": format!("password-{i}") });
-            manager.create_user(serde_json::from_value(body).expect("valid"), now).await
-        }
+        async move { manager.create_user(user, now).await }
     });
     for created in futures::future::join_all(creating).await {
         created?;

@@ -7,15 +7,17 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use nats_authd::api::ops::{GetOperator, GetStatus, ListPending};
+use nats_authd::api::ApiRequest;
 use nats_authd::bootstrap::{self, InitOutcome};
-use nats_authd::cli::admin::{read_password, Call};
 use nats_authd::cli::{
-    output, secret_safe_filter, Cli, ClientArgs, Command, InitArgs, ServeArgs, UpArgs, DEFAULT_LOG,
-    MASTER_KEY_ENV,
+    output, read_password, secret_safe_filter, Cli, ClientArgs, Command, Dispatch, InitArgs,
+    OutFile, Sender, ServeArgs, UpArgs, DEFAULT_LOG, MASTER_KEY_ENV,
 };
 use nats_authd::client::AdminClient;
 use nats_authd::connection::ConnectionSettings;
 use nats_authd::names::API_PREFIX;
+use nats_authd::queue::PendingState;
 use nats_authd::vault::{self, Existing};
 use nats_authd::{app, claims, model, nats_server};
 use tracing_subscriber::filter::FilterExt;
@@ -64,25 +66,16 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Up(args) => up(args, env_key, shutdown_signal()?).await,
         Command::Serve(args) => serve(args, env_key, shutdown_signal()?).await,
-        Command::Account(a) => admin(&a.client, a.cmd.call()?).await,
+        Command::Account(a) => admin(&a.client, None, a.cmd.request()).await,
         Command::User(a) => {
-            let call = a.cmd.call(&mut || read_password(&mut std::io::stdin().lock()))?;
-            admin(&a.client, call).await
+            let request = a.cmd.request(&mut || read_password(&mut std::io::stdin().lock()))?;
+            admin(&a.client, a.cmd.out(), request).await
         }
-        Command::Role(a) => admin(&a.client, a.cmd.call()).await,
-        Command::Pending(a) => admin(&a.client, a.cmd.call()).await,
-        Command::Token(a) => admin(&a.client, a.cmd.call()).await,
-        Command::Operator(client) => {
-            admin(
-                &client,
-                Call { endpoint: "operator.get", body: serde_json::json!({}), out: None },
-            )
-            .await
-        }
-        Command::Status(client) => {
-            admin(&client, Call { endpoint: "status", body: serde_json::json!({}), out: None })
-                .await
-        }
+        Command::Role(a) => admin(&a.client, None, a.cmd.request()).await,
+        Command::Pending(a) => admin(&a.client, None, a.cmd.request()).await,
+        Command::Token(a) => admin(&a.client, None, a.cmd.request()).await,
+        Command::Operator(client) => admin(&client, None, GetOperator {}).await,
+        Command::Status(client) => admin(&client, None, GetStatus {}).await,
     }
 }
 
@@ -174,8 +167,10 @@ async fn serve(
     Ok(())
 }
 
-async fn admin(args: &ClientArgs, call: Call) -> Result<()> {
-    if let Some(out) = call.out.as_ref().filter(|out| !out.replace && out.path.exists()) {
+/// Sends a command's typed request as an admin and prints the answer; a creds answer goes to
+/// `out` if given.
+async fn admin(args: &ClientArgs, out: Option<OutFile>, request: impl Dispatch) -> Result<()> {
+    if let Some(out) = out.as_ref().filter(|out| !out.replace && out.path.exists()) {
         // Before the request: a regenerate must not revoke the old key and then have nowhere
         // to put the new one.
         return Err(out_exists(&out.path));
@@ -183,65 +178,76 @@ async fn admin(args: &ClientArgs, call: Call) -> Result<()> {
     let client = connect_with_creds(&args.creds, &args.nats_url).await?;
     let timeout = Duration::try_from_secs_f64(args.timeout).context("--timeout")?;
     let api = AdminClient::new(client, API_PREFIX, timeout);
-    let answer = api.call(call.endpoint, &call.body).await?;
-    wait_for_push(&api, &call).await;
-    if let Some(creds) = answer.get("creds").and_then(|c| c.as_str()).filter(|_| !args.json) {
-        return match &call.out {
-            Some(out) => {
-                let existing = if out.replace { Existing::Replace } else { Existing::Refuse };
-                match vault::write_private(&out.path, creds.as_bytes(), existing) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        return Err(out_exists(&out.path))
-                    }
-                    Err(e) => {
-                        return Err(e).with_context(|| format!("writing {}", out.path.display()))
-                    }
+    request.dispatch(&mut Admin { api, json: args.json, out }).await
+}
+
+/// The CLI's sender: one admin connection, and how to show answers.
+struct Admin {
+    api: AdminClient,
+    /// `--json`: print the answer as JSON, creds included.
+    json: bool,
+    out: Option<OutFile>,
+}
+
+impl Sender for Admin {
+    type Error = anyhow::Error;
+
+    async fn send<R>(&mut self, request: R) -> Result<()>
+    where
+        R: ApiRequest,
+        R::Reply: serde::Serialize,
+    {
+        let reply = self.api.send(&request).await?;
+        wait_for_push(&self.api, &request).await;
+        let answer = serde_json::to_value(&reply).context("showing the answer")?;
+        if let Some(creds) = answer.get("creds").and_then(|c| c.as_str()).filter(|_| !self.json) {
+            return match &self.out {
+                Some(out) => write_creds(out, creds),
+                None => {
+                    print!("{creds}");
+                    Ok(())
                 }
-                println!("creds written to {}", out.path.display());
-                Ok(())
-            }
-            None => {
-                print!("{creds}");
-                Ok(())
-            }
-        };
+            };
+        }
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+        } else {
+            println!("{}", output::render(R::ENDPOINT.subject(), &answer));
+        }
+        Ok(())
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-    } else {
-        println!("{}", output::render(call.endpoint, &answer));
+}
+
+/// Writes creds to `out`, private to the user, refusing an existing file unless asked.
+fn write_creds(out: &OutFile, creds: &str) -> Result<()> {
+    let existing = if out.replace { Existing::Replace } else { Existing::Refuse };
+    match vault::write_private(&out.path, creds.as_bytes(), existing) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(out_exists(&out.path))
+        }
+        Err(e) => return Err(e).with_context(|| format!("writing {}", out.path.display())),
     }
+    println!("creds written to {}", out.path.display());
     Ok(())
 }
 
-/// After a change to an account (or its users' keys), waits briefly until the servers have
-/// the new account JWT, so that what the user does next (connect with new creds) works.
-/// Says so if it is still queued; never fails the command, which has been applied.
-async fn wait_for_push(api: &AdminClient, call: &Call) {
-    let account = match call.endpoint {
-        "account.create" | "account.update" | "account.delete" => call.body.get("name"),
-        "user.update" | "user.delete" | "user.regenerate" => call.body.get("account"),
-        _ => None,
-    };
-    let Some(account) = account.and_then(|a| a.as_str()).map(|a| a.trim().to_lowercase()) else {
-        return;
-    };
+/// After a change whose account JWT is pushed to the servers (the API table says which:
+/// [`ApiRequest::pushed_account`]), waits briefly until the servers have it, so that what the
+/// user does next (connect with new creds) works. Says so if it is still queued; never fails
+/// the command, which has been applied.
+async fn wait_for_push<R: ApiRequest>(api: &AdminClient, request: &R) {
+    let Some(account) = request.pushed_account() else { return };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < deadline {
-        let Ok(pending) = api.call("pending.list", &serde_json::json!({})).await else { return };
-        let entry =
-            pending.as_array().into_iter().flatten().find(|p| p["account"] == account.as_str());
-        match entry {
+        let Ok(pending) = api.send(&ListPending {}).await else { return };
+        match pending.iter().find(|p| &p.account == account).map(|p| &p.state) {
             None => return,
-            Some(p) if p["state"] == "failed" => {
-                eprintln!(
-                    "warning: pushing account {account} to the servers failed: {}",
-                    p["reason"]
-                );
+            Some(PendingState::Failed { reason, .. }) => {
+                eprintln!("warning: pushing account {account} to the servers failed: {reason}");
                 return;
             }
-            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Some(PendingState::Pending) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
     eprintln!(

@@ -1,5 +1,14 @@
 //! Login storms: 500 first-time password logins at once, then the same 500 reconnecting after
 //! a server restart. Prints its measurements (run with --nocapture to see them).
+//!
+//! It takes a minute or more of both cores (500 argon2 hashes, then 500 logins twice), so it
+//! is behind the `slow-tests` feature and the default `cargo test` skips it:
+//!
+//! ```sh
+//! cargo test --features slow-tests --test callout_storm -- --nocapture
+//! ```
+
+#![cfg(feature = "slow-tests")]
 
 mod common;
 
@@ -8,14 +17,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::{ConnectErrorKind, ConnectOptions};
-use common::{eventually, Stack};
-use serde_json::json;
+use common::{account_name, allow, eventually, role_name, user_name, Stack};
+use nats_authd::api::account::CreateAccount;
+use nats_authd::api::ops::GetStatus;
+use nats_authd::api::role::CreateRole;
+use nats_authd::api::user::{CreateUser, Password};
+use nats_authd::callout::CalloutCounts;
+use nats_authd::client::AdminClient;
+use nats_authd::service::Status;
 
 const USERS: usize = 500;
 const CALLOUT_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn pw(i: usize) -> String {
     format!("password-of-user-{i}")
+}
+
+async fn status(admin: &AdminClient) -> Status {
+    admin.send(&GetStatus {}).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,20 +44,27 @@ async fn five_hundred_logins_then_a_reconnect_storm() {
     {
         let manager = stack.manager();
         let now = nats_authd::model::now();
-        let acme = serde_json::from_value(json!({ "name": "acme" })).unwrap();
-        manager.create_account(acme, now).await.unwrap();
-        let dev = json!({ "account": "acme", "name": "dev", "subscribe": {"allow": ["_INBOX.>"]} });
-        manager.create_role(serde_json::from_value(dev).unwrap(), now).await.unwrap();
+        manager.create_account(CreateAccount::new(account_name("acme")), now).await.unwrap();
+        let dev = CreateRole {
+            subscribe: allow(&["_INBOX.>"]),
+            ..CreateRole::new(account_name("acme"), role_name("dev"))
+        };
+        manager.create_role(dev, now).await.unwrap();
         let creating = (0..USERS).map(|i| {
-            let (manager, body) = (manager.clone(), json!({ "account": "acme", "name": format!("u{i}"), "role": "dev", "password": pw(i) }));
-            async move { manager.create_user(serde_json::from_value(body).unwrap(), now).await.unwrap() }
+            let user = CreateUser {
+                role: Some("dev".into()),
+                password: Some(Password::new(pw(i))),
+                ..CreateUser::new(account_name("acme"), user_name(&format!("u{i}")))
+            };
+            let manager = manager.clone();
+            async move { manager.create_user(user, now).await.unwrap() }
         });
         futures::future::join_all(creating).await;
     }
     let _service = stack.serve();
     let admin = stack.admin().await;
     eventually(Duration::from_secs(20), "acme to be pushed", || async {
-        admin.call("status", &json!({})).await.unwrap()["queue_depth"] == 0
+        status(&admin).await.queue_depth == 0
     })
     .await;
     let sentinel = Arc::new(std::fs::read_to_string(stack.layout.sentinel_creds()).unwrap());
@@ -74,7 +100,7 @@ async fn five_hundred_logins_then_a_reconnect_storm() {
     let mut slowest_status = Duration::ZERO;
     while !logins.iter().all(|l| l.is_finished()) {
         let t = Instant::now();
-        admin.call("status", &json!({})).await.unwrap();
+        status(&admin).await;
         slowest_status = slowest_status.max(t.elapsed());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -140,7 +166,7 @@ async fn five_hundred_logins_then_a_reconnect_storm() {
     assert_eq!(clients.len(), USERS);
 
     // Restart the server: all 500 reconnect at once, through the callout, from the cache.
-    let counts_before = admin.call("status", &json!({})).await.unwrap()["callout"].clone();
+    let counts_before = status(&admin).await.callout;
     let before = reconnected.load(Ordering::SeqCst);
     stack.server.take().unwrap().stop(Duration::from_secs(5)).await;
     stack.start_server().await;
@@ -164,29 +190,26 @@ async fn five_hundred_logins_then_a_reconnect_storm() {
     latencies.sort_by(f64::total_cmp);
     // The client counter can run ahead of the service's (a refused reconnect attempt may
     // still report a connection): wait for the service to have admitted them all.
-    let allowed = |counts: &serde_json::Value| {
-        counts["allowed"].as_u64().unwrap() - counts_before["allowed"].as_u64().unwrap()
-    };
     eventually(Duration::from_secs(10), "the service to count every reconnect", || async {
-        allowed(&admin.call("status", &json!({})).await.unwrap()["callout"]) >= USERS as u64
+        status(&admin).await.callout.allowed - counts_before.allowed >= USERS as u64
     })
     .await;
-    let counts = admin.call("status", &json!({})).await.unwrap()["callout"].clone();
-    let delta = |k: &str| counts[k].as_u64().unwrap() - counts_before[k].as_u64().unwrap();
+    let counts = status(&admin).await.callout;
+    let delta = |count: fn(&CalloutCounts) -> u64| count(&counts) - count(&counts_before);
     println!(
         "reconnect storm: service back {service_back:?} and all {USERS} clients back {storm:?} after the server restarted; \
          {} allowed, {} answered from the cache, {} refused ({} rate limited), {} dropped, service-side latency p50 {:.1} ms max {:.1} ms over {} events",
-        delta("allowed"),
-        delta("cache_hits"),
-        delta("refused"),
-        delta("rate_limited"),
-        delta("dropped"),
+        delta(|c| c.allowed),
+        delta(|c| c.cache_hits),
+        delta(|c| c.refused),
+        delta(|c| c.rate_limited),
+        delta(|c| c.dropped),
         latencies.get(latencies.len() / 2).copied().unwrap_or_default(),
         latencies.last().copied().unwrap_or_default(),
         latencies.len()
     );
-    assert!(delta("cache_hits") >= USERS as u64, "{counts}");
-    assert_eq!(delta("dropped"), 0, "requests expired in the queue during the reconnect storm");
+    assert!(delta(|c| c.cache_hits) >= USERS as u64, "{counts:?}");
+    assert_eq!(delta(|c| c.dropped), 0, "requests expired in the queue during the reconnect storm");
     let slowest = latencies.last().copied().unwrap_or_default();
     assert!(
         slowest < CALLOUT_TIMEOUT.as_secs_f64() * 1000.0,

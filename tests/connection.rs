@@ -7,17 +7,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::ConnectOptions;
-use common::{eventually, Stack};
+use common::{account_name, eventually, tenant, user_name, Stack};
+use nats_authd::api::account::CreateAccount;
+use nats_authd::api::ops::GetStatus;
+use nats_authd::api::user::{GetCreds, UserRef};
 use nats_authd::bootstrap::{self, MasterKeyOptions};
 use nats_authd::client::AdminClient;
 use nats_authd::connection::ConnectionSettings;
 use nats_authd::model::AccountRecord;
 use nats_authd::publisher::PublisherSettings;
 use nats_authd::service::Status;
-use serde_json::json;
 
 async fn status(admin: &AdminClient) -> Option<Status> {
-    admin.call("status", &json!({})).await.ok().and_then(|v| serde_json::from_value(v).ok())
+    admin.send(&GetStatus {}).await.ok()
 }
 
 #[tokio::test]
@@ -29,10 +31,7 @@ async fn starts_without_a_server_and_pushes_once_one_appears() {
     // A change through the store while no server exists.
     let view = stack
         .manager()
-        .create_account(
-            serde_json::from_value(json!({ "name": "early" })).unwrap(),
-            nats_authd::model::now(),
-        )
+        .create_account(CreateAccount::new(account_name("early")), nats_authd::model::now())
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -68,18 +67,9 @@ async fn fails_over_to_the_backup_and_back_to_the_primary() {
     };
     let _service = stack.serve_on(settings, PublisherSettings::default());
     let admin = stack.admin().await;
-    admin.call("account.create", &json!({ "name": "acme" })).await.unwrap();
-    admin
-        .call("role.create", &json!({ "account": "acme", "name": "all", "publish": {"allow": [">"]}, "subscribe": {"allow": [">"]} }))
-        .await
-        .unwrap();
-    admin
-        .call(
-            "user.create",
-            &json!({ "account": "acme", "name": "u", "role": "all", "password": "u-password" }),
-        )
-        .await
-        .unwrap();
+    let acme = tenant(&admin, "acme").await;
+    acme.open_role("all").await;
+    acme.user("u", "all", Some("u-password")).await;
     let s = status(&admin).await.unwrap();
     assert_eq!((s.state.as_str(), s.server_url.clone()), ("connected", Some(stack.url())));
 
@@ -104,9 +94,9 @@ async fn fails_over_to_the_backup_and_back_to_the_primary() {
         status(&on_backup).await.is_some_and(|s| s.reconciliations >= 2 && s.queue_depth == 0)
     })
     .await;
-    let creds =
-        on_backup.call("user.creds", &json!({ "account": "acme", "name": "u" })).await.unwrap();
-    let user = async_nats::ConnectOptions::with_credentials(creds["creds"].as_str().unwrap())
+    let u = UserRef::new(account_name("acme"), user_name("u"));
+    let creds = on_backup.send(&GetCreds(u)).await.unwrap().creds;
+    let user = async_nats::ConnectOptions::with_credentials(&creds)
         .unwrap()
         .connect(backup.url())
         .await
@@ -177,9 +167,9 @@ async fn sigterm_during_a_burst_keeps_every_acknowledged_change() {
         let (admin, acked) = (admin.clone(), Arc::clone(&acked));
         workers.push(tokio::spawn(async move {
             for i in 0..500 {
-                let name = format!("burst-{worker}-{i}");
-                match admin.call("account.create", &json!({ "name": name })).await {
-                    Ok(_) => acked.lock().unwrap().push(name),
+                let name = account_name(&format!("burst-{worker}-{i}"));
+                match admin.send(&CreateAccount::new(name.clone())).await {
+                    Ok(_) => acked.lock().unwrap().push(name.to_string()),
                     Err(_) => return,
                 }
             }

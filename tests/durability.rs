@@ -5,8 +5,11 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, Stack};
-use serde_json::json;
+use common::{account_name, allow, eventually, role_name, user_name, Stack};
+use nats_authd::api::account::{CreateAccount, ListAccounts};
+use nats_authd::api::ops::GetStatus;
+use nats_authd::api::role::CreateRole;
+use nats_authd::api::user::{CreateUser, GetCreds, UserRef};
 
 const BIN: &str = env!("CARGO_BIN_EXE_nats-authd");
 
@@ -29,29 +32,18 @@ async fn pending_pushes_survive_kill_9_and_go_out_after_restart() {
         let manager = stack.manager();
         let now = nats_authd::model::now();
         for name in ["a1", "a2", "a3"] {
-            manager
-                .create_account(serde_json::from_value(json!({ "name": name })).unwrap(), now)
-                .await
-                .unwrap();
+            manager.create_account(CreateAccount::new(account_name(name)), now).await.unwrap();
         }
-        manager
-            .create_role(
-                serde_json::from_value(
-                    json!({ "account": "a1", "name": "all", "publish": {"allow": [">"]} }),
-                )
-                .unwrap(),
-                now,
-            )
-            .await
-            .unwrap();
-        manager
-            .create_user(
-                serde_json::from_value(json!({ "account": "a1", "name": "u", "role": "all" }))
-                    .unwrap(),
-                now,
-            )
-            .await
-            .unwrap();
+        let all = CreateRole {
+            publish: allow(&[">"]),
+            ..CreateRole::new(account_name("a1"), role_name("all"))
+        };
+        manager.create_role(all, now).await.unwrap();
+        let u = CreateUser {
+            role: Some("all".into()),
+            ..CreateUser::new(account_name("a1"), user_name("u"))
+        };
+        manager.create_user(u, now).await.unwrap();
         // AUTH is not: its allowed accounts are "*", so its JWT does not change with tenants.
         assert_eq!(manager.pending().await.unwrap().len(), 3, "a1..a3 are queued");
     }
@@ -74,18 +66,18 @@ async fn pending_pushes_survive_kill_9_and_go_out_after_restart() {
     let mut second = serve(&stack, &log);
     let admin = stack.admin().await;
     eventually(Duration::from_secs(20), "the queue to drain after restart", || async {
-        let status = admin.call("status", &json!({})).await.unwrap();
-        status["queue_depth"] == 0 && status["failed_pushes"] == 0
+        let status = admin.send(&GetStatus {}).await.unwrap();
+        status.queue_depth == 0 && status.failed_pushes == 0
     })
     .await;
-    let accounts = admin.call("account.list", &json!({})).await.unwrap();
-    let names: Vec<&str> =
-        accounts.as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    let accounts = admin.send(&ListAccounts {}).await.unwrap();
+    let names: Vec<&str> = accounts.iter().map(|a| a.name.as_str()).collect();
     for name in ["a1", "a2", "a3"] {
         assert!(names.contains(&name), "{name} lost: {names:?}");
     }
-    let creds = admin.call("user.creds", &json!({ "account": "a1", "name": "u" })).await.unwrap();
-    let (client, _) = stack.connect_creds(creds["creds"].as_str().unwrap()).await;
+    let u = UserRef::new(account_name("a1"), user_name("u"));
+    let creds = admin.send(&GetCreds(u)).await.unwrap().creds;
+    let (client, _) = stack.connect_creds(&creds).await;
     client.publish("hello", "a1".into()).await.unwrap();
     client.flush().await.unwrap();
 
@@ -102,8 +94,7 @@ async fn an_account_the_store_no_longer_has_is_removed_from_the_server_on_connec
     let stack = Stack::start().await;
     let service = stack.serve();
     let admin = stack.admin().await;
-    let ghost = admin.call("account.create", &json!({ "name": "ghost" })).await.unwrap();
-    let key = ghost["public_key"].as_str().unwrap().to_string();
+    let key = common::tenant(&admin, "ghost").await.account.public_key;
     common::drained(&admin).await;
     service.stop().await.unwrap();
 

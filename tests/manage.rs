@@ -5,46 +5,46 @@ mod common;
 
 use std::time::Duration;
 
-use common::{creds, drained, violation, Stack};
+use common::{
+    account_name, allow, creds, disconnected_within, drained, tenant, user_name, violation, Stack,
+};
 use futures::StreamExt;
+use nats_authd::api::account::{
+    AccountRef, CreateAccount, DeleteAccount, ListAccounts, UpdateAccount,
+};
+use nats_authd::api::ops::GetStatus;
+use nats_authd::api::role::UpdateRole;
+use nats_authd::api::user::{DeleteUser, GetCreds, RegenerateUser, UserRef};
 use nats_authd::api::Endpoint;
 use nats_authd::client::{AdminClient, ClientError};
 use nats_authd::service::Status;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 async fn status(admin: &AdminClient) -> Status {
-    serde_json::from_value(admin.call("status", &json!({})).await.unwrap()).unwrap()
+    admin.send(&GetStatus {}).await.unwrap()
+}
+
+/// acme's user dev1.
+fn dev1() -> UserRef {
+    UserRef::new(account_name("acme"), user_name("dev1"))
 }
 
 /// acme with roles `sensor` (pub sensors.*.telemetry, sub _INBOX.>) and `monitor` (sub >),
 /// users dev1 (sensor) and mon (monitor), all pushed.
 async fn acme(admin: &AdminClient) {
-    admin.call("account.create", &json!({ "name": "acme" })).await.unwrap();
-    admin
-        .call(
-            "role.create",
-            &json!({ "account": "acme", "name": "sensor",
-                     "publish": { "allow": ["sensors.*.telemetry"] },
-                     "subscribe": { "allow": ["_INBOX.>"] } }),
-        )
-        .await
-        .unwrap();
-    admin
-        .call(
-            "role.create",
-            &json!({ "account": "acme", "name": "monitor", "subscribe": { "allow": [">"] } }),
-        )
-        .await
-        .unwrap();
-    admin
-        .call("user.create", &json!({ "account": "acme", "name": "dev1", "role": "sensor" }))
-        .await
-        .unwrap();
-    admin
-        .call("user.create", &json!({ "account": "acme", "name": "mon", "role": "monitor" }))
-        .await
-        .unwrap();
+    let acme = tenant(admin, "acme").await;
+    acme.role("sensor", &["sensors.*.telemetry"], &["_INBOX.>"]).await;
+    acme.role("monitor", &[], &[">"]).await;
+    acme.user("dev1", "sensor", None).await;
+    acme.user("mon", "monitor", None).await;
     drained(admin).await;
+}
+
+/// `account` with role `all` (everything) and its user `u`.
+async fn open_tenant(admin: &AdminClient, account: &str) {
+    let tenant = tenant(admin, account).await;
+    tenant.open_role("all").await;
+    tenant.user("u", "all", None).await;
 }
 
 async fn next_payload(sub: &mut async_nats::Subscriber, within: Duration) -> Option<String> {
@@ -87,18 +87,7 @@ async fn accounts_made_over_nats_do_not_see_each_other() {
     let _service = stack.serve();
     let admin = stack.admin().await;
     for account in ["acme", "globex"] {
-        admin.call("account.create", &json!({ "name": account })).await.unwrap();
-        admin
-            .call(
-                "role.create",
-                &json!({ "account": account, "name": "all", "publish": {"allow": [">"]}, "subscribe": {"allow": [">"]} }),
-            )
-            .await
-            .unwrap();
-        admin
-            .call("user.create", &json!({ "account": account, "name": "u", "role": "all" }))
-            .await
-            .unwrap();
+        open_tenant(&admin, account).await;
     }
     drained(&admin).await;
     let (acme, _) = stack.connect_creds(&creds(&admin, "acme", "u").await).await;
@@ -127,14 +116,11 @@ async fn role_changes_reach_new_jwts_and_deleting_a_user_cuts_it_off() {
     mon.flush().await.unwrap();
 
     let (old, mut old_events) = stack.connect_creds(&creds(&admin, "acme", "dev1").await).await;
-    admin
-        .call(
-            "role.update",
-            &json!({ "account": "acme", "name": "sensor",
-                     "publish": { "allow": ["sensors.*.telemetry", "alerts.>"] } }),
-        )
-        .await
-        .unwrap();
+    let widened = UpdateRole {
+        publish: Some(allow(&["sensors.*.telemetry", "alerts.>"])),
+        ..UpdateRole::new(account_name("acme"), common::role_name("sensor"))
+    };
+    admin.send(&widened).await.unwrap();
 
     // The JWT already out keeps the old permissions...
     old.publish("alerts.x", "old".into()).await.unwrap();
@@ -142,10 +128,9 @@ async fn role_changes_reach_new_jwts_and_deleting_a_user_cuts_it_off() {
     violation(&mut old_events, "alerts.x").await;
 
     // ...a regenerated one, or a fresh creds fetch, carries the new role. No server restart.
-    let regenerated =
-        admin.call("user.regenerate", &json!({ "account": "acme", "name": "dev1" })).await.unwrap();
+    let regenerated = admin.send(&RegenerateUser(dev1())).await.unwrap();
     drained(&admin).await;
-    let (new, _) = stack.connect_creds(regenerated["creds"].as_str().unwrap()).await;
+    let (new, _) = stack.connect_creds(&regenerated.creds).await;
     new.publish("alerts.x", "new".into()).await.unwrap();
     new.flush().await.unwrap();
     assert_eq!(next_payload(&mut alerts, Duration::from_secs(5)).await.as_deref(), Some("new"));
@@ -156,20 +141,9 @@ async fn role_changes_reach_new_jwts_and_deleting_a_user_cuts_it_off() {
 
     // Deleting dev1 revokes its key: the live connection is closed by the server.
     let (live, mut live_events) = stack.connect_creds(&creds(&admin, "acme", "dev1").await).await;
-    admin.call("user.delete", &json!({ "account": "acme", "name": "dev1" })).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let event = tokio::time::timeout_at(deadline, live_events.recv())
-            .await
-            .expect("dev1 was not disconnected");
-        if event.unwrap().contains("disconnected") {
-            break;
-        }
-    }
-    assert!(matches!(
-        admin.call("user.get", &json!({ "account": "acme", "name": "dev1" })).await,
-        Err(ClientError::Service { code: 404, .. })
-    ));
+    admin.send(&DeleteUser(dev1())).await.unwrap();
+    disconnected_within(&mut live_events, Duration::from_secs(10)).await;
+    assert!(matches!(admin.send(&dev1()).await, Err(ClientError::Service { code: 404, .. })));
     drop(live);
 }
 
@@ -179,30 +153,31 @@ async fn deactivated_accounts_refuse_users_and_deleted_ones_leave_the_server() {
     let _service = stack.serve();
     let admin = stack.admin().await;
     acme(&admin).await;
-    let dev1 = creds(&admin, "acme", "dev1").await;
-    stack.connect_creds(&dev1).await;
+    let dev1_creds = creds(&admin, "acme", "dev1").await;
+    stack.connect_creds(&dev1_creds).await;
 
-    admin.call("account.update", &json!({ "name": "acme", "active": false })).await.unwrap();
+    let active =
+        |active| UpdateAccount { active: Some(active), ..UpdateAccount::new(account_name("acme")) };
+    admin.send(&active(false)).await.unwrap();
     drained(&admin).await;
-    let refused =
-        async_nats::ConnectOptions::with_credentials(&dev1).unwrap().connect(stack.url()).await;
+    let refused = async_nats::ConnectOptions::with_credentials(&dev1_creds)
+        .unwrap()
+        .connect(stack.url())
+        .await;
     assert!(refused.is_err(), "a user of an inactive account connected");
     assert!(matches!(
-        admin.call("user.creds", &json!({ "account": "acme", "name": "dev1" })).await,
+        admin.send(&GetCreds(dev1())).await,
         Err(ClientError::Service { code: 409, .. })
     ));
 
-    admin.call("account.update", &json!({ "name": "acme", "active": true })).await.unwrap();
+    admin.send(&active(true)).await.unwrap();
     drained(&admin).await;
-    stack.connect_creds(&dev1).await;
+    stack.connect_creds(&dev1_creds).await;
 
-    let key = admin.call("account.get", &json!({ "name": "acme" })).await.unwrap()["public_key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = admin.send(&AccountRef { name: account_name("acme") }).await.unwrap().public_key;
     let deleted =
-        admin.call("account.delete", &json!({ "name": "acme", "cascade": true })).await.unwrap();
-    assert_eq!(deleted["users"], 2);
+        admin.send(&DeleteAccount { name: account_name("acme"), cascade: true }).await.unwrap();
+    assert_eq!(deleted.users, 2);
     drained(&admin).await;
     let service = stack.service_client().await;
     assert_eq!(
@@ -222,10 +197,8 @@ async fn changes_made_while_the_server_is_down_reach_it_when_it_starts() {
     // Acknowledged by the store while no server is there.
     let manager = stack.manager();
     let now = nats_authd::model::now();
-    let view = manager
-        .create_account(serde_json::from_value(json!({ "name": "offline" })).unwrap(), now)
-        .await
-        .unwrap();
+    let offline = CreateAccount::new(account_name("offline"));
+    let view = manager.create_account(offline, now).await.unwrap();
     assert!(manager.pending().await.unwrap().iter().any(|p| p.account_key == view.public_key));
 
     stack.start_server().await;
@@ -238,21 +211,22 @@ async fn a_burst_of_updates_to_one_account_is_a_handful_of_pushes() {
     let stack = Stack::start().await;
     let _service = stack.serve();
     let admin = stack.admin().await;
-    admin.call("account.create", &json!({ "name": "acme" })).await.unwrap();
+    tenant(&admin, "acme").await;
     drained(&admin).await;
     let before = status(&admin).await.pushes;
     for i in 0..100 {
-        admin
-            .call("account.update", &json!({ "name": "acme", "description": format!("v{i}") }))
-            .await
-            .unwrap();
+        let describe = UpdateAccount {
+            description: Some(format!("v{i}")),
+            ..UpdateAccount::new(account_name("acme"))
+        };
+        admin.send(&describe).await.unwrap();
     }
     drained(&admin).await;
     // Each push is an update plus its confirming lookup... counted as one request here.
     let pushes = status(&admin).await.pushes - before;
     assert!((1..=5).contains(&pushes), "100 updates became {pushes} pushes");
-    let account = admin.call("account.get", &json!({ "name": "acme" })).await.unwrap();
-    assert_eq!(account["description"], "v99");
+    let account = admin.send(&AccountRef { name: account_name("acme") }).await.unwrap();
+    assert_eq!(account.description, "v99");
 }
 
 #[tokio::test]
@@ -286,18 +260,10 @@ async fn tenant_users_cannot_reach_the_management_api() {
     let stack = Stack::start().await;
     let _service = stack.serve();
     let admin = stack.admin().await;
-    admin.call("account.create", &json!({ "name": "acme" })).await.unwrap();
-    admin
-        .call("role.create", &json!({ "account": "acme", "name": "all", "publish": {"allow": [">"]}, "subscribe": {"allow": [">"]} }))
-        .await
-        .unwrap();
-    admin
-        .call("user.create", &json!({ "account": "acme", "name": "u", "role": "all" }))
-        .await
-        .unwrap();
+    open_tenant(&admin, "acme").await;
     drained(&admin).await;
     let (tenant, _) = stack.connect_creds(&creds(&admin, "acme", "u").await).await;
     let sneaky = AdminClient::new(tenant, "authd", Duration::from_millis(500));
-    let err = sneaky.call("account.list", &json!({})).await.unwrap_err();
+    let err = sneaky.send(&ListAccounts {}).await.unwrap_err();
     assert!(matches!(err, ClientError::Request { .. }), "a tenant reached the API: {err}");
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{account_of, nats_server_bin, Stack};
+use common::{account_of, nats_server_bin, Denied, Stack};
 use futures::StreamExt;
 use nats_authd::claims::{Permission, Permissions, UserPermissionLimits};
 use nats_authd::model::{
@@ -111,11 +111,11 @@ async fn library_minted_tenant_user_has_exactly_its_permissions() {
     // Outside: a permissions violation, and nothing delivered.
     client.publish("secret.plans", "x".into()).await.unwrap();
     client.flush().await.unwrap();
-    common::violation(&mut violations, "Publish to \"secret.plans\"").await;
+    common::denied(&mut violations, Denied::Publish("secret.plans".into())).await;
 
     let _denied_sub = client.subscribe("secret.>").await.unwrap();
     client.flush().await.unwrap();
-    common::violation(&mut violations, "Subscription to \"secret.>\"").await;
+    common::denied(&mut violations, Denied::Subscribe("secret.>".into())).await;
 }
 
 #[tokio::test]

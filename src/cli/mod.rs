@@ -14,10 +14,47 @@ use crate::connection::ConnectionSettings;
 use crate::publisher::PublisherSettings;
 use crate::server_config::ServerSettings;
 
-pub mod admin;
-pub mod output;
+/// A noun's request enum: one variant per subcommand, each holding that endpoint's typed
+/// request, and its [`Dispatch`] handing the variant's request, as its own type, to a sender.
+macro_rules! requests {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident($request:ty)),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum $name {
+            $(
+                #[doc = concat!("`", stringify!($request), "`.")]
+                $variant($request),
+            )*
+        }
 
-pub use admin::{AccountCmd, ClientArgs, PendingCmd, RoleCmd, TokenCmd, UserCmd};
+        impl $crate::cli::client::Dispatch for $name {
+            async fn dispatch<S: $crate::cli::client::Sender>(
+                self,
+                sender: &mut S,
+            ) -> Result<(), S::Error> {
+                match self {
+                    $($name::$variant(request) => sender.send(request).await,)*
+                }
+            }
+        }
+    };
+}
+use requests;
+
+pub mod account;
+pub mod client;
+pub mod output;
+pub mod pending;
+pub mod role;
+pub mod token;
+pub mod user;
+
+pub use account::{AccountCmd, AccountRequest};
+pub use client::{read_password, CliError, ClientArgs, Dispatch, Json, OutFile, Sender};
+pub use pending::{PendingCmd, PendingRequest};
+pub use role::{RoleCmd, RoleFields, RoleRequest};
+pub use token::{TokenCmd, TokenRequest};
+pub use user::{UserCmd, UserRequest};
 
 /// Environment variable holding the master key itself (base64). Not a flag: flags show in `ps`.
 pub const MASTER_KEY_ENV: &str = "NATS_AUTHD_MASTER_KEY";
@@ -367,13 +404,41 @@ impl ServeArgs {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    /// The command line `nats-authd <args>`, parsed.
+    pub(crate) fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("nats-authd").chain(args.iter().copied()))
+            .map(|cli| cli.command)
+    }
 
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_and_argument_has_help_text() {
+        fn check(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let builtin = ["help", "version"].contains(&arg.get_id().as_str());
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(sub_path.clone());
+                }
+                check(sub, &sub_path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "nats-authd", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
     }
 
     #[test]

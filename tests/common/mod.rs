@@ -9,14 +9,18 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use async_nats::Client;
+use async_nats::{Client, Event, ServerError};
+use nats_authd::api::account::{AccountView, CreateAccount};
+use nats_authd::api::ops::{GetStatus, ListPending};
+use nats_authd::api::role::{CreateRole, PermissionInput, RoleView};
+use nats_authd::api::user::{CreateUser, GetCreds, Password, UserRef, UserView};
 use nats_authd::app::{self, AppError};
 use nats_authd::authority::Authority;
 use nats_authd::bootstrap::{self, InitOptions, Layout, MasterKeyOptions};
 use nats_authd::client::AdminClient;
 use nats_authd::connection::{self, ConnectionSettings};
 use nats_authd::manage::Manager;
-use nats_authd::model;
+use nats_authd::model::{self, AccountName, RoleName, UserName};
 use nats_authd::names::API_PREFIX;
 use nats_authd::nats_server::{self, NatsServer};
 use nats_authd::password::PasswordHasher;
@@ -132,9 +136,8 @@ impl Stack {
         self.authority = None;
     }
 
-    /// Connects with a creds file's text; returns the client and every connection event as
-    /// text (connected, disconnected, server errors such as permission violations, ...).
-    pub async fn connect_creds(&self, creds: &str) -> (Client, mpsc::UnboundedReceiver<String>) {
+    /// Connects with a creds file's text; returns the client and its connection events.
+    pub async fn connect_creds(&self, creds: &str) -> (Client, Events) {
         let (options, rx) =
             with_events(async_nats::ConnectOptions::with_credentials(creds).unwrap());
         (options.connect(self.url()).await.unwrap(), rx)
@@ -142,6 +145,9 @@ impl Stack {
 
     /// Logs in through the callout: sentinel creds plus `options` (user/password or token).
     /// Returns the client and every connection event as text.
+    ///
+    /// Text, not [`Events`], only because tests/callout.rs names this receiver type; once it
+    /// takes [`Events`], this can hand out the events themselves like `connect_creds`.
     pub async fn login(
         &self,
         options: async_nats::ConnectOptions,
@@ -156,7 +162,13 @@ impl Stack {
         options: async_nats::ConnectOptions,
     ) -> Result<(Client, mpsc::UnboundedReceiver<String>), async_nats::ConnectError> {
         let sentinel = std::fs::read_to_string(self.layout.sentinel_creds()).unwrap();
-        let (options, rx) = with_events(options.credentials(&sentinel).unwrap());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let options = options.credentials(&sentinel).unwrap().event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(event.to_string());
+            }
+        });
         Ok((options.connect(url).await?, rx))
     }
 
@@ -246,7 +258,7 @@ impl Stack {
             .unwrap();
         let admin = AdminClient::new(client, API_PREFIX, Duration::from_secs(10));
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while admin.call("status", &serde_json::json!({})).await.is_err() {
+        while admin.send(&GetStatus {}).await.is_err() {
             assert!(std::time::Instant::now() < deadline, "the service never answered");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -313,18 +325,84 @@ where
     }
 }
 
-/// `options` reporting every connection event, as text, on the returned channel.
-fn with_events(
-    options: async_nats::ConnectOptions,
-) -> (async_nats::ConnectOptions, mpsc::UnboundedReceiver<String>) {
+/// The connection events of one client, as async-nats reports them.
+pub type Events = mpsc::UnboundedReceiver<Event>;
+
+/// `options` reporting every connection event on the returned channel.
+fn with_events(options: async_nats::ConnectOptions) -> (async_nats::ConnectOptions, Events) {
     let (tx, rx) = mpsc::unbounded_channel();
     let options = options.event_callback(move |event| {
         let tx = tx.clone();
         async move {
-            let _ = tx.send(event.to_string());
+            let _ = tx.send(event);
         }
     });
     (options, rx)
+}
+
+/// What the server refused a client, from a permissions violation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// A publish to this subject.
+    Publish(String),
+    /// A subscription to this subject.
+    Subscribe(String),
+}
+
+impl Denied {
+    /// The subject refused.
+    pub fn subject(&self) -> &str {
+        match self {
+            Denied::Publish(s) | Denied::Subscribe(s) => s,
+        }
+    }
+
+    /// Reads nats-server's `-ERR 'Permissions Violation for Publish to "x"'` (or
+    /// `Subscription to "x"`, perhaps `using queue "q"`). async-nats has no variant for it:
+    /// it arrives as `ServerError::Other` with the server's text, the only place the
+    /// operation and subject are given.
+    fn parse(server_text: &str) -> Option<Denied> {
+        let rest = server_text.split_once("Permissions Violation for ")?.1;
+        let quoted = |s: &str| s.split('"').nth(1).map(str::to_string);
+        if let Some(subject) = rest.strip_prefix("Publish to ") {
+            quoted(subject).map(Denied::Publish)
+        } else {
+            rest.strip_prefix("Subscription to ").and_then(quoted).map(Denied::Subscribe)
+        }
+    }
+}
+
+/// What the waits below look for in a connection event.
+pub trait Observed {
+    /// The connection was lost.
+    fn is_disconnect(&self) -> bool;
+    /// The server refused a publish or subscription.
+    fn denied(&self) -> Option<Denied>;
+}
+
+impl Observed for Event {
+    fn is_disconnect(&self) -> bool {
+        matches!(self, Event::Disconnected)
+    }
+
+    fn denied(&self) -> Option<Denied> {
+        match self {
+            Event::ServerError(ServerError::Other(text)) => Denied::parse(text),
+            _ => None,
+        }
+    }
+}
+
+/// The text events [`Stack::login`] still hands out (see there); the same questions, asked
+/// of `Event`'s `Display` text. Goes when tests/callout.rs takes [`Events`].
+impl Observed for String {
+    fn is_disconnect(&self) -> bool {
+        self == &Event::Disconnected.to_string()
+    }
+
+    fn denied(&self) -> Option<Denied> {
+        Denied::parse(self)
+    }
 }
 
 /// The account JWT the server holds for `key` (`$SYS.REQ.ACCOUNT.<key>.CLAIMS.LOOKUP`, asked
@@ -345,52 +423,135 @@ pub async fn await_held(service: &Client, key: &str, held: bool, within: Duratio
 /// Waits until every queued push has gone out (and none failed).
 pub async fn drained(admin: &AdminClient) {
     eventually(Duration::from_secs(20), "the claims queue to drain", || async {
-        let status = admin.call("status", &serde_json::json!({})).await.unwrap();
+        let status = admin.send(&GetStatus {}).await.unwrap();
         assert_eq!(
-            status["failed_pushes"],
+            status.failed_pushes,
             0,
             "a push failed: {:?}",
-            admin.call("pending.list", &serde_json::json!({})).await
+            admin.send(&ListPending {}).await
         );
-        status["queue_depth"] == 0
+        status.queue_depth == 0
     })
     .await;
 }
 
 /// A user's creds file, from the API.
 pub async fn creds(admin: &AdminClient, account: &str, name: &str) -> String {
-    let answer = admin
-        .call("user.creds", &serde_json::json!({ "account": account, "name": name }))
-        .await
-        .unwrap();
-    answer["creds"].as_str().unwrap().to_string()
+    let user = UserRef::new(account_name(account), user_name(name));
+    admin.send(&GetCreds(user)).await.unwrap().creds
 }
 
-/// Waits (5 s at most) for a permissions violation naming `subject` among `events`.
-pub async fn violation(events: &mut mpsc::UnboundedReceiver<String>, subject: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+/// Waits (5 s at most) for a permissions violation on `subject` (publish or subscribe)
+/// among `events`.
+pub async fn violation<E: Observed>(events: &mut mpsc::UnboundedReceiver<E>, subject: &str) {
+    let what = format!("a permissions violation on {subject}");
+    next_matching(events, Duration::from_secs(5), &what, |e| {
+        e.denied().is_some_and(|d| d.subject() == subject)
+    })
+    .await;
+}
+
+/// Waits (5 s at most) for the server to refuse exactly `denied` among `events`.
+pub async fn denied(events: &mut Events, denied: Denied) {
+    let what = format!("the server to refuse {denied:?}");
+    next_matching(events, Duration::from_secs(5), &what, |e| e.denied() == Some(denied.clone()))
+        .await;
+}
+
+/// Waits for a disconnect among `events`; panics after `within`.
+pub async fn disconnected_within<E: Observed>(
+    events: &mut mpsc::UnboundedReceiver<E>,
+    within: Duration,
+) {
+    next_matching(events, within, "a disconnect", E::is_disconnect).await;
+}
+
+/// Takes events until one satisfies `wanted`; panics naming `what` after `within`.
+async fn next_matching<E>(
+    events: &mut mpsc::UnboundedReceiver<E>,
+    within: Duration,
+    what: &str,
+    wanted: impl Fn(&E) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         let event = tokio::time::timeout_at(deadline, events.recv())
             .await
-            .unwrap_or_else(|_| panic!("no permissions violation for {subject}"))
-            .unwrap();
-        if event.to_lowercase().contains("permissions violation") && event.contains(subject) {
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+            .expect("the client is gone");
+        if wanted(&event) {
             return;
         }
     }
 }
 
-/// Waits for a disconnect among `events`; panics after `within`.
-pub async fn disconnected_within(events: &mut mpsc::UnboundedReceiver<String>, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let event = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .expect("not disconnected in time")
-            .unwrap();
-        if event.contains("disconnected") {
-            return;
-        }
+/// A validated account name (test input is known good).
+pub fn account_name(name: &str) -> AccountName {
+    AccountName::new(name).unwrap()
+}
+
+/// A validated user name.
+pub fn user_name(name: &str) -> UserName {
+    UserName::new(name).unwrap()
+}
+
+/// A validated role name.
+pub fn role_name(name: &str) -> RoleName {
+    RoleName::new(name).unwrap()
+}
+
+/// The subjects as a permission's allow list.
+pub fn allow(subjects: &[&str]) -> PermissionInput {
+    PermissionInput { allow: subjects.iter().map(|s| s.to_string()).collect(), deny: vec![] }
+}
+
+/// A tenant account made over the API, to add roles and users to: the setup most tests
+/// share.
+///
+/// ```ignore
+/// let acme = tenant(&admin, "acme").await;
+/// acme.role("sensor", &["sensors.*.telemetry"], &["_INBOX.>"]).await;
+/// acme.user("dev1", "sensor", Some("dev1-password")).await;
+/// ```
+pub struct Tenant<'a> {
+    admin: &'a AdminClient,
+    /// The account as created.
+    pub account: AccountView,
+    /// Its name.
+    pub name: AccountName,
+}
+
+/// Creates the tenant account `name`.
+pub async fn tenant<'a>(admin: &'a AdminClient, name: &str) -> Tenant<'a> {
+    let name = account_name(name);
+    let account = admin.send(&CreateAccount::new(name.clone())).await.unwrap();
+    Tenant { admin, account, name }
+}
+
+impl Tenant<'_> {
+    /// Adds a role allowing publishing to `publish` and subscribing to `subscribe`.
+    pub async fn role(&self, name: &str, publish: &[&str], subscribe: &[&str]) -> RoleView {
+        let request = CreateRole {
+            publish: allow(publish),
+            subscribe: allow(subscribe),
+            ..CreateRole::new(self.name.clone(), role_name(name))
+        };
+        self.admin.send(&request).await.unwrap()
+    }
+
+    /// Adds a role that may publish and subscribe to everything.
+    pub async fn open_role(&self, name: &str) -> RoleView {
+        self.role(name, &[">"], &[">"]).await
+    }
+
+    /// Adds a user holding `role`, with a password for callout logins if given.
+    pub async fn user(&self, name: &str, role: &str, password: Option<&str>) -> UserView {
+        let request = CreateUser {
+            role: Some(role.to_string()),
+            password: password.map(Password::new),
+            ..CreateUser::new(self.name.clone(), user_name(name))
+        };
+        self.admin.send(&request).await.unwrap()
     }
 }
 
