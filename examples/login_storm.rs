@@ -89,7 +89,7 @@ async fn main() -> Result<()> {
     let acme = AccountName::new("acme")?;
     manager.create_account(CreateAccount::new(acme.clone()), now).await?;
     let role = CreateRole {
-        subscribe: PermissionInput { allow: vec!["_INBOX.>".into()], deny: vec![] },
+        subscribe: PermissionInput::lists(&["_INBOX.>"], &[]),
         ..CreateRole::new(acme.clone(), RoleName::new("r")?)
     };
     manager.create_role(role, now).await?;

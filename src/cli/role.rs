@@ -14,16 +14,20 @@ pub struct RoleFields {
     /// What the role is for.
     #[arg(long)]
     pub description: Option<String>,
-    /// Subject the role may publish to (repeat).
+    /// Subject the role may publish to (repeat). On update, replaces the publish allow list
+    /// and nothing else.
     #[arg(long = "pub-allow", value_name = "SUBJECT")]
     pub pub_allow: Vec<String>,
-    /// Subject the role may not publish to (repeat).
+    /// Subject the role may not publish to (repeat). On update, replaces the publish deny list
+    /// and nothing else.
     #[arg(long = "pub-deny", value_name = "SUBJECT")]
     pub pub_deny: Vec<String>,
-    /// Subject the role may subscribe to (repeat).
+    /// Subject the role may subscribe to (repeat). On update, replaces the subscribe allow
+    /// list and nothing else.
     #[arg(long = "sub-allow", value_name = "SUBJECT")]
     pub sub_allow: Vec<String>,
-    /// Subject the role may not subscribe to (repeat).
+    /// Subject the role may not subscribe to (repeat). On update, replaces the subscribe deny
+    /// list and nothing else.
     #[arg(long = "sub-deny", value_name = "SUBJECT")]
     pub sub_deny: Vec<String>,
     /// Replies allowed per received request (0 removes the permission).
@@ -75,7 +79,7 @@ pub enum RoleCmd {
         #[arg(value_parser = AccountName::new)]
         account: AccountName,
     },
-    /// Change a role; given lists replace the stored ones.
+    /// Change a role; each given list replaces that list only (the others stay).
     Update {
         /// Account the role belongs to.
         #[arg(value_parser = AccountName::new)]
@@ -131,19 +135,20 @@ impl RoleFields {
             .iter()
             .any(Option::is_some)
             .then_some(RoleLimitsInput { subs: self.subs, data: self.data, payload: self.payload });
+        // A list is sent only when its flag is given: an update replaces just that list.
+        let list = |subjects: Vec<String>| (!subjects.is_empty()).then_some(subjects);
         Parts {
-            publish: PermissionInput { allow: self.pub_allow, deny: self.pub_deny },
-            subscribe: PermissionInput { allow: self.sub_allow, deny: self.sub_deny },
+            publish: PermissionInput { allow: list(self.pub_allow), deny: list(self.pub_deny) },
+            subscribe: PermissionInput { allow: list(self.sub_allow), deny: list(self.sub_deny) },
             response,
             limits,
         }
     }
 }
 
-/// A direction to change on update: only if a flag of it was given, as the lists replace
-/// the stored ones.
+/// A direction to change on update: only if a flag of it was given.
 fn given(permission: PermissionInput) -> Option<PermissionInput> {
-    (!permission.allow.is_empty() || !permission.deny.is_empty()).then_some(permission)
+    (permission.allow.is_some() || permission.deny.is_some()).then_some(permission)
 }
 
 impl RoleCmd {
@@ -202,9 +207,11 @@ mod tests {
     }
 
     #[test]
-    fn role_create_always_sends_both_directions_and_update_only_given_ones() {
+    fn role_flags_send_only_the_lists_they_name() {
         let flags = ["acme", "sensor", "--pub-allow", "sensors.*.telemetry"];
-        let publish = PermissionInput { allow: vec!["sensors.*.telemetry".into()], deny: vec![] };
+        // The deny list is not sent: an update keeps the stored one.
+        let publish =
+            PermissionInput { allow: Some(vec!["sensors.*.telemetry".into()]), deny: None };
         let create = request(&[&["role", "create"][..], &flags].concat());
         assert_eq!(
             create,
@@ -219,6 +226,14 @@ mod tests {
             update,
             RoleRequest::Update(UpdateRole {
                 publish: Some(publish),
+                ..UpdateRole::new(sensor().account, sensor().name)
+            })
+        );
+        let deny_only = request(&["role", "update", "acme", "sensor", "--pub-deny", "x"]);
+        assert_eq!(
+            deny_only,
+            RoleRequest::Update(UpdateRole {
+                publish: Some(PermissionInput { allow: None, deny: Some(vec!["x".into()]) }),
                 ..UpdateRole::new(sensor().account, sensor().name)
             })
         );

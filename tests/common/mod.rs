@@ -502,7 +502,7 @@ pub fn role_name(name: &str) -> RoleName {
 
 /// The subjects as a permission's allow list.
 pub fn allow(subjects: &[&str]) -> PermissionInput {
-    PermissionInput { allow: subjects.iter().map(|s| s.to_string()).collect(), deny: vec![] }
+    PermissionInput::lists(subjects, &[])
 }
 
 /// A tenant account made over the API, to add roles and users to: the setup most tests
