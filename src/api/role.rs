@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiRequest, Endpoint};
 use crate::claims::{Permission, ResponsePermission};
-use crate::model::{AccountName, AccountRecord, RoleName, RoleRecord, UnixTime};
+use crate::model::{AccountName, AccountRecord, RoleName, RoleRecord, SelfService, UnixTime};
 
 /// Allow and deny lists of one direction.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +54,9 @@ pub struct CreateRole {
     /// Make it the account's default role.
     #[serde(default)]
     pub default: bool,
+    /// What its users may do for themselves on `authd.self.*`; absent: whoami and creds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_service: Option<SelfService>,
 }
 
 /// `role.update`: absent fields are left as they are; lists replace the stored ones.
@@ -75,6 +78,9 @@ pub struct UpdateRole {
     pub limits: Option<RoleLimitsInput>,
     #[serde(default)]
     pub default: Option<bool>,
+    /// Replaces its self-service rights (absent fields of the object read as the defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_service: Option<SelfService>,
 }
 
 /// `role.get` (and, wrapped, `role.delete`).
@@ -105,6 +111,8 @@ pub struct RoleView {
     pub data: i64,
     pub payload: i64,
     pub default: bool,
+    /// Its users' self-service rights (the defaults when never set).
+    pub self_service: SelfService,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
 }
@@ -122,6 +130,7 @@ impl RoleView {
             data: role.data,
             payload: role.payload,
             default: account.default_role.as_ref() == Some(&role.name),
+            self_service: role.self_service(),
             created_at: role.created_at,
             updated_at: role.updated_at,
         }
@@ -140,6 +149,7 @@ impl CreateRole {
             response: None,
             limits: None,
             default: false,
+            self_service: None,
         }
     }
 }
@@ -156,6 +166,7 @@ impl UpdateRole {
             response: None,
             limits: None,
             default: None,
+            self_service: None,
         }
     }
 }

@@ -450,6 +450,7 @@ mod tests {
                 data: -1,
                 payload: -1,
                 deleting: false,
+                self_service: None,
                 created_at: 0,
                 updated_at: 0,
             });

@@ -8,6 +8,7 @@
 pub mod accounts;
 mod error;
 pub mod roles;
+pub mod selfservice;
 pub mod tokens;
 pub mod users;
 

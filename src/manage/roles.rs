@@ -135,6 +135,7 @@ impl Manager {
             data: NO_LIMIT,
             payload: NO_LIMIT,
             deleting: false,
+            self_service: req.self_service,
             created_at: now,
             updated_at: now,
         };
@@ -196,6 +197,9 @@ impl Manager {
         }
         if let Some(limits) = &req.limits {
             apply_limits(&mut role, limits)?;
+        }
+        if let Some(rights) = req.self_service {
+            role.self_service = Some(rights);
         }
         let mut batch = Batch::new();
         if role != current {

@@ -1,0 +1,284 @@
+//! Self-service (`authd.self.*`) against a real nats-server: the caller is who the server says,
+//! never who the payload or a forged header says.
+
+mod common;
+
+use std::time::Duration;
+
+use async_nats::{ConnectErrorKind, ConnectOptions};
+use common::{account_of, disconnected_within, drained, violation, Running, Stack};
+use futures::StreamExt;
+use nats_authd::client::AdminClient;
+use nats_authd::model::{AccountName, UserName, UserRecord};
+use nats_authd::names::API_PREFIX;
+use serde_json::{json, Value};
+
+const DEV1_PW: &str = "dev1-password";
+const DEV2_PW: &str = "dev2-password";
+const B1_PW: &str = "b1-password";
+
+struct Setup {
+    stack: Stack,
+    _service: Running,
+    admin: AdminClient,
+}
+
+/// Tenants acme (role `dev`: own `user.<name>.>` subjects, the self-service API, with every
+/// self-service right but admin; users dev1, dev2; role `plain` with default rights and user
+/// viewer) and beta (user b1 with role `dev` of beta).
+async fn setup() -> Setup {
+    let stack = Stack::start().await;
+    let service = stack.serve();
+    let admin = stack.admin().await;
+    for account in ["acme", "beta"] {
+        admin.call("account.create", &json!({ "name": account })).await.unwrap();
+        admin
+            .call(
+                "role.create",
+                &json!({ "account": account, "name": "dev",
+                     "publish": { "allow": ["user.{{name()}}.>", "authd.self.>", "$SYS.REQ.USER.INFO"] },
+                     "subscribe": { "allow": ["user.{{name()}}.>", "_INBOX.>"] },
+                     "self_service": { "regenerate": true, "password": true, "tokens": true } }),
+            )
+            .await
+            .unwrap();
+    }
+    admin
+        .call(
+            "role.create",
+            &json!({ "account": "acme", "name": "plain",
+                     "publish": { "allow": ["authd.self.>"] },
+                     "subscribe": { "allow": ["_INBOX.>"] } }),
+        )
+        .await
+        .unwrap();
+    for (account, name, role, password) in [
+        ("acme", "dev1", "dev", DEV1_PW),
+        ("acme", "dev2", "dev", DEV2_PW),
+        ("acme", "viewer", "plain", "viewer-password"),
+        ("beta", "b1", "dev", B1_PW),
+    ] {
+        admin
+            .call(
+                "user.create",
+                &json!({ "account": account, "name": name, "role": role, "password": password }),
+            )
+            .await
+            .unwrap();
+    }
+    drained(&admin).await;
+    Setup { stack, _service: service, admin }
+}
+
+/// Logs in with user and password only, through the callout.
+async fn login(
+    stack: &Stack,
+    user: &str,
+    password: &str,
+) -> Result<
+    (async_nats::Client, tokio::sync::mpsc::UnboundedReceiver<String>),
+    async_nats::ConnectError,
+> {
+    stack.login(ConnectOptions::with_user_and_password(user.into(), password.into())).await
+}
+
+fn api(client: &async_nats::Client) -> AdminClient {
+    AdminClient::new(client.clone(), API_PREFIX, Duration::from_secs(10))
+}
+
+async fn user_record(stack: &Stack, account: &str, name: &str) -> UserRecord {
+    let key =
+        UserRecord::key_of(&AccountName::new(account).unwrap(), &UserName::new(name).unwrap());
+    stack.authority().db().get::<UserRecord>(&key).await.unwrap().unwrap()
+}
+
+fn code(result: Result<Value, nats_authd::client::ClientError>) -> u16 {
+    match result {
+        Ok(v) => panic!("expected a refusal, got {v}"),
+        Err(e) => e.code().unwrap_or_else(|| panic!("no service error: {e}")),
+    }
+}
+
+#[tokio::test]
+async fn dev1_takes_its_own_creds_and_connects_with_them_directly_into_acme() {
+    let s = setup().await;
+    let (client, _events) = login(&s.stack, "dev1", DEV1_PW).await.unwrap();
+    let me = api(&client).call("self.whoami", &json!({})).await.unwrap();
+    assert_eq!((me["account"].as_str(), me["user"].as_str()), (Some("acme"), Some("dev1")));
+    assert_eq!(me["login"], "callout");
+    assert_eq!(me["role"], "dev");
+    let creds = api(&client).call("self.creds", &json!({})).await.unwrap();
+    let creds = creds["creds"].as_str().unwrap().to_string();
+    client.drain().await.unwrap();
+
+    let (direct, mut events) = s.stack.connect_creds(&creds).await;
+    assert_eq!(
+        account_of(&direct).await,
+        s.admin.call("account.get", &json!({"name": "acme"})).await.unwrap()["public_key"]
+            .as_str()
+            .unwrap()
+    );
+    let me = api(&direct).call("self.whoami", &json!({})).await.unwrap();
+    assert_eq!((me["user"].as_str(), me["login"].as_str()), (Some("dev1"), Some("creds")));
+    // The role's permissions: its own subjects, nothing of dev2's.
+    let mut own = direct.subscribe("user.dev1.>").await.unwrap();
+    direct.flush().await.unwrap();
+    direct.publish("user.dev1.x", "mine".into()).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), own.next()).await.unwrap().unwrap();
+    assert_eq!(got.payload.as_ref(), b"mine");
+    direct.publish("user.dev2.x", "theirs".into()).await.unwrap();
+    direct.flush().await.unwrap();
+    violation(&mut events, "user.dev2.x").await;
+}
+
+#[tokio::test]
+async fn dev1_reaches_nothing_of_dev2_by_payload_subject_or_forged_header() {
+    let s = setup().await;
+    let dev2_before = user_record(&s.stack, "acme", "dev2").await;
+    let (client, mut events) = login(&s.stack, "dev1", DEV1_PW).await.unwrap();
+    let dev1 = api(&client);
+
+    // Payloads naming someone else are unknown fields: refused, whoever they name.
+    for endpoint in ["self.creds", "self.whoami", "self.regenerate", "self.token.list"] {
+        for body in [json!({"account": "acme", "name": "dev2"}), json!({"user": "dev2"})] {
+            assert_eq!(code(dev1.call(endpoint, &body).await), 400, "{endpoint} {body}");
+        }
+    }
+    // A forged Nats-Request-Info naming dev2 (and beta) is overwritten by the server.
+    let acme_key = s.admin.call("account.get", &json!({"name": "acme"})).await.unwrap()
+        ["public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        "Nats-Request-Info",
+        json!({ "acc": acme_key, "user": "dev2" }).to_string().as_str(),
+    );
+    let reply =
+        client.request_with_headers("authd.self.creds", headers, "{}".into()).await.unwrap();
+    let answer: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(answer["name"], "dev1", "the forged header was believed: {answer}");
+    // The admin API is not imported into tenants: no answer, and the role forbids it anyway.
+    let admin_api =
+        client.request("authd.user.creds", r#"{"account":"acme","name":"dev2"}"#.into());
+    assert!(tokio::time::timeout(Duration::from_secs(3), admin_api)
+        .await
+        .map_or(true, |r| r.is_err()));
+    violation(&mut events, "authd.user.creds").await;
+    // dev1's own token revoke cannot touch dev2's token.
+    let dev2_token =
+        s.admin.call("token.create", &json!({"account": "acme", "user": "dev2"})).await.unwrap();
+    let id = dev2_token["id"].as_str().unwrap();
+    assert_eq!(code(dev1.call("self.token.revoke", &json!({ "id": id })).await), 404);
+    assert_eq!(
+        s.admin
+            .call("token.list", &json!({"account": "acme", "user": "dev2"}))
+            .await
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(user_record(&s.stack, "acme", "dev2").await, dev2_before, "dev2 changed");
+
+    // A user of beta sees only itself, in beta.
+    let (b1, _e) = login(&s.stack, "b1", B1_PW).await.unwrap();
+    let me = api(&b1).call("self.whoami", &json!({})).await.unwrap();
+    assert_eq!((me["account"].as_str(), me["user"].as_str()), (Some("beta"), Some("b1")));
+    assert_eq!(code(api(&b1).call("self.admin.user.list", &json!({})).await), 403);
+    assert_eq!(code(api(&b1).call("self.token.revoke", &json!({ "id": id })).await), 404);
+}
+
+#[tokio::test]
+async fn callers_that_are_not_tenant_users_are_refused() {
+    let s = setup().await;
+    // ADMIN imports authd.> too, but is no tenant.
+    assert_eq!(code(s.admin.call("self.whoami", &json!({})).await), 403);
+    assert_eq!(code(s.admin.call("self.creds", &json!({})).await), 403);
+    // Inside AUTH (no import crossed, so no header, or one the sender wrote): refused.
+    let service = s.stack.service_client().await;
+    let reply = service.request("authd.self.whoami", "{}".into()).await.unwrap();
+    let answer: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(answer["error"]["code"], 403, "{answer}");
+}
+
+#[tokio::test]
+async fn self_service_rights_default_to_whoami_and_creds() {
+    let s = setup().await;
+    let (client, _e) = login(&s.stack, "viewer", "viewer-password").await.unwrap();
+    let viewer = api(&client);
+    let me = viewer.call("self.whoami", &json!({})).await.unwrap();
+    assert_eq!(
+        me["self_service"],
+        json!({"whoami": true, "creds": true, "regenerate": false, "password": false, "tokens": false, "admin": false})
+    );
+    viewer.call("self.creds", &json!({})).await.unwrap();
+    let before = user_record(&s.stack, "acme", "viewer").await;
+    assert_eq!(code(viewer.call("self.regenerate", &json!({})).await), 403);
+    assert_eq!(
+        code(
+            viewer
+                .call(
+                    "self.password",
+                    &json!({"current": "viewer-password", "new": "another-password"})
+                )
+                .await
+        ),
+        403
+    );
+    assert_eq!(code(viewer.call("self.token.create", &json!({})).await), 403);
+    assert_eq!(user_record(&s.stack, "acme", "viewer").await, before);
+}
+
+#[tokio::test]
+async fn regenerate_makes_the_old_creds_fail_and_the_new_ones_work() {
+    let s = setup().await;
+    let (client, _e) = login(&s.stack, "dev1", DEV1_PW).await.unwrap();
+    let old = api(&client).call("self.creds", &json!({})).await.unwrap()["creds"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (old_conn, mut old_events) = s.stack.connect_creds(&old).await;
+    let fresh = api(&old_conn).call("self.regenerate", &json!({})).await.unwrap();
+    let fresh = fresh["creds"].as_str().unwrap().to_string();
+    disconnected_within(&mut old_events, Duration::from_secs(5)).await;
+    drained(&s.admin).await;
+    let refused =
+        async_nats::ConnectOptions::with_credentials(&old).unwrap().connect(s.stack.url()).await;
+    assert!(refused.is_err(), "the old creds still connect");
+    let (new_conn, _e) = s.stack.connect_creds(&fresh).await;
+    let me = api(&new_conn).call("self.whoami", &json!({})).await.unwrap();
+    assert_eq!(me["user"], "dev1");
+}
+
+#[tokio::test]
+async fn a_password_change_needs_the_current_password_and_ends_other_sessions() {
+    let s = setup().await;
+    // At most one reconnect each: after the change their old password fails, and endless
+    // reconnects would trip the brute-force limit for dev1 from this address.
+    let once =
+        || ConnectOptions::with_user_and_password("dev1".into(), DEV1_PW.into()).max_reconnects(1);
+    let (client, _e) = s.stack.login(once()).await.unwrap();
+    let (_other, mut other_events) = s.stack.login(once()).await.unwrap();
+    let before = user_record(&s.stack, "acme", "dev1").await;
+    let wrong = api(&client)
+        .call("self.password", &json!({"current": "not-my-password", "new": "new-password-1"}))
+        .await;
+    assert_eq!(code(wrong), 403);
+    assert_eq!(
+        user_record(&s.stack, "acme", "dev1").await,
+        before,
+        "a wrong password changed the store"
+    );
+
+    api(&client)
+        .call("self.password", &json!({"current": DEV1_PW, "new": "new-password-1"}))
+        .await
+        .unwrap();
+    disconnected_within(&mut other_events, Duration::from_secs(1)).await;
+    let Err(e) = login(&s.stack, "dev1", DEV1_PW).await else { panic!("the old password works") };
+    assert_eq!(e.kind(), ConnectErrorKind::AuthorizationViolation);
+    login(&s.stack, "dev1", "new-password-1").await.unwrap();
+}
