@@ -70,16 +70,39 @@ async fn setup() -> Setup {
     Setup { stack, _service: service, admin }
 }
 
-/// Logs in with user and password only, through the callout.
+type Events = tokio::sync::mpsc::UnboundedReceiver<String>;
+
+/// Logs in with user and password only, no file: the server's `default_sentinel` takes the
+/// connection to the callout.
 async fn login(
     stack: &Stack,
     user: &str,
     password: &str,
-) -> Result<
-    (async_nats::Client, tokio::sync::mpsc::UnboundedReceiver<String>),
-    async_nats::ConnectError,
-> {
-    stack.login(ConnectOptions::with_user_and_password(user.into(), password.into())).await
+) -> Result<(async_nats::Client, Events), async_nats::ConnectError> {
+    plain(stack, ConnectOptions::with_user_and_password(user.into(), password.into())).await
+}
+
+/// Connects with `options` as they are (no creds added), reporting connection events.
+async fn plain(
+    stack: &Stack,
+    options: ConnectOptions,
+) -> Result<(async_nats::Client, Events), async_nats::ConnectError> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let options = options.event_callback(move |event| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(event.to_string());
+        }
+    });
+    Ok((options.connect(stack.url()).await?, rx))
+}
+
+/// The `default_sentinel` JWT of the generated server config.
+fn default_sentinel(stack: &Stack) -> String {
+    let config = std::fs::read_to_string(stack.layout.config_file()).unwrap();
+    let line =
+        config.lines().find(|l| l.starts_with("default_sentinel:")).expect("no default_sentinel");
+    line.split('"').nth(1).unwrap().to_string()
 }
 
 fn api(client: &async_nats::Client) -> AdminClient {
@@ -260,8 +283,8 @@ async fn a_password_change_needs_the_current_password_and_ends_other_sessions() 
     // reconnects would trip the brute-force limit for dev1 from this address.
     let once =
         || ConnectOptions::with_user_and_password("dev1".into(), DEV1_PW.into()).max_reconnects(1);
-    let (client, _e) = s.stack.login(once()).await.unwrap();
-    let (_other, mut other_events) = s.stack.login(once()).await.unwrap();
+    let (client, _e) = plain(&s.stack, once()).await.unwrap();
+    let (_other, mut other_events) = plain(&s.stack, once()).await.unwrap();
     let before = user_record(&s.stack, "acme", "dev1").await;
     let wrong = api(&client)
         .call("self.password", &json!({"current": "not-my-password", "new": "new-password-1"}))
@@ -281,4 +304,69 @@ async fn a_password_change_needs_the_current_password_and_ends_other_sessions() 
     let Err(e) = login(&s.stack, "dev1", DEV1_PW).await else { panic!("the old password works") };
     assert_eq!(e.kind(), ConnectErrorKind::AuthorizationViolation);
     login(&s.stack, "dev1", "new-password-1").await.unwrap();
+}
+
+#[tokio::test]
+async fn nats_server_accepts_the_config_with_a_default_sentinel() {
+    let stack = Stack::init().await;
+    let jwt = default_sentinel(&stack);
+    let claims: Value = serde_json::from_slice(
+        &data_encoding::BASE64URL_NOPAD.decode(jwt.split('.').nth(1).unwrap().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["nats"]["bearer_token"], true, "{claims}");
+    assert_eq!(claims["nats"]["pub"]["deny"], json!([">"]), "{claims}");
+    assert_eq!(claims["nats"]["sub"]["deny"], json!([">"]), "{claims}");
+    let out = std::process::Command::new(common::nats_server_bin())
+        .arg("-t")
+        .arg("-c")
+        .arg(stack.layout.config_file())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn a_user_and_password_alone_log_into_the_users_account() {
+    let s = setup().await;
+    let (client, _e) = login(&s.stack, "dev1", DEV1_PW).await.unwrap();
+    let acme = s.admin.call("account.get", &json!({"name": "acme"})).await.unwrap();
+    assert_eq!(account_of(&client).await, acme["public_key"].as_str().unwrap());
+    // The old way, sentinel creds next to the password, still works.
+    let (old_way, _e) = s
+        .stack
+        .login(ConnectOptions::with_user_and_password("dev1".into(), DEV1_PW.into()))
+        .await
+        .unwrap();
+    assert_eq!(account_of(&old_way).await, acme["public_key"].as_str().unwrap());
+}
+
+#[tokio::test]
+async fn a_connection_with_no_credentials_at_all_is_refused() {
+    let s = setup().await;
+    let Err(e) = plain(&s.stack, ConnectOptions::new()).await else { panic!("let in") };
+    assert_eq!(e.kind(), ConnectErrorKind::AuthorizationViolation, "{e}");
+}
+
+#[tokio::test]
+async fn the_default_sentinel_alone_can_neither_publish_nor_subscribe() {
+    let s = setup().await;
+    let jwt = default_sentinel(&s.stack);
+    // A bearer JWT needs no key; any signature will do.
+    let key = std::sync::Arc::new(nkeys::KeyPair::new_user());
+    let options = ConnectOptions::with_jwt(jwt, move |nonce| {
+        let key = key.clone();
+        async move { key.sign(&nonce).map_err(async_nats::AuthError::new) }
+    });
+    match plain(&s.stack, options).await {
+        // The callout sees no user, password or token: refused.
+        Err(e) => assert_eq!(e.kind(), ConnectErrorKind::AuthorizationViolation, "{e}"),
+        Ok((client, mut events)) => {
+            let _sub = client.subscribe("anything").await.unwrap();
+            client.publish("anything", "x".into()).await.unwrap();
+            client.flush().await.unwrap();
+            violation(&mut events, "anything").await;
+            panic!("the sentinel JWT alone connected");
+        }
+    }
 }
