@@ -370,3 +370,51 @@ async fn the_default_sentinel_alone_can_neither_publish_nor_subscribe() {
         }
     }
 }
+
+/// A python with nats-py: `NATS_PY_PYTHON`, else what `scripts/ensure-nats-py` installs; `None`
+/// (with the reason printed) if neither works.
+async fn nats_py() -> Option<String> {
+    if let Ok(python) = std::env::var("NATS_PY_PYTHON") {
+        if !python.is_empty() {
+            return Some(python);
+        }
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ensure-nats-py");
+    let out = tokio::process::Command::new(script).output().await.ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "SKIPPED: python with nats-py cannot be installed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[tokio::test]
+async fn nats_py_logs_in_with_a_password_alone_and_then_with_its_own_creds() {
+    let Some(python) = nats_py().await else { return };
+    let s = setup().await;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/selfservice_creds.py");
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(python)
+            .arg(script)
+            .args([s.stack.url().as_str(), "dev1", DEV1_PW])
+            .arg(s.stack.dir.path())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the nats-py script hung")
+    .unwrap();
+    assert!(out.status.success(), "nats-py failed: {}", String::from_utf8_lossy(&out.stderr));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["callout"]["login"], "callout", "{result}");
+    assert_eq!(result["creds"]["login"], "creds", "{result}");
+    for login in ["callout", "creds"] {
+        assert_eq!(result[login]["account"], "acme");
+        assert_eq!(result[login]["user"], "dev1");
+    }
+}
