@@ -418,3 +418,39 @@ async fn nats_py_logs_in_with_a_password_alone_and_then_with_its_own_creds() {
         assert_eq!(result[login]["user"], "dev1");
     }
 }
+
+#[tokio::test]
+async fn another_tenant_taking_a_login_name_cannot_lock_its_owner_out() {
+    let s = setup().await;
+    let before = s.admin.call("user.list", &json!({"account": "beta"})).await.unwrap();
+    // beta asks for acme's dev1: a clear 409 that names no account, and nothing is written.
+    let taken = s
+        .admin
+        .call(
+            "user.create",
+            &json!({"account": "beta", "name": "dev1", "role": "dev", "password": "beta-dev1-pw"}),
+        )
+        .await;
+    let Err(e) = taken else { panic!("beta took acme's login name") };
+    assert_eq!(e.code(), Some(409));
+    assert!(e.to_string().contains("unique across tenant accounts"), "{e}");
+    assert!(!e.to_string().contains("acme"), "the refusal names the other account: {e}");
+    assert_eq!(s.admin.call("user.list", &json!({"account": "beta"})).await.unwrap(), before);
+    drained(&s.admin).await;
+    // Without a password beta's dev1 is no login: allowed, and changes nothing for acme.
+    s.admin
+        .call("user.create", &json!({"account": "beta", "name": "dev1", "role": "dev"}))
+        .await
+        .unwrap();
+    let later = s
+        .admin
+        .call(
+            "user.update",
+            &json!({"account": "beta", "name": "dev1", "password": "beta-dev1-pw"}),
+        )
+        .await;
+    assert_eq!(later.map_err(|e| e.code()).unwrap_err(), Some(409), "a password given later");
+    // acme's dev1 still logs in with its bare name and with name@account.
+    login(&s.stack, "dev1", DEV1_PW).await.unwrap();
+    login(&s.stack, "dev1@acme", DEV1_PW).await.unwrap();
+}

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 mod error;
+pub mod logins;
 pub mod roles;
 pub mod selfservice;
 pub mod tokens;
