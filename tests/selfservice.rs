@@ -454,3 +454,131 @@ async fn another_tenant_taking_a_login_name_cannot_lock_its_owner_out() {
     login(&s.stack, "dev1", DEV1_PW).await.unwrap();
     login(&s.stack, "dev1@acme", DEV1_PW).await.unwrap();
 }
+
+#[tokio::test]
+async fn dev1_makes_lists_and_revokes_only_its_own_tokens() {
+    let s = setup().await;
+    s.admin.call("token.create", &json!({"account": "acme", "user": "dev2"})).await.unwrap();
+    let (client, _e) = login(&s.stack, "dev1", DEV1_PW).await.unwrap();
+    let dev1 = api(&client);
+    let made = dev1.call("self.token.create", &json!({"description": "ci"})).await.unwrap();
+    assert_eq!((made["account"].as_str(), made["user"].as_str()), (Some("acme"), Some("dev1")));
+    let token = made["token"].as_str().unwrap().to_string();
+    let listed = dev1.call("self.token.list", &json!({})).await.unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "dev2's token is not dev1's: {listed:?}");
+    assert!(listed[0].get("token").is_none(), "a list shows no secret");
+
+    let (by_token, _e) = plain(&s.stack, ConnectOptions::with_token(token.clone())).await.unwrap();
+    let me = api(&by_token).call("self.whoami", &json!({})).await.unwrap();
+    assert_eq!(me["user"], "dev1");
+    by_token.drain().await.unwrap();
+    dev1.call("self.token.revoke", &json!({"id": made["id"]})).await.unwrap();
+    let Err(e) = plain(&s.stack, ConnectOptions::with_token(token)).await else {
+        panic!("a revoked token still logs in")
+    };
+    assert_eq!(e.kind(), ConnectErrorKind::AuthorizationViolation);
+}
+
+#[tokio::test]
+async fn a_sealed_creds_reply_opens_only_with_the_clients_key_and_shows_no_creds() {
+    let s = setup().await;
+    let (client, _e) = login(&s.stack, "dev1", DEV1_PW).await.unwrap();
+    let mine = nkeys::XKey::new();
+    let body = json!({ "xkey": mine.public_key() }).to_string();
+    let reply = client.request("authd.self.creds", body.into()).await.unwrap();
+    let text = String::from_utf8(reply.payload.to_vec()).unwrap();
+    let sealed: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(sealed.as_object().unwrap().len(), 2, "only sealed and sender: {text}");
+    let sender = nkeys::XKey::from_public_key(sealed["sender"].as_str().unwrap()).unwrap();
+    let bytes =
+        data_encoding::BASE64.decode(sealed["sealed"].as_str().unwrap().as_bytes()).unwrap();
+    assert!(nkeys::XKey::new().open(&bytes, &sender).is_err(), "another key opens it");
+    let opened: Value = serde_json::from_slice(&mine.open(&bytes, &sender).unwrap()).unwrap();
+    let creds = opened["creds"].as_str().unwrap();
+    // Nothing of the creds in the reply as sent: not the JWT, not the seed, not the armour.
+    let jwt = creds.lines().nth(1).unwrap();
+    let seed = creds.lines().find(|l| l.starts_with("SU")).unwrap();
+    for secret in [jwt, seed, "BEGIN NATS"] {
+        assert!(!text.contains(secret), "the reply shows part of the creds");
+    }
+    let (direct, _e) = s.stack.connect_creds(creds).await;
+    assert_eq!(api(&direct).call("self.whoami", &json!({})).await.unwrap()["login"], "creds");
+    // A key that is not a curve key is refused before anything happens.
+    let bad = api(&client).call("self.regenerate", &json!({"xkey": mine.seed().unwrap()})).await;
+    assert_eq!(code(bad), 400);
+    assert!(api(&direct).call("self.whoami", &json!({})).await.is_ok(), "a bad xkey regenerated");
+}
+
+#[tokio::test]
+async fn a_tenant_admin_manages_its_own_account_and_nothing_beyond_it() {
+    let s = setup().await;
+    s.admin
+        .call(
+            "role.create",
+            &json!({ "account": "acme", "name": "lead",
+                     "publish": { "allow": ["authd.self.>", "authd.account.>"] },
+                     "subscribe": { "allow": ["_INBOX.>"] },
+                     "self_service": { "admin": true } }),
+        )
+        .await
+        .unwrap();
+    s.admin
+        .call(
+            "user.create",
+            &json!({"account": "acme", "name": "boss", "role": "lead", "password": "boss-password"}),
+        )
+        .await
+        .unwrap();
+    let (client, _events) = login(&s.stack, "boss", "boss-password").await.unwrap();
+    let boss = api(&client);
+    assert_eq!(boss.call("self.whoami", &json!({})).await.unwrap()["tenant_admin"], true);
+
+    // Within acme: create and delete a user.
+    let made = boss
+        .call(
+            "self.admin.user.create",
+            &json!({"name": "dev3", "role": "dev", "password": "dev3-password"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(made["account"], "acme");
+    login(&s.stack, "dev3", "dev3-password").await.unwrap();
+    let users = boss.call("self.admin.user.list", &json!({})).await.unwrap();
+    assert!(users.as_array().unwrap().iter().all(|u| u["account"] == "acme"));
+    boss.call("self.admin.user.delete", &json!({"name": "dev3"})).await.unwrap();
+
+    // Beyond acme: refused with clear errors, nothing changed.
+    let beta_users = s.admin.call("user.list", &json!({"account": "beta"})).await.unwrap();
+    let acme = s.admin.call("account.get", &json!({"name": "acme"})).await.unwrap();
+    let b1 = user_record(&s.stack, "beta", "b1").await;
+    let attempts = [
+        ("self.admin.user.create", json!({"account": "beta", "name": "x", "role": "dev"}), 400),
+        ("self.admin.user.delete", json!({"name": "b1"}), 404),
+        ("self.admin.user.update", json!({"name": "b1", "active": false}), 404),
+        ("self.admin.token.create", json!({"user": "b1"}), 404),
+        ("self.admin.role.update", json!({"name": "lead", "publish": {"allow": [">"]}}), 403),
+        ("self.admin.role.delete", json!({"name": "lead"}), 403),
+        ("self.admin.role.create", json!({"name": "r2", "self_service": {"admin": true}}), 400),
+        ("self.admin.role.create", json!({"name": "r3", "limits": {"connections": 5}}), 400),
+    ];
+    for (endpoint, body, want) in attempts {
+        assert_eq!(code(boss.call(endpoint, &body).await), want, "{endpoint} {body}");
+    }
+    // Account limits are the operator's: the account API is not even imported into acme.
+    let short = AdminClient::new(client.clone(), API_PREFIX, Duration::from_secs(1));
+    let body = json!({"name": "acme", "limits": {"connections": 1}});
+    let limits = short.call("account.update", &body).await;
+    assert!(limits.unwrap_err().code().is_none(), "something answered account.update");
+    assert_eq!(s.admin.call("user.list", &json!({"account": "beta"})).await.unwrap(), beta_users);
+    assert_eq!(s.admin.call("account.get", &json!({"name": "acme"})).await.unwrap(), acme);
+    assert_eq!(user_record(&s.stack, "beta", "b1").await, b1);
+
+    // A plain tenant user reaches no admin endpoint.
+    let (dev1, _e) = login(&s.stack, "dev1", DEV1_PW).await.unwrap();
+    for endpoint in ["self.admin.user.list", "self.admin.user.create", "self.admin.role.list"] {
+        let body = json!({"name": "dev9"});
+        let body = if endpoint.ends_with("list") { json!({}) } else { body };
+        assert_eq!(code(api(&dev1).call(endpoint, &body).await), 403, "{endpoint}");
+    }
+}
