@@ -582,3 +582,54 @@ async fn a_tenant_admin_manages_its_own_account_and_nothing_beyond_it() {
         assert_eq!(code(api(&dev1).call(endpoint, &body).await), 403, "{endpoint}");
     }
 }
+
+/// An example built next to this test (`cargo test` builds the examples), or `None`.
+fn example(name: &str) -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("examples").join(name);
+    path.is_file().then_some(path)
+}
+
+#[tokio::test]
+async fn the_examples_fetch_sealed_creds_to_a_private_file_and_create_a_user_as_tenant_admin() {
+    let (Some(self_creds), Some(tenant_admin)) = (example("self_creds"), example("tenant_admin"))
+    else {
+        eprintln!("SKIPPED: examples not built (run `cargo test` without a target filter)");
+        return;
+    };
+    let s = setup().await;
+    let out = s.stack.dir.path().join("dev1.creds");
+    let run = tokio::process::Command::new(self_creds)
+        .args(["dev1", DEV1_PW])
+        .arg(&out)
+        .arg(s.stack.url())
+        .kill_on_drop(true)
+        .output();
+    let ran = tokio::time::timeout(Duration::from_secs(30), run).await.unwrap().unwrap();
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(String::from_utf8_lossy(&ran.stdout).contains("\"login\": \"creds\""));
+
+    s.admin
+        .call(
+            "role.create",
+            &json!({ "account": "acme", "name": "lead",
+                     "publish": { "allow": ["authd.self.>"] }, "subscribe": { "allow": ["_INBOX.>"] },
+                     "self_service": { "admin": true } }),
+        )
+        .await
+        .unwrap();
+    s.admin
+        .call("user.create", &json!({"account": "acme", "name": "boss", "role": "lead", "password": "boss-password"}))
+        .await
+        .unwrap();
+    let run = tokio::process::Command::new(tenant_admin)
+        .args(["boss", "boss-password", "dev3", "dev3-password", "dev"])
+        .arg(s.stack.url())
+        .kill_on_drop(true)
+        .output();
+    let ran = tokio::time::timeout(Duration::from_secs(30), run).await.unwrap().unwrap();
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    login(&s.stack, "dev3", "dev3-password").await.unwrap();
+}
