@@ -543,6 +543,7 @@ pub async fn write_outputs(
         let jwt = authority.account_jwt(&account, now).await?;
         preload.push((account.public_key().to_string(), jwt));
     }
+    let default_sentinel = default_sentinel_jwt(authority, now).await?;
     let mut creds = Vec::new();
     for (account, user, path) in [
         (AUTH_ACCOUNT, SENTINEL_USER, &outputs.sentinel_creds),
@@ -572,6 +573,7 @@ pub async fn write_outputs(
             system_account: &system_account,
             resolver_dir: &out_dir.join("jwt"),
             preload: &preload,
+            default_sentinel: &default_sentinel,
         });
         write_file(&outputs.config, config.as_bytes(), false)?;
         for (path, text) in &creds {
@@ -585,6 +587,31 @@ pub async fn write_outputs(
         source: std::io::Error::other(e),
     })??;
     Ok(outputs)
+}
+
+/// The sentinel's JWT as `default_sentinel`: a bearer token (nats-server checks no nonce
+/// signature, so a client needs no key) that denies every publish and subscribe, signed now
+/// without expiry, for the sentinel's own key (the one `sentinel.creds` holds).
+async fn default_sentinel_jwt(
+    authority: &Authority,
+    now: UnixTime,
+) -> Result<String, BootstrapError> {
+    let auth = authority.account(&AccountName::new(AUTH_ACCOUNT).expect("valid")).await?;
+    let sentinel =
+        authority.user(&auth.name, &UserName::new(SENTINEL_USER).expect("valid")).await?;
+    let mut permissions = crate::policy::deny_all();
+    permissions.bearer_token = true;
+    let jwt = crate::trust::user_jwt(
+        &auth,
+        &sentinel.identity.public,
+        SENTINEL_USER,
+        permissions,
+        None,
+        authority.master(),
+        now,
+    )
+    .map_err(|e| BootstrapError::from(crate::authority::AuthorityError::from(e)))?;
+    Ok(jwt)
 }
 
 /// Opens the store on the blocking pool: opening replays sled's log and fsyncs.

@@ -324,8 +324,46 @@ pub struct RoleRecord {
     /// while false, so records of older versions compare byte for byte.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleting: bool,
+    /// What its users may do for themselves on `authd.self.*`; `None`: the defaults
+    /// ([`SelfService::default`]). Not written while `None`, so older records compare byte
+    /// for byte.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_service: Option<SelfService>,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
+}
+
+/// The self-service rights of a role's users (`authd.self.*`). Absent fields read as their
+/// default: `whoami` and `creds` on (a user may always see itself and take its own creds for
+/// direct connections), everything that changes state off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SelfService {
+    /// `self.whoami`: who am I, with which permissions.
+    pub whoami: bool,
+    /// `self.creds`: my own creds file.
+    pub creds: bool,
+    /// `self.regenerate`: a new nkey for me, the old one revoked.
+    pub regenerate: bool,
+    /// `self.password`: change my own password (the current one required).
+    pub password: bool,
+    /// `self.token.*`: my own API tokens.
+    pub tokens: bool,
+    /// `self.admin.*`: manage the users, roles and tokens of my own account (a tenant admin).
+    pub admin: bool,
+}
+
+impl Default for SelfService {
+    fn default() -> Self {
+        SelfService {
+            whoami: true,
+            creds: true,
+            regenerate: false,
+            password: false,
+            tokens: false,
+            admin: false,
+        }
+    }
 }
 
 impl RoleRecord {
@@ -345,9 +383,15 @@ impl RoleRecord {
             data: crate::claims::NO_LIMIT,
             payload: crate::claims::NO_LIMIT,
             deleting: false,
+            self_service: None,
             created_at: now,
             updated_at: now,
         }
+    }
+
+    /// The self-service rights of its users.
+    pub fn self_service(&self) -> SelfService {
+        self.self_service.unwrap_or_default()
     }
 
     /// Store key: `account/name`.

@@ -58,6 +58,9 @@ pub struct ConfigInputs<'a> {
     pub resolver_dir: &'a Path,
     /// (account public key, account JWT) pairs to preload.
     pub preload: &'a [(String, String)],
+    /// The bearer, deny-all sentinel user JWT for connections without a JWT
+    /// (`default_sentinel`): what lets clients log in with only user/password or a token.
+    pub default_sentinel: &'a str,
 }
 
 /// Fills in the template. Values are quoted, so paths with spaces work.
@@ -77,6 +80,7 @@ pub fn render(inputs: &ConfigInputs<'_>) -> String {
         ("{{system_account}}", inputs.system_account.to_string()),
         ("{{resolver_dir}}", quote_safe(&inputs.resolver_dir.display().to_string())),
         ("{{preload}}", preload),
+        ("{{default_sentinel}}", quote_safe(inputs.default_sentinel)),
     ]
     .iter()
     .fold(TEMPLATE.to_string(), |text, (placeholder, value)| text.replace(placeholder, value))
@@ -101,8 +105,10 @@ mod tests {
             system_account: "ASYS",
             resolver_dir: Path::new("/tmp/a dir/jwt"),
             preload: &preload,
+            default_sentinel: "eyJ.s.t",
         });
         assert!(!text.contains("{{"), "unfilled placeholder in:\n{text}");
+        assert!(text.contains("default_sentinel: \"eyJ.s.t\""));
         assert!(text.contains("listen: \"127.0.0.1:4222\""));
         assert!(text.contains("operator: \"/tmp/a dir/operator.jwt\""));
         assert!(text.contains("  AKEY: \"eyJ.x.y\""));

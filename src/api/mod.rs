@@ -12,6 +12,7 @@
 pub mod account;
 pub mod ops;
 pub mod role;
+pub mod selfservice;
 pub mod token;
 pub mod user;
 
@@ -47,6 +48,25 @@ pub enum Endpoint {
     TokenCreate,
     TokenList,
     TokenRevoke,
+    SelfWhoami,
+    SelfCredsGet,
+    SelfRegenerate,
+    SelfPassword,
+    SelfTokenCreate,
+    SelfTokenList,
+    SelfTokenRevoke,
+    SelfAdminUserList,
+    SelfAdminUserCreate,
+    SelfAdminUserUpdate,
+    SelfAdminUserDelete,
+    SelfAdminUserRegenerate,
+    SelfAdminRoleList,
+    SelfAdminRoleCreate,
+    SelfAdminRoleUpdate,
+    SelfAdminRoleDelete,
+    SelfAdminTokenCreate,
+    SelfAdminTokenList,
+    SelfAdminTokenRevoke,
 }
 
 /// What the table says of one endpoint.
@@ -76,7 +96,7 @@ const fn info(
 
 impl Endpoint {
     /// Every endpoint.
-    pub const ALL: [Endpoint; 24] = [
+    pub const ALL: [Endpoint; 43] = [
         Endpoint::AccountCreate,
         Endpoint::AccountGet,
         Endpoint::AccountList,
@@ -101,6 +121,25 @@ impl Endpoint {
         Endpoint::TokenCreate,
         Endpoint::TokenList,
         Endpoint::TokenRevoke,
+        Endpoint::SelfWhoami,
+        Endpoint::SelfCredsGet,
+        Endpoint::SelfRegenerate,
+        Endpoint::SelfPassword,
+        Endpoint::SelfTokenCreate,
+        Endpoint::SelfTokenList,
+        Endpoint::SelfTokenRevoke,
+        Endpoint::SelfAdminUserList,
+        Endpoint::SelfAdminUserCreate,
+        Endpoint::SelfAdminUserUpdate,
+        Endpoint::SelfAdminUserDelete,
+        Endpoint::SelfAdminUserRegenerate,
+        Endpoint::SelfAdminRoleList,
+        Endpoint::SelfAdminRoleCreate,
+        Endpoint::SelfAdminRoleUpdate,
+        Endpoint::SelfAdminRoleDelete,
+        Endpoint::SelfAdminTokenCreate,
+        Endpoint::SelfAdminTokenList,
+        Endpoint::SelfAdminTokenRevoke,
     ];
 
     /// The table row of this endpoint.
@@ -233,6 +272,139 @@ impl Endpoint {
                 "RevokeToken",
                 "TokenView",
             ),
+            E::SelfWhoami => info(
+                "self.whoami",
+                false,
+                "Who the caller is: account, user, role, permissions, login",
+                "WhoAmI",
+                "WhoAmIView",
+            ),
+            E::SelfCredsGet => info(
+                "self.creds",
+                false,
+                "The caller's own creds, signed now (sealed to `xkey` if given)",
+                "SelfCreds",
+                "SelfCredsReply",
+            ),
+            E::SelfRegenerate => info(
+                "self.regenerate",
+                true,
+                "A new nkey for the caller, the old one revoked; its creds",
+                "SelfRegenerate",
+                "SelfCredsReply",
+            ),
+            E::SelfPassword => info(
+                "self.password",
+                true,
+                "Change the caller's password; the current one is required",
+                "ChangePassword",
+                "UserView",
+            ),
+            E::SelfTokenCreate => info(
+                "self.token.create",
+                true,
+                "An API token for the caller; its secret is shown once",
+                "SelfCreateToken",
+                "TokenCreated",
+            ),
+            E::SelfTokenList => info(
+                "self.token.list",
+                false,
+                "The caller's API tokens, never their secrets",
+                "SelfListTokens",
+                "[TokenView]",
+            ),
+            E::SelfTokenRevoke => info(
+                "self.token.revoke",
+                true,
+                "Revoke one of the caller's tokens",
+                "SelfRevokeToken",
+                "TokenView",
+            ),
+            E::SelfAdminUserList => info(
+                "self.admin.user.list",
+                false,
+                "Tenant admin: the users of its account",
+                "TenantList",
+                "[UserView]",
+            ),
+            E::SelfAdminUserCreate => info(
+                "self.admin.user.create",
+                true,
+                "Tenant admin: create a user in its account",
+                "TenantCreateUser",
+                "UserView",
+            ),
+            E::SelfAdminUserUpdate => info(
+                "self.admin.user.update",
+                true,
+                "Tenant admin: change a user of its account",
+                "TenantUpdateUser",
+                "UserView",
+            ),
+            E::SelfAdminUserDelete => info(
+                "self.admin.user.delete",
+                true,
+                "Tenant admin: delete a user of its account",
+                "TenantUserRef",
+                "UserView",
+            ),
+            E::SelfAdminUserRegenerate => info(
+                "self.admin.user.regenerate",
+                true,
+                "Tenant admin: new nkey for a user of its account",
+                "TenantUserRef",
+                "CredsView",
+            ),
+            E::SelfAdminRoleList => info(
+                "self.admin.role.list",
+                false,
+                "Tenant admin: the roles of its account",
+                "TenantList",
+                "[RoleView]",
+            ),
+            E::SelfAdminRoleCreate => info(
+                "self.admin.role.create",
+                true,
+                "Tenant admin: create a role in its account",
+                "TenantCreateRole",
+                "RoleView",
+            ),
+            E::SelfAdminRoleUpdate => info(
+                "self.admin.role.update",
+                true,
+                "Tenant admin: change a role of its account",
+                "TenantUpdateRole",
+                "RoleView",
+            ),
+            E::SelfAdminRoleDelete => info(
+                "self.admin.role.delete",
+                true,
+                "Tenant admin: delete a role of its account",
+                "TenantRoleRef",
+                "RoleView",
+            ),
+            E::SelfAdminTokenCreate => info(
+                "self.admin.token.create",
+                true,
+                "Tenant admin: an API token for a user of its account",
+                "TenantCreateToken",
+                "TokenCreated",
+            ),
+            E::SelfAdminTokenList => info(
+                "self.admin.token.list",
+                false,
+                "Tenant admin: the API tokens of its account",
+                "TenantListTokens",
+                "[TokenView]",
+            ),
+            E::SelfAdminTokenRevoke => info(
+                "self.admin.token.revoke",
+                true,
+                "Tenant admin: revoke a token of its account",
+                "SelfRevokeToken",
+                "TokenView",
+            ),
         }
     }
 
@@ -244,6 +416,12 @@ impl Endpoint {
     /// Whether it changes state (and so must not be applied twice on a retry).
     pub const fn is_change(self) -> bool {
         self.info().changes
+    }
+
+    /// Whether it is a self-service endpoint (`self.*`): answered only for users of tenant
+    /// accounts, identified by the server's `Nats-Request-Info` header, never by the payload.
+    pub fn is_self_service(self) -> bool {
+        self.subject().starts_with("self.")
     }
 
     /// The endpoint answering `subject` (below the prefix).

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::requests;
 use crate::claims::{Permission, ResponsePermission};
-use crate::model::{AccountName, AccountRecord, RoleName, RoleRecord, UnixTime};
+use crate::model::{AccountName, AccountRecord, RoleName, RoleRecord, SelfService, UnixTime};
 
 /// Allow and deny lists of one direction. In an update, a list is replaced only when given:
 /// `{"deny":["x"]}` leaves the allow list as it was (so an edit never widens by accident).
@@ -60,6 +60,9 @@ pub struct CreateRole {
     /// Make it the account's default role.
     #[serde(default)]
     pub default: bool,
+    /// What its users may do for themselves on `authd.self.*`; absent: whoami and creds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_service: Option<SelfService>,
 }
 
 /// `role.update`: absent fields are left as they are; a given list replaces the stored one.
@@ -77,6 +80,9 @@ pub struct UpdateRole {
     pub response: Option<ResponseInput>,
     pub limits: Option<RoleLimitsInput>,
     pub default: Option<bool>,
+    /// Replaces its self-service rights (absent fields of the object read as the defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_service: Option<SelfService>,
 }
 
 /// `role.get` (and, wrapped, `role.delete`).
@@ -107,6 +113,8 @@ pub struct RoleView {
     pub data: i64,
     pub payload: i64,
     pub default: bool,
+    /// Its users' self-service rights (the defaults when never set).
+    pub self_service: SelfService,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
 }
@@ -124,6 +132,7 @@ impl RoleView {
             data: role.data,
             payload: role.payload,
             default: account.default_role.as_ref() == Some(&role.name),
+            self_service: role.self_service(),
             created_at: role.created_at,
             updated_at: role.updated_at,
         }
@@ -142,6 +151,7 @@ impl CreateRole {
             response: None,
             limits: None,
             default: false,
+            self_service: None,
         }
     }
 }
@@ -158,6 +168,7 @@ impl UpdateRole {
             response: None,
             limits: None,
             default: None,
+            self_service: None,
         }
     }
 }

@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 
 use super::cache::VerifiedCache;
 use super::credential::{self, Credential, Token};
-use super::directory::{Directory, Member};
+use super::directory::{Directory, Lookup, Member};
 use super::limiter::{Limiter, Limits, Reservation};
 use crate::claims::{ConnectOptions, UserPermissionLimits};
 use crate::model::{AccountName, AccountRecord, UnixTime, UserKind, UserName, UserRecord};
@@ -68,8 +68,11 @@ impl Default for LoginSettings {
 pub enum Refusal {
     /// No credential, or one that cannot be read.
     Malformed,
-    /// No such user (or token) in a tenant account, or a name that fits users of several.
+    /// No such user (or token) in a tenant account.
     UnknownUser,
+    /// A bare login name that users of several tenant accounts have: only `name@account`
+    /// says which (refused after the same decoy hashing as an unknown user).
+    Ambiguous,
     /// Wrong password or token.
     BadSecret,
     /// The user or its account is deactivated (or the user is not a member).
@@ -88,6 +91,7 @@ impl Refusal {
         match self {
             Refusal::Malformed => "malformed",
             Refusal::UnknownUser => "unknown_user",
+            Refusal::Ambiguous => "ambiguous",
             Refusal::BadSecret => "bad_secret",
             Refusal::Inactive => "inactive",
             Refusal::RateLimited => "rate_limited",
@@ -236,11 +240,13 @@ impl Authorizer {
         now: UnixTime,
     ) -> Decision {
         let found = match credential::login_parts(presented) {
-            Some((name, account)) => self.directory.find_login(&name, account.as_ref()).await,
-            None => Ok(None),
+            Some((name, account)) => self.directory.resolve_login(&name, account.as_ref()).await,
+            None => Ok(Lookup::Missing),
         };
-        let found = match found {
-            Ok(found) => found,
+        let (found, ambiguous) = match found {
+            Ok(Lookup::Found(member)) => (Some(*member), false),
+            Ok(Lookup::Missing) => (None, false),
+            Ok(Lookup::Ambiguous) => (None, true),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the user of a login");
                 let login = credential::login_key(presented);
@@ -253,6 +259,11 @@ impl Authorizer {
             None => credential::login_key(presented),
         };
         let result = self.check_password(&login, found, password, request, deadline, now).await;
+        // Hashed against the decoy like an unknown user; audited as what it is.
+        let result = match result {
+            Err(Refusal::UnknownUser) if ambiguous => Err(Refusal::Ambiguous),
+            other => other,
+        };
         Decision { login, result }
     }
 
@@ -598,6 +609,19 @@ mod tests {
         record.created_at = 5;
         w.directory.tokens.lock().unwrap().push(record);
         assert_eq!(refusal(&a, &token(&text), OWNER).await, Refusal::UnknownUser);
+    }
+
+    #[tokio::test]
+    async fn a_bare_name_two_tenants_have_is_refused_as_ambiguous_and_name_at_account_works() {
+        let w = World::new().await;
+        w.user("globex", "dev1", UserKind::Member, Some("globex-dev1-pw")).await;
+        let a = w.authorizer(settings(0, 0, true)).await;
+        let before = w.hasher.verifications();
+        assert_eq!(refusal(&a, &password("dev1", PW), OWNER).await, Refusal::Ambiguous);
+        assert_eq!(w.hasher.verifications(), before + 1, "hashed like an unknown user");
+        assert_eq!(Refusal::Ambiguous.as_str(), "ambiguous");
+        let d = decide(&a, &password("dev1@acme", PW), OWNER).await;
+        assert_eq!(d.result.unwrap().account.name.as_str(), "acme");
     }
 
     #[tokio::test]

@@ -24,6 +24,18 @@ pub enum DirectoryError {
 /// A tenant account and one of its users.
 pub type Member = (AccountRecord, UserRecord);
 
+/// What a login name resolves to.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// Exactly one user.
+    Found(Box<Member>),
+    /// No such user.
+    Missing,
+    /// A bare name that users of several tenant accounts have (left from before names were
+    /// unique across tenants, or two creates racing): only `name@account` can say which.
+    Ambiguous,
+}
+
 /// Read access to accounts, users, roles and tokens.
 #[async_trait]
 pub trait Directory: Send + Sync + 'static {
@@ -59,29 +71,51 @@ pub trait Directory: Send + Sync + 'static {
         Ok(self.user(&account.name, name).await?.map(|user| (account, user)))
     }
 
-    /// `name@account`, or a bare `name` that exactly one tenant account has (a name in two
-    /// accounts is ambiguous: only `name@account` can say which).
-    async fn find_login(
+    /// `name@account`, or a bare `name` that a user with a password of exactly one tenant
+    /// account has. Such names are unique across tenant accounts (`user.create` and
+    /// `user.update` refuse a password for a name another tenant's user with a password has:
+    /// see `manage::logins`), so a bare name means one user and no tenant can take another's
+    /// login away; a name found in several accounts anyway is [`Lookup::Ambiguous`].
+    async fn resolve_login(
         &self,
         name: &UserName,
         account: Option<&AccountName>,
-    ) -> Result<Option<Member>, DirectoryError> {
+    ) -> Result<Lookup, DirectoryError> {
         if let Some(account) = account {
-            return self.member(account, name).await;
+            return Ok(self
+                .member(account, name)
+                .await?
+                .map_or(Lookup::Missing, |m| Lookup::Found(Box::new(m))));
         }
         let mut found = None;
         for account in self.accounts().await? {
             if account.kind != AccountKind::Tenant {
                 continue;
             }
+            // Only users with a password log in by name; others cannot collide.
             if let Some(user) = self.user(&account.name, name).await? {
+                if user.password_hash.is_none() {
+                    continue;
+                }
                 if found.is_some() {
-                    return Ok(None);
+                    return Ok(Lookup::Ambiguous);
                 }
                 found = Some((account, user));
             }
         }
-        Ok(found)
+        Ok(found.map_or(Lookup::Missing, |m| Lookup::Found(Box::new(m))))
+    }
+
+    /// As [`Directory::resolve_login`], with an ambiguous name as `None`.
+    async fn find_login(
+        &self,
+        name: &UserName,
+        account: Option<&AccountName>,
+    ) -> Result<Option<Member>, DirectoryError> {
+        Ok(match self.resolve_login(name, account).await? {
+            Lookup::Found(member) => Some(*member),
+            Lookup::Missing | Lookup::Ambiguous => None,
+        })
     }
 
     /// The role a user holds, if any (and if it still exists).

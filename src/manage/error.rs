@@ -83,6 +83,10 @@ pub enum ManageError {
     /// The request is valid but the stored state forbids it (a limit reached, the last admin).
     #[error("{0}")]
     Refused(String),
+    /// The caller may not do this: not a tenant user, not its own record, or a self-service
+    /// right its role does not grant. The text says which, never naming another tenant's data.
+    #[error("{0}")]
+    Forbidden(String),
     /// Something failed on our side; the cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] Cause),

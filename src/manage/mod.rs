@@ -7,7 +7,9 @@
 
 pub mod accounts;
 mod error;
+pub mod logins;
 pub mod roles;
+pub mod selfservice;
 pub mod tokens;
 pub mod users;
 

@@ -139,6 +139,7 @@ impl Manager {
         };
         let mut role = RoleRecord {
             description,
+            self_service: req.self_service,
             ..RoleRecord::new(account.name.clone(), name, permissions, now)
         };
         if let Some(limits) = &req.limits {
@@ -201,6 +202,9 @@ impl Manager {
         }
         if let Some(limits) = &req.limits {
             apply_limits(&mut role, limits)?;
+        }
+        if let Some(rights) = req.self_service {
+            role.self_service = Some(rights);
         }
         let mut batch = Batch::new();
         if role != current {

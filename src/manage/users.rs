@@ -169,7 +169,12 @@ impl Manager {
         if let Some(role) = &role {
             batch.require(role);
         }
-        self.commit(batch).await?;
+        // Names of tenant users with a password are unique across tenants (see `logins`).
+        if user.password_hash.is_some() {
+            self.claim_login(&account, &user.name, &mut batch).await?;
+        }
+        let own_key = UserRecord::key_of(&user.account, &user.name);
+        self.commit(batch).await.map_err(|e| Self::login_conflict(e, &own_key, &user.name))?;
         Ok(UserView::from(&user))
     }
 
@@ -268,6 +273,11 @@ impl Manager {
         if let Some(role) = &assigned {
             batch.require(role);
         }
+        // A first password makes the name a login: unique across tenants (see `logins`).
+        let claims = current.password_hash.is_none() && user.password_hash.is_some();
+        if claims {
+            self.claim_login(&account, &user.name, &mut batch).await?;
+        }
         batch.replace(&current, &user);
         if revoke == Some(true) {
             let mut changed = account.clone();
@@ -276,7 +286,8 @@ impl Manager {
             batch.replace(&account, &changed);
             self.enqueue(&mut batch, &changed, false, now);
         }
-        self.commit(batch).await?;
+        let own_key = UserRecord::key_of(&user.account, &user.name);
+        self.commit(batch).await.map_err(|e| Self::login_conflict(e, &own_key, &user.name))?;
         if revoke == Some(true) || password_changed {
             self.revoke(Revoked::User {
                 account: user.account.to_string(),

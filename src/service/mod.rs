@@ -5,6 +5,7 @@
 
 pub mod dedup;
 pub mod reply;
+pub mod selfservice;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -162,8 +163,14 @@ pub async fn serve(
     let run = || async {
         Reply::from_result(endpoint.subject(), handle(ctx, endpoint, &message.payload).await)
     };
-    let reply =
-        if endpoint.is_change() { dedup.run(id.as_deref(), run).await } else { run().await };
+    let reply = if endpoint.is_self_service() {
+        // Self-service requests identify their caller by a header: they take another path.
+        selfservice::serve(ctx, dedup, endpoint, message).await
+    } else if endpoint.is_change() {
+        dedup.run(id.as_deref(), run).await
+    } else {
+        run().await
+    };
     if reply.error.is_some() {
         ctx.errors.add(endpoint);
     }
@@ -236,6 +243,11 @@ pub async fn handle(ctx: &Context, endpoint: Endpoint, body: &[u8]) -> Result<By
         Endpoint::TokenCreate => json(&m.create_token(parse::<t::CreateToken>(body)?, now).await?),
         Endpoint::TokenList => json(&m.list_tokens(parse::<t::ListTokens>(body)?).await?),
         Endpoint::TokenRevoke => json(&m.revoke_token(parse::<t::RevokeToken>(body)?).await?),
+        // Without the message there is no caller: `serve` routes these to `selfservice`.
+        e if e.is_self_service() => {
+            Err(ManageError::Forbidden("self-service is for users of tenant accounts only".into()))
+        }
+        _ => Err(ManageError::internal(format!("{endpoint:?} has no handler"))),
     }
 }
 

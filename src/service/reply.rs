@@ -23,10 +23,10 @@ struct ErrorDetail<'a> {
 /// A wire error: the stable code and kind a client branches on, and the safe message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireError {
-    /// 400, 404, 409 or 500.
+    /// 400, 403, 404, 409 or 500.
     pub code: u16,
     /// What happened, in one stable word: `invalid`, `not_found`, `already_exists`,
-    /// `in_use`, `changed`, `inactive`, `refused`, `internal`.
+    /// `in_use`, `changed`, `inactive`, `refused`, `forbidden`, `internal`.
     pub kind: &'static str,
     /// Safe to show: never the detail of an internal failure.
     pub message: String,
@@ -43,6 +43,7 @@ impl WireError {
             ManageError::Changed { .. } => (409, "changed"),
             ManageError::Inactive { .. } => (409, "inactive"),
             ManageError::Refused(_) => (409, "refused"),
+            ManageError::Forbidden(_) => (403, "forbidden"),
             ManageError::Internal(_) => (500, "internal"),
         };
         // Internal errors display as "internal error" only; their cause is for the log.

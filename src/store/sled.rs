@@ -95,6 +95,9 @@ impl StoreLock {
         if !exists && mode == OpenMode::MustExist {
             return Err(StoreError::NotInitialized { path: self.dir.display().to_string() });
         }
+        if exists {
+            wait_for_sled_lock(&self.dir.join(DB_FILE))?;
+        }
         let db = sled::Config::new().path(&self.dir).open().map_err(backend)?;
         SledStore::from_db(db, Some(self.file))
     }
@@ -160,6 +163,36 @@ impl SledStore {
             }
         }
         Ok(SledStore { inner: Arc::new(Inner { db, trees, _lock: lock }) })
+    }
+}
+
+/// Longest wait for a store closed in this process to let go of sled's own lock.
+const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until sled's own lock on its `db` file is free.
+///
+/// A dropped `sled::Db` releases that lock only when its background threads have let go of
+/// the file, a moment later; reopening at once (a store closed and opened again in one
+/// process, as `init` and the tests do) would fail with sled's "could not acquire lock".
+/// Our lock file is held by now, so no other process can hold sled's lock: whoever does is a
+/// closing handle of ours, and waiting is safe.
+fn wait_for_sled_lock(db_file: &Path) -> Result<(), StoreError> {
+    let give_up = std::time::Instant::now() + SLED_LOCK_WAIT;
+    let file = File::options().read(true).write(true).open(db_file).map_err(backend)?;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return file.unlock().map_err(backend),
+            Err(TryLockError::WouldBlock) if std::time::Instant::now() < give_up => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    path: db_file.display().to_string(),
+                    lock: db_file.display().to_string(),
+                })
+            }
+            Err(TryLockError::Error(e)) => return Err(backend(e)),
+        }
     }
 }
 

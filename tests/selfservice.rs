@@ -1,0 +1,635 @@
+//! Self-service (`authd.self.*`) against a real nats-server: the caller is who the server says,
+//! never who the payload or a forged header says.
+
+mod common;
+
+use std::time::Duration;
+
+use async_nats::{ConnectErrorKind, ConnectOptions};
+use common::{account_of, disconnected_within, drained, violation, Running, Stack};
+use futures::StreamExt;
+use nats_authd::client::AdminClient;
+use nats_authd::model::{AccountName, UserName, UserRecord};
+use nats_authd::names::API_PREFIX;
+use serde_json::{json, Value};
+
+const DEV1_PW: &str = "dev1-password";
+const DEV2_PW: &str = "dev2-password";
+const B1_PW: &str = "b1-password";
+
+struct Setup {
+    stack: Stack,
+    _service: Running,
+    admin: AdminClient,
+}
+
+/// Tenants acme (role `dev`: own `user.<name>.>` subjects, the self-service API, with every
+/// self-service right but admin; users dev1, dev2; role `plain` with default rights and user
+/// viewer) and beta (user b1 with role `dev` of beta).
+async fn setup() -> Setup {
+    let stack = Stack::start().await;
+    let service = stack.serve();
+    let admin = stack.admin().await;
+    for account in ["acme", "beta"] {
+        admin.call("account.create", &json!({ "name": account })).await.unwrap();
+        admin
+            .call(
+                "role.create",
+                &json!({ "account": account, "name": "dev",
+                     "publish": { "allow": ["user.{{name()}}.>", "authd.self.>", "$SYS.REQ.USER.INFO"] },
+                     "subscribe": { "allow": ["user.{{name()}}.>", "_INBOX.>"] },
+                     "self_service": { "regenerate": true, "password": true, "tokens": true } }),
+            )
+            .await
+            .unwrap();
+    }
+    admin
+        .call(
+            "role.create",
+            &json!({ "account": "acme", "name": "plain",
+                     "publish": { "allow": ["authd.self.>"] },
+                     "subscribe": { "allow": ["_INBOX.>"] } }),
+        )
+        .await
+        .unwrap();
+    for (account, name, role, password) in [
+        ("acme", "dev1", "dev", DEV1_PW),
+        ("acme", "dev2", "dev", DEV2_PW),
+        ("acme", "viewer", "plain", "viewer-password"),
+        ("beta", "b1", "dev", B1_PW),
+    ] {
+        admin
+            .call(
+                "user.create",
+                &json!({ "account": account, "name": name, "role": role, "password": password }),
+            )
+            .await
+            .unwrap();
+    }
+    drained(&admin).await;
+    Setup { stack, _service: service, admin }
+}
+
+type Events = tokio::sync::mpsc::UnboundedReceiver<String>;
+
+/// Logs in with user and password only, no file: the server's `default_sentinel` takes the
+/// connection to the callout.
+async fn login(
+    stack: &Stack,
+    user: &str,
+    password: &str,
+) -> Result<(async_nats::Client, Events), async_nats::ConnectError> {
+    plain(stack, ConnectOptions::with_user_and_password(user.into(), password.into())).await
+}
+
+/// Connects with `options` as they are (no creds added), reporting connection events.
+async fn plain(
+    stack: &Stack,
+    options: ConnectOptions,
+) -> Result<(async_nats::Client, Events), async_nats::ConnectError> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let options = options.event_callback(move |event| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(event.to_string());
+        }
+    });
+    Ok((options.connect(stack.url()).await?, rx))
+}
+
+/// The `default_sentinel` JWT of the generated server config.
+fn default_sentinel(stack: &Stack) -> String {
+    let config = std::fs::read_to_string(stack.layout.config_file()).unwrap();
+    let line =
+        config.lines().find(|l| l.starts_with("default_sentinel:")).expect("no default_sentinel");
+    line.split('"').nth(1).unwrap().to_string()
+}
+
+fn api(client: &async_nats::Client) -> AdminClient {
+    AdminClient::new(client.clone(), API_PREFIX, Duration::from_secs(10))
+}
+
+async fn user_record(stack: &Stack, account: &str, name: &str) -> UserRecord {
+    let key =
+        UserRecord::key_of(&AccountName::new(account).unwrap(), &UserName::new(name).unwrap());
+    stack.authority().db().get::<UserRecord>(&key).await.unwrap().unwrap()
+}
+
+fn code(result: Result<Value, nats_authd::client::ClientError>) -> u16 {
+    match result {
+        Ok(v) => panic!("expected a refusal, got {v}"),
+        Err(e) => e.code().unwrap_or_else(|| panic!("no service error: {e}")),
+    }
+}
+
+#[tokio::test]
+async fn dev1_takes_its_own_creds_and_connects_with_them_directly_into_acme() {
+    let s = setup().await;
+    let (client, _events) = login(&s.stack, "dev1", DEV1_PW).await.unwrap();
+    let me = api(&client).call("self.whoami", &json!({})).await.unwrap();
+    assert_eq!((me["account"].as_str(), me["user"].as_str()), (Some("acme"), Some("dev1")));
+    assert_eq!(me["login"], "callout");
+    assert_eq!(me["role"], "dev");
+    let creds = api(&client).call("self.creds", &json!({})).await.unwrap();
+    let creds = creds["creds"].as_str().unwrap().to_string();
+    client.drain().await.unwrap();
+
+    let (direct, mut events) = s.stack.connect_creds(&creds).await;
+    assert_eq!(
+        account_of(&direct).await,
+        s.admin.call("account.get", &json!({"name": "acme"})).await.unwrap()["public_key"]
+            .as_str()
+            .unwrap()
+    );
+    let me = api(&direct).call("self.whoami", &json!({})).await.unwrap();
+    assert_eq!((me["user"].as_str(), me["login"].as_str()), (Some("dev1"), Some("creds")));
+    // The role's permissions: its own subjects, nothing of dev2's.
+    let mut own = direct.subscribe("user.dev1.>").await.unwrap();
+    direct.flush().await.unwrap();
+    direct.publish("user.dev1.x", "mine".into()).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), own.next()).await.unwrap().unwrap();
+    assert_eq!(got.payload.as_ref(), b"mine");
+    direct.publish("user.dev2.x", "theirs".into()).await.unwrap();
+    direct.flush().await.unwrap();
+    violation(&mut events, "user.dev2.x").await;
+}
+
+#[tokio::test]
+async fn dev1_reaches_nothing_of_dev2_by_payload_subject_or_forged_header() {
+    let s = setup().await;
+    let dev2_before = user_record(&s.stack, "acme", "dev2").await;
+    let (client, mut events) = login(&s.stack, "dev1", DEV1_PW).await.unwrap();
+    let dev1 = api(&client);
+
+    // Payloads naming someone else are unknown fields: refused, whoever they name.
+    for endpoint in ["self.creds", "self.whoami", "self.regenerate", "self.token.list"] {
+        for body in [json!({"account": "acme", "name": "dev2"}), json!({"user": "dev2"})] {
+            assert_eq!(code(dev1.call(endpoint, &body).await), 400, "{endpoint} {body}");
+        }
+    }
+    // A forged Nats-Request-Info naming dev2 (and beta) is overwritten by the server.
+    let acme_key = s.admin.call("account.get", &json!({"name": "acme"})).await.unwrap()
+        ["public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        "Nats-Request-Info",
+        json!({ "acc": acme_key, "user": "dev2" }).to_string().as_str(),
+    );
+    let reply =
+        client.request_with_headers("authd.self.creds", headers, "{}".into()).await.unwrap();
+    let answer: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(answer["name"], "dev1", "the forged header was believed: {answer}");
+    // The admin API is not imported into tenants: no answer, and the role forbids it anyway.
+    let admin_api =
+        client.request("authd.user.creds", r#"{"account":"acme","name":"dev2"}"#.into());
+    assert!(tokio::time::timeout(Duration::from_secs(3), admin_api)
+        .await
+        .map_or(true, |r| r.is_err()));
+    violation(&mut events, "authd.user.creds").await;
+    // dev1's own token revoke cannot touch dev2's token.
+    let dev2_token =
+        s.admin.call("token.create", &json!({"account": "acme", "user": "dev2"})).await.unwrap();
+    let id = dev2_token["id"].as_str().unwrap();
+    assert_eq!(code(dev1.call("self.token.revoke", &json!({ "id": id })).await), 404);
+    assert_eq!(
+        s.admin
+            .call("token.list", &json!({"account": "acme", "user": "dev2"}))
+            .await
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(user_record(&s.stack, "acme", "dev2").await, dev2_before, "dev2 changed");
+
+    // A user of beta sees only itself, in beta.
+    let (b1, _e) = login(&s.stack, "b1", B1_PW).await.unwrap();
+    let me = api(&b1).call("self.whoami", &json!({})).await.unwrap();
+    assert_eq!((me["account"].as_str(), me["user"].as_str()), (Some("beta"), Some("b1")));
+    assert_eq!(code(api(&b1).call("self.admin.user.list", &json!({})).await), 403);
+    assert_eq!(code(api(&b1).call("self.token.revoke", &json!({ "id": id })).await), 404);
+}
+
+#[tokio::test]
+async fn callers_that_are_not_tenant_users_are_refused() {
+    let s = setup().await;
+    // ADMIN imports authd.> too, but is no tenant.
+    assert_eq!(code(s.admin.call("self.whoami", &json!({})).await), 403);
+    assert_eq!(code(s.admin.call("self.creds", &json!({})).await), 403);
+    // Inside AUTH (no import crossed, so no header, or one the sender wrote): refused.
+    let service = s.stack.service_client().await;
+    let reply = service.request("authd.self.whoami", "{}".into()).await.unwrap();
+    let answer: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(answer["error"]["code"], 403, "{answer}");
+}
+
+#[tokio::test]
+async fn self_service_rights_default_to_whoami_and_creds() {
+    let s = setup().await;
+    let (client, _e) = login(&s.stack, "viewer", "viewer-password").await.unwrap();
+    let viewer = api(&client);
+    let me = viewer.call("self.whoami", &json!({})).await.unwrap();
+    assert_eq!(
+        me["self_service"],
+        json!({"whoami": true, "creds": true, "regenerate": false, "password": false, "tokens": false, "admin": false})
+    );
+    viewer.call("self.creds", &json!({})).await.unwrap();
+    let before = user_record(&s.stack, "acme", "viewer").await;
+    assert_eq!(code(viewer.call("self.regenerate", &json!({})).await), 403);
+    assert_eq!(
+        code(
+            viewer
+                .call(
+                    "self.password",
+                    &json!({"current": "viewer-password", "new": "another-password"})
+                )
+                .await
+        ),
+        403
+    );
+    assert_eq!(code(viewer.call("self.token.create", &json!({})).await), 403);
+    assert_eq!(user_record(&s.stack, "acme", "viewer").await, before);
+}
+
+#[tokio::test]
+async fn regenerate_makes_the_old_creds_fail_and_the_new_ones_work() {
+    let s = setup().await;
+    let (client, _e) = login(&s.stack, "dev1", DEV1_PW).await.unwrap();
+    let old = api(&client).call("self.creds", &json!({})).await.unwrap()["creds"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (old_conn, mut old_events) = s.stack.connect_creds(&old).await;
+    let fresh = api(&old_conn).call("self.regenerate", &json!({})).await.unwrap();
+    let fresh = fresh["creds"].as_str().unwrap().to_string();
+    disconnected_within(&mut old_events, Duration::from_secs(5)).await;
+    drained(&s.admin).await;
+    let refused =
+        async_nats::ConnectOptions::with_credentials(&old).unwrap().connect(s.stack.url()).await;
+    assert!(refused.is_err(), "the old creds still connect");
+    let (new_conn, _e) = s.stack.connect_creds(&fresh).await;
+    let me = api(&new_conn).call("self.whoami", &json!({})).await.unwrap();
+    assert_eq!(me["user"], "dev1");
+}
+
+#[tokio::test]
+async fn a_password_change_needs_the_current_password_and_ends_other_sessions() {
+    let s = setup().await;
+    // At most one reconnect each: after the change their old password fails, and endless
+    // reconnects would trip the brute-force limit for dev1 from this address.
+    let once =
+        || ConnectOptions::with_user_and_password("dev1".into(), DEV1_PW.into()).max_reconnects(1);
+    let (client, _e) = plain(&s.stack, once()).await.unwrap();
+    let (_other, mut other_events) = plain(&s.stack, once()).await.unwrap();
+    let before = user_record(&s.stack, "acme", "dev1").await;
+    let wrong = api(&client)
+        .call("self.password", &json!({"current": "not-my-password", "new": "new-password-1"}))
+        .await;
+    assert_eq!(code(wrong), 403);
+    assert_eq!(
+        user_record(&s.stack, "acme", "dev1").await,
+        before,
+        "a wrong password changed the store"
+    );
+
+    api(&client)
+        .call("self.password", &json!({"current": DEV1_PW, "new": "new-password-1"}))
+        .await
+        .unwrap();
+    disconnected_within(&mut other_events, Duration::from_secs(1)).await;
+    let Err(e) = login(&s.stack, "dev1", DEV1_PW).await else { panic!("the old password works") };
+    assert_eq!(e.kind(), ConnectErrorKind::AuthorizationViolation);
+    login(&s.stack, "dev1", "new-password-1").await.unwrap();
+}
+
+#[tokio::test]
+async fn nats_server_accepts_the_config_with_a_default_sentinel() {
+    let stack = Stack::init().await;
+    let jwt = default_sentinel(&stack);
+    let claims: Value = serde_json::from_slice(
+        &data_encoding::BASE64URL_NOPAD.decode(jwt.split('.').nth(1).unwrap().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["nats"]["bearer_token"], true, "{claims}");
+    assert_eq!(claims["nats"]["pub"]["deny"], json!([">"]), "{claims}");
+    assert_eq!(claims["nats"]["sub"]["deny"], json!([">"]), "{claims}");
+    let out = std::process::Command::new(common::nats_server_bin())
+        .arg("-t")
+        .arg("-c")
+        .arg(stack.layout.config_file())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn a_user_and_password_alone_log_into_the_users_account() {
+    let s = setup().await;
+    let (client, _e) = login(&s.stack, "dev1", DEV1_PW).await.unwrap();
+    let acme = s.admin.call("account.get", &json!({"name": "acme"})).await.unwrap();
+    assert_eq!(account_of(&client).await, acme["public_key"].as_str().unwrap());
+    // The old way, sentinel creds next to the password, still works.
+    let (old_way, _e) = s
+        .stack
+        .login(ConnectOptions::with_user_and_password("dev1".into(), DEV1_PW.into()))
+        .await
+        .unwrap();
+    assert_eq!(account_of(&old_way).await, acme["public_key"].as_str().unwrap());
+}
+
+#[tokio::test]
+async fn a_connection_with_no_credentials_at_all_is_refused() {
+    let s = setup().await;
+    let Err(e) = plain(&s.stack, ConnectOptions::new()).await else { panic!("let in") };
+    assert_eq!(e.kind(), ConnectErrorKind::AuthorizationViolation, "{e}");
+}
+
+#[tokio::test]
+async fn the_default_sentinel_alone_can_neither_publish_nor_subscribe() {
+    let s = setup().await;
+    let jwt = default_sentinel(&s.stack);
+    // A bearer JWT needs no key; any signature will do.
+    let key = std::sync::Arc::new(nkeys::KeyPair::new_user());
+    let options = ConnectOptions::with_jwt(jwt, move |nonce| {
+        let key = key.clone();
+        async move { key.sign(&nonce).map_err(async_nats::AuthError::new) }
+    });
+    match plain(&s.stack, options).await {
+        // The callout sees no user, password or token: refused.
+        Err(e) => assert_eq!(e.kind(), ConnectErrorKind::AuthorizationViolation, "{e}"),
+        Ok((client, mut events)) => {
+            let _sub = client.subscribe("anything").await.unwrap();
+            client.publish("anything", "x".into()).await.unwrap();
+            client.flush().await.unwrap();
+            violation(&mut events, "anything").await;
+            panic!("the sentinel JWT alone connected");
+        }
+    }
+}
+
+/// A python with nats-py: `NATS_PY_PYTHON`, else what `scripts/ensure-nats-py` installs; `None`
+/// (with the reason printed) if neither works.
+async fn nats_py() -> Option<String> {
+    if let Ok(python) = std::env::var("NATS_PY_PYTHON") {
+        if !python.is_empty() {
+            return Some(python);
+        }
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ensure-nats-py");
+    let out = tokio::process::Command::new(script).output().await.ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "SKIPPED: python with nats-py cannot be installed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[tokio::test]
+async fn nats_py_logs_in_with_a_password_alone_and_then_with_its_own_creds() {
+    let Some(python) = nats_py().await else { return };
+    let s = setup().await;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/selfservice_creds.py");
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(python)
+            .arg(script)
+            .args([s.stack.url().as_str(), "dev1", DEV1_PW])
+            .arg(s.stack.dir.path())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the nats-py script hung")
+    .unwrap();
+    assert!(out.status.success(), "nats-py failed: {}", String::from_utf8_lossy(&out.stderr));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["callout"]["login"], "callout", "{result}");
+    assert_eq!(result["creds"]["login"], "creds", "{result}");
+    for login in ["callout", "creds"] {
+        assert_eq!(result[login]["account"], "acme");
+        assert_eq!(result[login]["user"], "dev1");
+    }
+}
+
+#[tokio::test]
+async fn another_tenant_taking_a_login_name_cannot_lock_its_owner_out() {
+    let s = setup().await;
+    let before = s.admin.call("user.list", &json!({"account": "beta"})).await.unwrap();
+    // beta asks for acme's dev1: a clear 409 that names no account, and nothing is written.
+    let taken = s
+        .admin
+        .call(
+            "user.create",
+            &json!({"account": "beta", "name": "dev1", "role": "dev", "password": "beta-dev1-pw"}),
+        )
+        .await;
+    let Err(e) = taken else { panic!("beta took acme's login name") };
+    assert_eq!(e.code(), Some(409));
+    assert!(e.to_string().contains("unique across tenant accounts"), "{e}");
+    assert!(!e.to_string().contains("acme"), "the refusal names the other account: {e}");
+    assert_eq!(s.admin.call("user.list", &json!({"account": "beta"})).await.unwrap(), before);
+    drained(&s.admin).await;
+    // Without a password beta's dev1 is no login: allowed, and changes nothing for acme.
+    s.admin
+        .call("user.create", &json!({"account": "beta", "name": "dev1", "role": "dev"}))
+        .await
+        .unwrap();
+    let later = s
+        .admin
+        .call(
+            "user.update",
+            &json!({"account": "beta", "name": "dev1", "password": "beta-dev1-pw"}),
+        )
+        .await;
+    assert_eq!(later.map_err(|e| e.code()).unwrap_err(), Some(409), "a password given later");
+    // acme's dev1 still logs in with its bare name and with name@account.
+    login(&s.stack, "dev1", DEV1_PW).await.unwrap();
+    login(&s.stack, "dev1@acme", DEV1_PW).await.unwrap();
+}
+
+#[tokio::test]
+async fn dev1_makes_lists_and_revokes_only_its_own_tokens() {
+    let s = setup().await;
+    s.admin.call("token.create", &json!({"account": "acme", "user": "dev2"})).await.unwrap();
+    let (client, _e) = login(&s.stack, "dev1", DEV1_PW).await.unwrap();
+    let dev1 = api(&client);
+    let made = dev1.call("self.token.create", &json!({"description": "ci"})).await.unwrap();
+    assert_eq!((made["account"].as_str(), made["user"].as_str()), (Some("acme"), Some("dev1")));
+    let token = made["token"].as_str().unwrap().to_string();
+    let listed = dev1.call("self.token.list", &json!({})).await.unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "dev2's token is not dev1's: {listed:?}");
+    assert!(listed[0].get("token").is_none(), "a list shows no secret");
+
+    let (by_token, _e) = plain(&s.stack, ConnectOptions::with_token(token.clone())).await.unwrap();
+    let me = api(&by_token).call("self.whoami", &json!({})).await.unwrap();
+    assert_eq!(me["user"], "dev1");
+    by_token.drain().await.unwrap();
+    dev1.call("self.token.revoke", &json!({"id": made["id"]})).await.unwrap();
+    let Err(e) = plain(&s.stack, ConnectOptions::with_token(token)).await else {
+        panic!("a revoked token still logs in")
+    };
+    assert_eq!(e.kind(), ConnectErrorKind::AuthorizationViolation);
+}
+
+#[tokio::test]
+async fn a_sealed_creds_reply_opens_only_with_the_clients_key_and_shows_no_creds() {
+    let s = setup().await;
+    let (client, _e) = login(&s.stack, "dev1", DEV1_PW).await.unwrap();
+    let mine = nkeys::XKey::new();
+    let body = json!({ "xkey": mine.public_key() }).to_string();
+    let reply = client.request("authd.self.creds", body.into()).await.unwrap();
+    let text = String::from_utf8(reply.payload.to_vec()).unwrap();
+    let sealed: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(sealed.as_object().unwrap().len(), 2, "only sealed and sender: {text}");
+    let sender = nkeys::XKey::from_public_key(sealed["sender"].as_str().unwrap()).unwrap();
+    let bytes =
+        data_encoding::BASE64.decode(sealed["sealed"].as_str().unwrap().as_bytes()).unwrap();
+    assert!(nkeys::XKey::new().open(&bytes, &sender).is_err(), "another key opens it");
+    let opened: Value = serde_json::from_slice(&mine.open(&bytes, &sender).unwrap()).unwrap();
+    let creds = opened["creds"].as_str().unwrap();
+    // Nothing of the creds in the reply as sent: not the JWT, not the seed, not the armour.
+    let jwt = creds.lines().nth(1).unwrap();
+    let seed = creds.lines().find(|l| l.starts_with("SU")).unwrap();
+    for secret in [jwt, seed, "BEGIN NATS"] {
+        assert!(!text.contains(secret), "the reply shows part of the creds");
+    }
+    let (direct, _e) = s.stack.connect_creds(creds).await;
+    assert_eq!(api(&direct).call("self.whoami", &json!({})).await.unwrap()["login"], "creds");
+    // A key that is not a curve key is refused before anything happens.
+    let bad = api(&client).call("self.regenerate", &json!({"xkey": mine.seed().unwrap()})).await;
+    assert_eq!(code(bad), 400);
+    assert!(api(&direct).call("self.whoami", &json!({})).await.is_ok(), "a bad xkey regenerated");
+}
+
+#[tokio::test]
+async fn a_tenant_admin_manages_its_own_account_and_nothing_beyond_it() {
+    let s = setup().await;
+    s.admin
+        .call(
+            "role.create",
+            &json!({ "account": "acme", "name": "lead",
+                     "publish": { "allow": ["authd.self.>", "authd.account.>"] },
+                     "subscribe": { "allow": ["_INBOX.>"] },
+                     "self_service": { "admin": true } }),
+        )
+        .await
+        .unwrap();
+    s.admin
+        .call(
+            "user.create",
+            &json!({"account": "acme", "name": "boss", "role": "lead", "password": "boss-password"}),
+        )
+        .await
+        .unwrap();
+    let (client, _events) = login(&s.stack, "boss", "boss-password").await.unwrap();
+    let boss = api(&client);
+    assert_eq!(boss.call("self.whoami", &json!({})).await.unwrap()["tenant_admin"], true);
+
+    // Within acme: create and delete a user.
+    let made = boss
+        .call(
+            "self.admin.user.create",
+            &json!({"name": "dev3", "role": "dev", "password": "dev3-password"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(made["account"], "acme");
+    login(&s.stack, "dev3", "dev3-password").await.unwrap();
+    let users = boss.call("self.admin.user.list", &json!({})).await.unwrap();
+    assert!(users.as_array().unwrap().iter().all(|u| u["account"] == "acme"));
+    boss.call("self.admin.user.delete", &json!({"name": "dev3"})).await.unwrap();
+
+    // Beyond acme: refused with clear errors, nothing changed.
+    let beta_users = s.admin.call("user.list", &json!({"account": "beta"})).await.unwrap();
+    let acme = s.admin.call("account.get", &json!({"name": "acme"})).await.unwrap();
+    let b1 = user_record(&s.stack, "beta", "b1").await;
+    let attempts = [
+        ("self.admin.user.create", json!({"account": "beta", "name": "x", "role": "dev"}), 400),
+        ("self.admin.user.delete", json!({"name": "b1"}), 404),
+        ("self.admin.user.update", json!({"name": "b1", "active": false}), 404),
+        ("self.admin.token.create", json!({"user": "b1"}), 404),
+        ("self.admin.role.update", json!({"name": "lead", "publish": {"allow": [">"]}}), 403),
+        ("self.admin.role.delete", json!({"name": "lead"}), 403),
+        ("self.admin.role.create", json!({"name": "r2", "self_service": {"admin": true}}), 400),
+        ("self.admin.role.create", json!({"name": "r3", "limits": {"connections": 5}}), 400),
+    ];
+    for (endpoint, body, want) in attempts {
+        assert_eq!(code(boss.call(endpoint, &body).await), want, "{endpoint} {body}");
+    }
+    // Account limits are the operator's: the account API is not even imported into acme.
+    let short = AdminClient::new(client.clone(), API_PREFIX, Duration::from_secs(1));
+    let body = json!({"name": "acme", "limits": {"connections": 1}});
+    let limits = short.call("account.update", &body).await;
+    assert!(limits.unwrap_err().code().is_none(), "something answered account.update");
+    assert_eq!(s.admin.call("user.list", &json!({"account": "beta"})).await.unwrap(), beta_users);
+    assert_eq!(s.admin.call("account.get", &json!({"name": "acme"})).await.unwrap(), acme);
+    assert_eq!(user_record(&s.stack, "beta", "b1").await, b1);
+
+    // A plain tenant user reaches no admin endpoint.
+    let (dev1, _e) = login(&s.stack, "dev1", DEV1_PW).await.unwrap();
+    for endpoint in ["self.admin.user.list", "self.admin.user.create", "self.admin.role.list"] {
+        let body = json!({"name": "dev9"});
+        let body = if endpoint.ends_with("list") { json!({}) } else { body };
+        assert_eq!(code(api(&dev1).call(endpoint, &body).await), 403, "{endpoint}");
+    }
+}
+
+/// An example built next to this test (`cargo test` builds the examples), or `None`.
+fn example(name: &str) -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("examples").join(name);
+    path.is_file().then_some(path)
+}
+
+#[tokio::test]
+async fn the_examples_fetch_sealed_creds_to_a_private_file_and_create_a_user_as_tenant_admin() {
+    let (Some(self_creds), Some(tenant_admin)) = (example("self_creds"), example("tenant_admin"))
+    else {
+        eprintln!("SKIPPED: examples not built (run `cargo test` without a target filter)");
+        return;
+    };
+    let s = setup().await;
+    let out = s.stack.dir.path().join("dev1.creds");
+    let run = tokio::process::Command::new(self_creds)
+        .args(["dev1", DEV1_PW])
+        .arg(&out)
+        .arg(s.stack.url())
+        .kill_on_drop(true)
+        .output();
+    let ran = tokio::time::timeout(Duration::from_secs(30), run).await.unwrap().unwrap();
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(String::from_utf8_lossy(&ran.stdout).contains("\"login\": \"creds\""));
+
+    s.admin
+        .call(
+            "role.create",
+            &json!({ "account": "acme", "name": "lead",
+                     "publish": { "allow": ["authd.self.>"] }, "subscribe": { "allow": ["_INBOX.>"] },
+                     "self_service": { "admin": true } }),
+        )
+        .await
+        .unwrap();
+    s.admin
+        .call("user.create", &json!({"account": "acme", "name": "boss", "role": "lead", "password": "boss-password"}))
+        .await
+        .unwrap();
+    let run = tokio::process::Command::new(tenant_admin)
+        .args(["boss", "boss-password", "dev3", "dev3-password", "dev"])
+        .arg(s.stack.url())
+        .kill_on_drop(true)
+        .output();
+    let ran = tokio::time::timeout(Duration::from_secs(30), run).await.unwrap().unwrap();
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    login(&s.stack, "dev3", "dev3-password").await.unwrap();
+}
