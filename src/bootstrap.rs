@@ -27,6 +27,16 @@ use crate::store::sled::{self, OpenMode, SledStore, StoreLock};
 use crate::store::{Batch, Db, Expect, Op, StoreError, Tree, OPERATOR_KEY};
 use crate::vault::{self, Access, Existing, MasterKey, MasterKeySource, VaultError};
 
+/// The file the generated config includes at its end (see `nats-config/local/`).
+pub const LOCAL_CONFIG: &str = "local.conf";
+
+/// What `init` puts into a new `local.conf`: nothing but how to use it.
+const LOCAL_CONFIG_START: &str = "\
+# Your nats-server settings. nats-authd created this file once and never writes it again;
+# nats-server.conf (rewritten by every `init` and `up`) includes it at its end.
+# Ready-made snippets: nats-config/local/ in the nats-authd repository.
+";
+
 /// Why `init` or opening the data dir failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
@@ -104,6 +114,10 @@ impl Layout {
     /// The nats-server config.
     pub fn config_file(&self) -> PathBuf {
         self.out_dir.join("nats-server.conf")
+    }
+    /// The operator's own server settings, included by the config and never overwritten.
+    pub fn local_config_file(&self) -> PathBuf {
+        self.out_dir.join(LOCAL_CONFIG)
     }
     /// The operator JWT (public).
     pub fn operator_jwt_file(&self) -> PathBuf {
@@ -551,8 +565,15 @@ pub async fn write_outputs(
     ] {
         let account = AccountName::new(account).expect("valid");
         let user = UserName::new(user).expect("valid");
-        let text = Zeroizing::new(authority.user_creds(&account, &user, now).await?);
-        creds.push((path.clone(), text));
+        match authority.user_creds(&account, &user, now).await {
+            Ok(text) => creds.push((path.clone(), Zeroizing::new(text))),
+            // The first admin may be gone once another admin exists (the last one cannot
+            // go): then there is no admin.creds to refresh, and init must not need one.
+            Err(AuthorityError::NoSuchUser(_)) if user.as_str() == ADMIN_USER => {
+                tracing::warn!(path = %path.display(), "the first admin was deleted; not writing its creds");
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 
     // File-system work off the async runtime.
@@ -576,6 +597,18 @@ pub async fn write_outputs(
             default_sentinel: &default_sentinel,
         });
         write_file(&outputs.config, config.as_bytes(), false)?;
+        let local = out_dir.join(LOCAL_CONFIG);
+        // Created once; from then on it is the operator's.
+        match vault::write_file(
+            &local,
+            LOCAL_CONFIG_START.as_bytes(),
+            Access::Public,
+            Existing::Refuse,
+        ) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => return Err(BootstrapError::Write { path: local, source }),
+        }
         for (path, text) in &creds {
             write_file(path, text.as_bytes(), true)?;
         }

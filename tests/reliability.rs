@@ -166,6 +166,16 @@ async fn the_last_active_admin_cannot_be_deleted_or_deactivated() {
 }
 
 #[tokio::test]
+async fn init_still_runs_after_the_first_admin_was_deleted() {
+    let mut stack = Stack::init().await;
+    let manager = stack.manager();
+    manager.create_user(create_user("admin", "second", None, None), now()).await.unwrap();
+    manager.delete_user(user_ref("admin", "admin"), now()).await.unwrap();
+    drop(manager);
+    stack.reinit().await.expect("init (and so up) must not need the first admin");
+}
+
+#[tokio::test]
 async fn an_account_delete_during_a_burst_of_password_user_creates_is_answered() {
     let stack = Stack::start().await;
     let _service = stack.serve();

@@ -22,6 +22,78 @@ async fn nats_server_accepts_the_generated_config() {
 }
 
 #[tokio::test]
+async fn init_run_again_keeps_the_operators_local_settings_byte_for_byte() {
+    let mut stack = Stack::init().await;
+    let local = stack.layout.local_config_file();
+    assert!(local.exists(), "init creates local.conf");
+    let mine = "# mine\nmax_connections: 123\njetstream { store_dir: \"JS\" }\n";
+    let mine = mine.replace("JS", &stack.dir.path().join("js").display().to_string());
+    std::fs::write(&local, &mine).unwrap();
+    for _ in 0..2 {
+        stack.reinit().await.unwrap();
+        assert_eq!(std::fs::read_to_string(&local).unwrap(), mine);
+    }
+    nats_server::check_config(&nats_server_bin(), &stack.layout.config_file()).await.unwrap();
+    // And the server really reads it.
+    stack.start_server().await;
+    let varz = varz(stack.settings.http_port).await;
+    assert_eq!(varz["max_connections"], 123, "{varz}");
+}
+
+/// The server's `/varz`, read over plain HTTP/1.0 on loopback (no HTTP client crate needed).
+async fn varz(port: u16) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream.write_all(b"GET /varz HTTP/1.0\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    serde_json::from_str(body).unwrap()
+}
+
+#[tokio::test]
+async fn every_local_snippet_passes_the_servers_config_check() {
+    let stack = Stack::init().await;
+    let tmp = stack.dir.path();
+    // The TLS snippet names certificate files: make real ones for the check.
+    let certs = tmp.join("etc");
+    std::fs::create_dir_all(&certs).unwrap();
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
+        .args(["-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .arg(certs.join("server-key.pem"))
+        .arg("-out")
+        .arg(certs.join("server.pem"))
+        .output();
+    let have_openssl = made.is_ok_and(|o| o.status.success());
+    if have_openssl {
+        std::fs::copy(certs.join("server.pem"), certs.join("ca.pem")).unwrap();
+    }
+    let snippets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("nats-config/local");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&snippets).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "conf") {
+            continue;
+        }
+        if path.file_name().unwrap() == "tls.conf" && !have_openssl {
+            println!("skipping tls.conf: no openssl to make a certificate");
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text
+            .replace("/var/lib/nats", &tmp.join("var").display().to_string())
+            .replace("/etc/nats", &certs.display().to_string());
+        std::fs::write(stack.layout.local_config_file(), text).unwrap();
+        nats_server::check_config(&nats_server_bin(), &stack.layout.config_file())
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} snippets checked");
+}
+
+#[tokio::test]
 async fn admin_creds_land_in_admin_and_the_service_in_auth() {
     let stack = Stack::start().await;
     let admin = stack.authority().account(&AccountName::new(ADMIN_ACCOUNT).unwrap()).await.unwrap();

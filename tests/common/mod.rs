@@ -93,6 +93,21 @@ impl Stack {
         Stack { dir, layout, settings, authority: Some(outcome.authority), server: None }
     }
 
+    /// Runs `init` again on this stack's dirs, as an operator re-running `init` or `up` would
+    /// (the store is released first and opened again by the new run).
+    pub async fn reinit(&mut self) -> Result<(), bootstrap::BootstrapError> {
+        self.authority = None;
+        let options = InitOptions {
+            layout: self.layout.clone(),
+            master_key: MasterKeyOptions::default(),
+            server: self.settings.clone(),
+            operator_name: "test-operator".into(),
+            xkey: true,
+        };
+        self.authority = Some(bootstrap::init(&options, model::now()).await?.authority);
+        Ok(())
+    }
+
     /// `init` and a running server.
     pub async fn start() -> Stack {
         let mut stack = Stack::init().await;
