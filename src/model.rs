@@ -56,9 +56,16 @@ fn normalize(what: &'static str, input: &str) -> Result<String, NameError> {
 macro_rules! name_type {
     ($(#[$doc:meta])* $ty:ident, $what:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $ty(String);
+
+        // Quoted like a string, so a name in a message reads "acme", never AccountName("acme").
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
+            }
+        }
 
         impl $ty {
             /// Validates and normalizes (trimmed, lower case).
@@ -586,6 +593,13 @@ mod tests {
         assert!(!s("a.b").covers(&s("a.*")));
         assert!(s(">").covers(&s("x")));
         assert!(!s("a.b").covers(&s("a")));
+    }
+
+    #[test]
+    fn names_print_as_quoted_text() {
+        let name = AccountName::new("Auth").unwrap();
+        assert_eq!(format!("{name:?}"), "\"auth\"");
+        assert_eq!(format!("{name}"), "auth");
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub const ADMIN_ACCOUNT: &str = "admin";
 pub const SERVICE_USER: &str = "service";
 /// Name of the sentinel user in AUTH.
 pub const SENTINEL_USER: &str = "sentinel";
+/// Default name of the system-account user an admin can get creds for (`operator.sys_creds`).
+pub const SYS_OPERATOR_USER: &str = "operator";
 /// Name of the first admin user in ADMIN.
 pub const ADMIN_USER: &str = "admin";
 

@@ -284,3 +284,21 @@ async fn a_refused_request_counts_as_an_error_in_srv_stats_and_keeps_its_body() 
     let status = admin.send(&nats_authd::api::ops::GetStatus {}).await.unwrap();
     assert_eq!(status.errors.get("account.get"), Some(&1), "{:?}", status.errors);
 }
+
+#[tokio::test]
+async fn an_admin_gets_a_system_account_user_for_the_servers_own_requests() {
+    let stack = Stack::start().await;
+    let _service = stack.serve();
+    let admin = stack.admin().await;
+    let creds = admin.send(&nats_authd::api::ops::SysCreds::default()).await.unwrap();
+    assert_eq!(creds.account, "sys");
+    let again = admin.send(&nats_authd::api::ops::SysCreds::default()).await.unwrap();
+    assert_eq!(again.public_key, creds.public_key, "the same user, not a new one each time");
+    let (sys, _) = stack.connect_creds(&creds.creds).await;
+    let sys_key = stack.authority().operator().await.unwrap().system_account;
+    assert_eq!(common::account_of(&sys).await, sys_key);
+    // What `nats server ping` sends.
+    let pong = sys.request("$SYS.REQ.SERVER.PING", "".into()).await.unwrap();
+    let pong: Value = serde_json::from_slice(&pong.payload).unwrap();
+    assert!(pong["server"]["name"].is_string(), "{pong}");
+}

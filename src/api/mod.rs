@@ -42,6 +42,7 @@ pub enum Endpoint {
     RoleUpdate,
     RoleDelete,
     OperatorGet,
+    OperatorSysCreds,
     Status,
     PendingList,
     PendingRetry,
@@ -96,7 +97,7 @@ const fn info(
 
 impl Endpoint {
     /// Every endpoint.
-    pub const ALL: [Endpoint; 43] = [
+    pub const ALL: [Endpoint; 44] = [
         Endpoint::AccountCreate,
         Endpoint::AccountGet,
         Endpoint::AccountList,
@@ -115,6 +116,7 @@ impl Endpoint {
         Endpoint::RoleUpdate,
         Endpoint::RoleDelete,
         Endpoint::OperatorGet,
+        Endpoint::OperatorSysCreds,
         Endpoint::Status,
         Endpoint::PendingList,
         Endpoint::PendingRetry,
@@ -234,6 +236,13 @@ impl Endpoint {
             E::OperatorGet => {
                 info("operator.get", false, "The operator's keys and JWT", "Empty", "OperatorView")
             }
+            E::OperatorSysCreds => info(
+                "operator.sys_creds",
+                true,
+                "Creds of a system-account user, for `nats server list/report/ping`",
+                "SysCreds",
+                "CredsView",
+            ),
             E::Status => info(
                 "status",
                 false,

@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::requests;
-use crate::model::AccountName;
+use crate::api::user::CredsView;
+use crate::model::{AccountName, UserName};
 use crate::queue::PendingUpdate;
 
 /// `operator.get`.
@@ -20,6 +21,16 @@ pub struct OperatorView {
     pub system_account: String,
     /// The operator JWT, signed now.
     pub jwt: String,
+}
+
+/// `operator.sys_creds`: creds of a user of the system account (made if missing), for the
+/// server's own requests (`nats server list`, `report`, `ping`): what nsc and `nats auth`
+/// give an operator. Never a callout login: SYS is not the callout account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SysCreds {
+    /// The user's name in SYS; default `operator`.
+    pub name: Option<UserName>,
 }
 
 /// `pending.list`.
@@ -46,6 +57,7 @@ pub struct Retried {
 pub struct GetStatus {}
 
 requests! {
+    SysCreds => OperatorSysCreds, CredsView;
     GetOperator => OperatorGet, OperatorView;
     ListPending => PendingList, Vec<PendingUpdate>;
     RetryPending => PendingRetry, Retried;

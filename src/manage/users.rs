@@ -11,6 +11,7 @@ use crate::model::{
     AccountKind, AccountName, AccountRecord, PasswordHash, RoleName, RoleRecord, UnixTime,
     UserKind, UserName, UserRecord,
 };
+use crate::names::{SYS_ACCOUNT, SYS_OPERATOR_USER};
 use crate::password::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN};
 use crate::store::Batch;
 
@@ -362,6 +363,42 @@ impl Manager {
         let account = self.user_account(&req.account).await?;
         let user = self.user_record(&account, &req.name).await?;
         self.creds_for(&account, &user, now).await
+    }
+
+    /// Creds of the system-account user `name` (default `operator`), made if missing: full
+    /// rights in SYS, for the servers' own requests. Only ADMIN reaches this.
+    ///
+    /// # Errors
+    /// Store or key failures.
+    pub async fn sys_creds(
+        &self,
+        name: Option<UserName>,
+        now: UnixTime,
+    ) -> Result<CredsView, ManageError> {
+        let name = name.unwrap_or_else(|| UserName::new(SYS_OPERATOR_USER).expect("valid"));
+        let sys = self.authority.account(&AccountName::new(SYS_ACCOUNT).expect("valid")).await?;
+        let user = match self
+            .authority
+            .db()
+            .get::<UserRecord>(&UserRecord::key_of(&sys.name, &name))
+            .await?
+        {
+            Some(user) => user,
+            None => {
+                let user = UserRecord::new(
+                    sys.name.clone(),
+                    name,
+                    UserKind::Admin,
+                    self.authority.master(),
+                    now,
+                );
+                let mut batch = Batch::new();
+                batch.create(&user).require(&sys);
+                self.commit(batch).await?;
+                user
+            }
+        };
+        self.creds_for(&sys, &user, now).await
     }
 
     async fn creds_for(

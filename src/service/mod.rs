@@ -227,6 +227,9 @@ pub async fn handle(ctx: &Context, endpoint: Endpoint, body: &[u8]) -> Result<By
                 jwt: authority.operator_jwt(now).await?,
             })
         }
+        Endpoint::OperatorSysCreds => {
+            json(&m.sys_creds(parse::<ops::SysCreds>(body)?.name, now).await?)
+        }
         Endpoint::Status => {
             parse::<ops::GetStatus>(body)?;
             json(&status(ctx).await?)
