@@ -22,14 +22,86 @@ fn retryable(e: &async_nats::RequestError) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The service answered with an error.
-    #[error("{message} (code {code})")]
-    Service { code: u16, message: String },
+    #[error("{message}")]
+    Service {
+        /// The service's code: 400, 403, 404, 409 or 500.
+        code: u16,
+        /// The service's one-word kind (`not_found`, `in_use`, ...), or one derived from the
+        /// code when the answer carried none.
+        kind: String,
+        message: String,
+    },
     /// No answer: no service running, no permission, or a time-out.
     #[error("no answer from nats-authd on {subject}: {cause}")]
-    Request { subject: String, cause: String },
+    Request { subject: String, cause: NoAnswer },
+    /// The server refused to let these creds publish the request.
+    #[error(
+        "not allowed: these creds may not publish to {subject} (is this an admin's creds file?)"
+    )]
+    NotAllowed { subject: String },
     /// The answer is not JSON.
     #[error("unreadable answer on {subject}: {cause}")]
     Decode { subject: String, cause: String },
+    /// No connection could be made.
+    #[error("cannot connect to {urls}: {cause}")]
+    Connect { urls: String, cause: ConnectFailure },
+    /// The creds file could not be read or is not a creds file.
+    #[error("cannot use creds {}: {cause}", path.display())]
+    Creds { path: std::path::PathBuf, cause: String },
+}
+
+/// Why a request got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoAnswer {
+    /// Nothing listens on the subject: the service is not running on this server.
+    #[error("no responders (is `nats-authd serve` running against this server?)")]
+    NoResponders,
+    /// Something listens but did not answer in time.
+    #[error("timed out")]
+    TimedOut,
+    /// Anything else async-nats reports.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Why a connection failed, in one line (async-nats's own errors repeat their cause).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectFailure {
+    /// The server refused the creds.
+    #[error("authorization violation (the server does not accept these creds)")]
+    NotAuthorized,
+    /// The TLS handshake or TLS setup failed.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// No server answered in time.
+    #[error("timed out")]
+    TimedOut,
+    /// A URL does not parse.
+    #[error("bad server URL: {0}")]
+    BadUrl(String),
+    /// The network said no (refused, unreachable, DNS).
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+impl ConnectFailure {
+    /// One-line reason for an async-nats connect error: its kind, and the innermost cause
+    /// once (its `Display` already includes the source, which `{:#}` would print again).
+    fn of(e: &async_nats::ConnectError) -> ConnectFailure {
+        use async_nats::ConnectErrorKind as K;
+        let mut root: &dyn std::error::Error = e;
+        while let Some(next) = root.source() {
+            root = next;
+        }
+        let cause = root.to_string();
+        match e.kind() {
+            K::AuthorizationViolation | K::Authentication => ConnectFailure::NotAuthorized,
+            K::Tls => ConnectFailure::Tls(cause),
+            K::TimedOut => ConnectFailure::TimedOut,
+            K::ServerParse => ConnectFailure::BadUrl(cause),
+            K::Dns | K::Io | K::MaxReconnects => ConnectFailure::Unreachable(cause),
+        }
+    }
 }
 
 impl ClientError {
@@ -42,18 +114,101 @@ impl ClientError {
     }
 }
 
+/// The subject a server's `-ERR 'Permissions Violation for Publish to "subj"'` names.
+/// async-nats hands this protocol error over as text only (`ServerError::Other`), so the
+/// server's wording is what there is to recognise.
+fn denied_publish(error: &async_nats::ServerError) -> Option<String> {
+    let async_nats::ServerError::Other(text) = error else { return None };
+    let rest = text.strip_prefix("Permissions Violation for Publish to ")?;
+    Some(rest.trim().trim_matches('"').to_string())
+}
+
+/// Where and as whom an admin connects.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectSpec {
+    /// Server URLs, tried in order.
+    pub urls: Vec<String>,
+    /// Creds file.
+    pub creds: std::path::PathBuf,
+    /// CA file to trust for the server's certificate.
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate and key, for servers that verify clients (mTLS).
+    pub tls_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Time-out of the connect.
+    pub connect_timeout: Option<Duration>,
+}
+
+impl ConnectSpec {
+    /// Connects and returns a client for the API under `prefix` whose requests fail at once
+    /// with [`ClientError::NotAllowed`] when the server denies their publish, instead of
+    /// waiting out the time-out.
+    ///
+    /// # Errors
+    /// [`ClientError::Creds`] for an unreadable creds file, [`ClientError::Connect`] when no
+    /// server can be reached or the server refuses the creds.
+    pub async fn connect(
+        &self,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<AdminClient, ClientError> {
+        let creds_error = |cause: String| ClientError::Creds { path: self.creds.clone(), cause };
+        let text = std::fs::read_to_string(&self.creds).map_err(|e| creds_error(e.to_string()))?;
+        crate::claims::creds::parse(&text).map_err(|e| creds_error(e.to_string()))?;
+        let urls = self.urls.join(",");
+        let connect_error = |cause| ClientError::Connect { urls: urls.clone(), cause };
+        let addrs = self
+            .urls
+            .iter()
+            .map(|u| u.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| connect_error(ConnectFailure::BadUrl(e.to_string())))?;
+        let (denied, _) = tokio::sync::broadcast::channel(16);
+        let events = denied.clone();
+        let mut options = async_nats::ConnectOptions::with_credentials(&text)
+            .map_err(|e| creds_error(e.to_string()))?
+            .retain_servers_order()
+            .event_callback(move |event| {
+                let events = events.clone();
+                async move {
+                    if let async_nats::Event::ServerError(e) = event {
+                        if let Some(subject) = denied_publish(&e) {
+                            let _ = events.send(subject);
+                        }
+                    }
+                }
+            });
+        if let Some(timeout) = self.connect_timeout {
+            options = options.connection_timeout(timeout);
+        }
+        if let Some(ca) = &self.tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some((cert, key)) = &self.tls_cert {
+            options = options.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
+        }
+        let client =
+            options.connect(addrs).await.map_err(|e| connect_error(ConnectFailure::of(&e)))?;
+        let mut api = AdminClient::new(client, prefix, timeout);
+        api.denied = Some(denied);
+        Ok(api)
+    }
+}
+
 /// Sends management requests under a subject prefix.
 #[derive(Debug, Clone)]
 pub struct AdminClient {
     client: Client,
     prefix: String,
     timeout: Duration,
+    /// Subjects the server denied a publish to, if the connection reports them
+    /// ([`ConnectSpec::connect`]).
+    denied: Option<tokio::sync::broadcast::Sender<String>>,
 }
 
 impl AdminClient {
     /// A client for the API under `prefix` (default `authd`).
     pub fn new(client: Client, prefix: &str, timeout: Duration) -> Self {
-        AdminClient { client, prefix: prefix.to_string(), timeout }
+        AdminClient { client, prefix: prefix.to_string(), timeout, denied: None }
     }
 
     /// The underlying NATS client.
@@ -75,6 +230,8 @@ impl AdminClient {
         let id = data_encoding::HEXLOWER.encode(&rand::random::<[u8; 16]>());
         let body = bytes::Bytes::from(body);
         let deadline = tokio::time::Instant::now() + self.timeout;
+        // Subscribed before the first publish, so a denial of it cannot be missed.
+        let mut denials = self.denied.as_ref().map(|d| d.subscribe());
         let reply = loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let mut headers = async_nats::HeaderMap::new();
@@ -83,7 +240,17 @@ impl AdminClient {
                 .payload(body.clone())
                 .headers(headers)
                 .timeout(Some(left.min(ATTEMPT_TIMEOUT)));
-            match self.client.send_request(subject.clone(), request).await {
+            let sent = self.client.send_request(subject.clone(), request);
+            let sent = match denials.as_mut() {
+                Some(denials) => tokio::select! {
+                    sent = sent => sent,
+                    () = denial_of(denials, &subject) => {
+                        return Err(ClientError::NotAllowed { subject });
+                    }
+                },
+                None => sent.await,
+            };
+            match sent {
                 Ok(reply) => break reply,
                 Err(e) if retryable(&e) && left > ATTEMPT_TIMEOUT => {
                     tracing::debug!(subject, error = %e, "no answer yet; asking again");
@@ -91,7 +258,14 @@ impl AdminClient {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
-                Err(e) => return Err(ClientError::Request { subject, cause: e.to_string() }),
+                Err(e) => {
+                    let cause = match e.kind() {
+                        async_nats::RequestErrorKind::NoResponders => NoAnswer::NoResponders,
+                        async_nats::RequestErrorKind::TimedOut => NoAnswer::TimedOut,
+                        _ => NoAnswer::Other(e.to_string()),
+                    };
+                    return Err(ClientError::Request { subject, cause });
+                }
             }
         };
         if let Some(code) =
@@ -104,7 +278,12 @@ impl AdminClient {
                 .and_then(|h| h.get(async_nats::service::NATS_SERVICE_ERROR))
                 .map(|v| v.as_str().to_string())
                 .unwrap_or_default();
-            return Err(ClientError::Service { code, message });
+            // The body says the kind; the headers (the micro protocol) only code and message.
+            let kind = serde_json::from_slice::<Value>(&reply.payload)
+                .ok()
+                .and_then(|body| body["error"]["kind"].as_str().map(str::to_string))
+                .unwrap_or_else(|| kind_of(code).to_string());
+            return Err(ClientError::Service { code, kind, message });
         }
         serde_json::from_slice(&reply.payload)
             .map_err(|e| ClientError::Decode { subject, cause: e.to_string() })
@@ -131,5 +310,48 @@ impl AdminClient {
     /// As [`AdminClient::call_raw`].
     pub async fn call(&self, endpoint: &str, body: &Value) -> Result<Value, ClientError> {
         self.call_raw(endpoint, serde_json::to_vec(body).expect("JSON values serialize")).await
+    }
+}
+
+/// Completes when the server reports a denied publish to `subject`.
+async fn denial_of(denials: &mut tokio::sync::broadcast::Receiver<String>, subject: &str) {
+    loop {
+        match denials.recv().await {
+            Ok(denied) if denied == subject => return,
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            // The sender lives in the client: closed means never.
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                std::future::pending::<()>().await
+            }
+        }
+    }
+}
+
+/// A kind for an error answer that carried none.
+fn kind_of(code: u16) -> &'static str {
+    match code {
+        400 => "invalid",
+        403 => "forbidden",
+        404 => "not_found",
+        409 => "conflict",
+        _ => "internal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publish_permissions_violation_names_its_subject() {
+        let e = async_nats::ServerError::Other(
+            "Permissions Violation for Publish to \"authd.account.list\"".into(),
+        );
+        assert_eq!(denied_publish(&e).as_deref(), Some("authd.account.list"));
+        let sub = async_nats::ServerError::Other(
+            "Permissions Violation for Subscription to \"x\"".into(),
+        );
+        assert_eq!(denied_publish(&sub), None);
+        assert_eq!(denied_publish(&async_nats::ServerError::AuthorizationViolation), None);
     }
 }

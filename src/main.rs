@@ -1,7 +1,7 @@
 //! The `nats-authd` binary: parses the command line, sets up logging, calls the library.
 
 use std::future::Future;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -11,15 +11,15 @@ use nats_authd::api::ops::{GetOperator, GetStatus, ListPending};
 use nats_authd::api::ApiRequest;
 use nats_authd::bootstrap::{self, InitOutcome};
 use nats_authd::cli::{
-    output, read_password, secret_safe_filter, Cli, ClientArgs, Command, Dispatch, InitArgs,
-    OutFile, Sender, ServeArgs, UpArgs, DEFAULT_LOG, MASTER_KEY_ENV,
+    output, read_password, secret_safe_filter, Cli, CliError, ClientArgs, Command, Dispatch,
+    InitArgs, OutFile, Sender, ServeArgs, UpArgs, CLIENT_LOG, DEFAULT_LOG, MASTER_KEY_ENV,
 };
-use nats_authd::client::AdminClient;
+use nats_authd::client::{AdminClient, ClientError, ConnectFailure, NoAnswer};
 use nats_authd::connection::ConnectionSettings;
 use nats_authd::names::API_PREFIX;
 use nats_authd::queue::PendingState;
 use nats_authd::vault::{self, Existing};
-use nats_authd::{app, claims, model, nats_server};
+use nats_authd::{app, model, nats_server};
 use tracing_subscriber::filter::FilterExt;
 use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
@@ -27,9 +27,11 @@ use tracing_subscriber::util::SubscriberInitExt;
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
-        eprintln!("nats-authd: ignoring log filter {:?}: {e}", cli.log);
-        tracing_subscriber::EnvFilter::new(DEFAULT_LOG)
+    let default_log = if cli.command.client().is_some() { CLIENT_LOG } else { DEFAULT_LOG };
+    let log = cli.log.clone().unwrap_or_else(|| default_log.to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&log).unwrap_or_else(|e| {
+        eprintln!("nats-authd: ignoring log filter {log:?}: {e}");
+        tracing_subscriber::EnvFilter::new(default_log)
     });
     // The user's filter, and then one no filter can lift: async-nats prints message bodies
     // (passwords, creds) at trace, and no log level may show a secret.
@@ -38,9 +40,94 @@ async fn main() {
         .with_ansi(std::io::stderr().is_terminal())
         .with_filter(filter.and(secret_safe_filter()));
     tracing_subscriber::registry().with(layer).init();
+    let json = cli.command.client().is_some_and(|c| c.json);
     if let Err(e) = run(cli.command).await {
-        eprintln!("nats-authd: {e:#}");
-        std::process::exit(1);
+        let failure = Failure::of(&e);
+        if failure.exit == 0 {
+            // Whoever read our output has stopped reading (`| head`): nothing went wrong.
+            return;
+        }
+        if json {
+            let body = serde_json::json!({
+                "error": {"code": failure.code, "kind": failure.kind, "message": format!("{e:#}")}
+            });
+            eprintln!("{body}");
+        } else {
+            eprintln!("nats-authd: {e:#}");
+        }
+        std::process::exit(failure.exit);
+    }
+}
+
+/// A service error and what to do about it on this command line.
+#[derive(Debug)]
+struct Hinted(ClientError, &'static str);
+
+impl std::fmt::Display for Hinted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.0, self.1)
+    }
+}
+
+// No `source`: the message already has the cause, and `{:#}` would print it twice.
+impl std::error::Error for Hinted {}
+
+/// What a failed command tells a script: its exit code (see [`nats_authd::cli::EXIT_CODES`])
+/// and, for `--json`, a code and kind like the service's own error answers.
+struct Failure {
+    exit: i32,
+    code: u16,
+    kind: String,
+}
+
+impl Failure {
+    fn of(error: &anyhow::Error) -> Failure {
+        let f = |exit, code, kind: &str| Failure { exit, code, kind: kind.to_string() };
+        for cause in error.chain() {
+            let client_error = cause
+                .downcast_ref::<ClientError>()
+                .or_else(|| cause.downcast_ref::<Hinted>().map(|h| &h.0));
+            if let Some(e) = client_error {
+                return match e {
+                    ClientError::Service { code, kind, .. } => {
+                        let exit = match code {
+                            400 => 2,
+                            403 => 6,
+                            404 => 3,
+                            409 => 4,
+                            _ => 1,
+                        };
+                        Failure { exit, code: *code, kind: kind.clone() }
+                    }
+                    ClientError::NotAllowed { .. } => f(6, 403, "not_allowed"),
+                    ClientError::Request { cause: NoAnswer::NoResponders, .. } => {
+                        f(5, 503, "no_responders")
+                    }
+                    ClientError::Request { cause: NoAnswer::TimedOut, .. } => {
+                        f(5, 504, "timed_out")
+                    }
+                    ClientError::Request { .. } => f(5, 503, "no_answer"),
+                    ClientError::Connect { cause: ConnectFailure::NotAuthorized, .. } => {
+                        f(6, 403, "not_allowed")
+                    }
+                    ClientError::Connect { cause: ConnectFailure::BadUrl(_), .. } => {
+                        f(2, 400, "invalid")
+                    }
+                    ClientError::Connect { .. } => f(5, 503, "unreachable"),
+                    ClientError::Creds { .. } => f(2, 400, "invalid"),
+                    ClientError::Decode { .. } => f(1, 500, "internal"),
+                };
+            }
+            if cause.downcast_ref::<CliError>().is_some() {
+                return f(2, 400, "invalid");
+            }
+            if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return f(0, 0, "");
+                }
+            }
+        }
+        f(1, 500, "error")
     }
 }
 
@@ -175,9 +262,9 @@ async fn admin(args: &ClientArgs, out: Option<OutFile>, request: impl Dispatch) 
         // to put the new one.
         return Err(out_exists(&out.path));
     }
-    let client = connect_with_creds(&args.creds, &args.nats_url).await?;
     let timeout = Duration::try_from_secs_f64(args.timeout).context("--timeout")?;
-    let api = AdminClient::new(client, API_PREFIX, timeout);
+    let spec = args.connect_spec(&|name| std::env::var(name).ok())?;
+    let api = spec.connect(API_PREFIX, timeout).await?;
     request.dispatch(&mut Admin { api, json: args.json, out }).await
 }
 
@@ -197,23 +284,36 @@ impl Sender for Admin {
         R: ApiRequest,
         R::Reply: serde::Serialize,
     {
-        let reply = self.api.send(&request).await?;
+        let reply = match self.api.send(&request).await {
+            Ok(reply) => reply,
+            // The service speaks of its JSON field; here it is a flag.
+            // `in_use` is the wire kind, a stable word of the API.
+            Err(e @ ClientError::Service { .. })
+                if R::ENDPOINT == nats_authd::api::Endpoint::AccountDelete
+                    && matches!(&e, ClientError::Service { kind, .. } if kind == "in_use") =>
+            {
+                return Err(
+                    Hinted(e, "pass --cascade to delete its users and roles with it").into()
+                );
+            }
+            Err(e) => return Err(e.into()),
+        };
         wait_for_push(&self.api, &request).await;
         let answer = serde_json::to_value(&reply).context("showing the answer")?;
         if let Some(creds) = answer.get("creds").and_then(|c| c.as_str()).filter(|_| !self.json) {
             return match &self.out {
                 Some(out) => write_creds(out, creds),
-                None => {
-                    print!("{creds}");
-                    Ok(())
-                }
+                None => Ok(write!(std::io::stdout(), "{creds}")?),
             };
         }
+        // writeln!, not println!: a closed stdout is an error to handle (quietly), not a panic.
+        let mut stdout = std::io::stdout().lock();
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&answer)?);
+            writeln!(stdout, "{}", serde_json::to_string_pretty(&answer)?)?;
         } else {
-            println!("{}", output::render(R::ENDPOINT.subject(), &answer));
+            writeln!(stdout, "{}", output::render(R::ENDPOINT.subject(), &answer))?;
         }
+        stdout.flush()?;
         Ok(())
     }
 }
@@ -228,7 +328,7 @@ fn write_creds(out: &OutFile, creds: &str) -> Result<()> {
         }
         Err(e) => return Err(e).with_context(|| format!("writing {}", out.path.display())),
     }
-    println!("creds written to {}", out.path.display());
+    writeln!(std::io::stdout(), "creds written to {}", out.path.display())?;
     Ok(())
 }
 
@@ -260,17 +360,6 @@ fn out_exists(path: &Path) -> anyhow::Error {
         "{} already exists; pass --force to replace it (or choose another --out)",
         path.display()
     )
-}
-
-async fn connect_with_creds(creds: &Path, url: &str) -> Result<async_nats::Client> {
-    let text = std::fs::read_to_string(creds)
-        .with_context(|| format!("reading creds {}", creds.display()))?;
-    claims::creds::parse(&text).with_context(|| format!("reading creds {}", creds.display()))?;
-    async_nats::ConnectOptions::with_credentials(&text)
-        .context("creds")?
-        .connect(url)
-        .await
-        .with_context(|| format!("connecting to {url}"))
 }
 
 /// Completes on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is called,

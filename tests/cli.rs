@@ -300,3 +300,101 @@ fn creds_out_onto_an_existing_file_is_refused_without_force_and_private_with_it(
     let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "a seed landed in a file others can read");
 }
+
+/// Runs `nats-authd args...` in `dir` with `env` on top of the scrubbed environment.
+fn run_env(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = nats_authd(dir);
+    cmd.envs(env.iter().copied()).args(args);
+    cmd.output().unwrap()
+}
+
+#[test]
+fn client_errors_say_what_happened_once_with_an_exit_code_per_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = up(dir.path(), free_port());
+    let url = up.url.as_str();
+    let admin = |args: &[&str]| run_env(dir.path(), &[], &[args, &["-s", url]].concat());
+    assert!(admin(&["account", "create", "acme"]).status.success());
+    assert!(admin(&["user", "create", "acme", "dev1"]).status.success());
+    assert!(admin(&["user", "creds", "acme", "dev1", "--out", "dev1.creds"]).status.success());
+
+    // A tenant's creds: refused at once, not after the 10 s time-out.
+    let started = Instant::now();
+    let out = admin(&["account", "list", "--creds", "dev1.creds"]);
+    assert!(started.elapsed() < Duration::from_secs(5), "waited {:?}", started.elapsed());
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).trim(),
+        "nats-authd: not allowed: these creds may not publish to authd.account.list \
+         (is this an admin's creds file?)"
+    );
+
+    let out = admin(&["role", "delete", "acme", "nope"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let out = admin(&["account", "delete", "acme"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--cascade"), "{}", stderr(&out));
+
+    // --json: the error as the service's error body, on stderr, and nothing else there.
+    let out = admin(&["account", "create", "acme", "--json"]);
+    assert_eq!(out.status.code(), Some(4));
+    let body: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(body["error"]["code"], 409, "{body}");
+    assert_eq!(body["error"]["kind"], "already_exists", "{body}");
+    assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+
+    // Nothing listening: one line, the cause once, no log line before it.
+    let nowhere = format!("nats://127.0.0.1:{}", free_port());
+    let out = run_env(dir.path(), &[], &["status", "-s", &nowhere]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
+    assert_eq!(text.matches("refused").count(), 1, "{text}");
+    assert!(text.contains(&nowhere), "{text}");
+
+    // A reader that has gone away is not a failure, and not a panic.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = nats_authd(dir.path())
+        .args(["account", "list", "-s", url])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
+
+#[test]
+fn nats_url_nats_creds_and_a_nats_cli_context_select_the_server_and_creds() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = up(dir.path(), free_port());
+    let creds = dir.path().join("authd/admin.creds");
+    let creds = creds.to_str().unwrap();
+    // Run from elsewhere, so the default ./authd/admin.creds is not what answers.
+    let elsewhere = tempfile::tempdir().unwrap();
+
+    let out = run_env(
+        elsewhere.path(),
+        &[("NATS_URL", &up.url), ("NATS_CREDS", creds)],
+        &["status", "--json"],
+    );
+    assert!(out.status.success(), "NATS_URL/NATS_CREDS: {}", stderr(&out));
+
+    let config = elsewhere.path().join("config");
+    std::fs::create_dir_all(config.join("nats/context")).unwrap();
+    let context = serde_json::json!({"description": "", "url": up.url, "creds": creds, "nkey": ""});
+    std::fs::write(config.join("nats/context/local.json"), context.to_string()).unwrap();
+    std::fs::write(config.join("nats/context.txt"), "local\n").unwrap();
+    let xdg = [("XDG_CONFIG_HOME", config.to_str().unwrap())];
+    let out = run_env(elsewhere.path(), &xdg, &["status", "--json"]);
+    assert!(out.status.success(), "selected context: {}", stderr(&out));
+
+    // Explicit settings still win over the context.
+    let nowhere = format!("nats://127.0.0.1:{}", free_port());
+    let out = run_env(elsewhere.path(), &[xdg[0], ("NATS_AUTHD_URL", &nowhere)], &["status"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let out = run_env(elsewhere.path(), &xdg, &["status", "--context", "missing"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("missing"), "{}", stderr(&out));
+}

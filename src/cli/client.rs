@@ -18,25 +18,156 @@ use crate::api::user::Password;
 use crate::api::ApiRequest;
 
 /// Where the API is and who asks.
+///
+/// Each setting is taken from the first of: its flag, the project's variable
+/// (`NATS_AUTHD_URL`, `NATS_AUTHD_CREDS`), the NATS CLI's variable (`NATS_URL`, `NATS_CREDS`,
+/// `NATS_CA`, `NATS_CERT`, `NATS_KEY`), the selected NATS CLI context, the default.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// NATS server URL.
+    /// NATS server URL(s), comma-separated or repeated, tried in order [env: NATS_AUTHD_URL,
+    /// NATS_URL; then the context's url; default: nats://127.0.0.1:4222].
     #[arg(
-        long = "nats-url",
-        env = "NATS_AUTHD_URL",
-        default_value = "nats://127.0.0.1:4222",
+        short = 's',
+        long = "server",
+        visible_alias = "nats-url",
+        value_delimiter = ',',
+        value_name = "URL",
         global = true
     )]
-    pub nats_url: String,
-    /// Admin creds file.
-    #[arg(long, env = "NATS_AUTHD_CREDS", default_value = "authd/admin.creds", global = true)]
-    pub creds: PathBuf,
-    /// Print the raw JSON answer instead of a table.
+    pub servers: Vec<String>,
+    /// Admin creds file [env: NATS_AUTHD_CREDS, NATS_CREDS; then the context's creds; default:
+    /// admin.creds in NATS_AUTHD_OUT_DIR, or authd/admin.creds as `init` writes it].
+    #[arg(long, value_name = "FILE", global = true)]
+    pub creds: Option<PathBuf>,
+    /// NATS CLI context to take url, creds and TLS files from [env: NATS_CONTEXT; default: the
+    /// one selected in ~/.config/nats/context.txt, if any].
+    #[arg(long, value_name = "NAME", global = true)]
+    pub context: Option<String>,
+    /// CA file to verify the server's TLS certificate with [env: NATS_CA].
+    #[arg(long, value_name = "FILE", global = true)]
+    pub tlsca: Option<PathBuf>,
+    /// Client TLS certificate, for servers that verify clients [env: NATS_CERT].
+    #[arg(long, value_name = "FILE", global = true, requires = "tlskey")]
+    pub tlscert: Option<PathBuf>,
+    /// Key of the client TLS certificate [env: NATS_KEY].
+    #[arg(long, value_name = "FILE", global = true, requires = "tlscert")]
+    pub tlskey: Option<PathBuf>,
+    /// Print the raw JSON answer instead of a table; errors too, as
+    /// {"error":{"code","kind","message"}} on stderr.
     #[arg(long, global = true)]
     pub json: bool,
     /// Seconds to wait for an answer.
     #[arg(long, default_value_t = 10.0, global = true)]
     pub timeout: f64,
+}
+
+/// The default server URL of client commands.
+pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
+
+/// The parts of a NATS CLI context file this CLI uses; other fields are ignored, and empty
+/// strings (the NATS CLI writes every field) count as unset.
+#[derive(Debug, Default, serde::Deserialize)]
+struct NatsContext {
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    creds: String,
+    #[serde(default)]
+    ca: String,
+    #[serde(default)]
+    cert: String,
+    #[serde(default)]
+    key: String,
+}
+
+impl ClientArgs {
+    /// Where to connect and as whom, from the flags, the environment (`env`, so tests can
+    /// give their own) and the NATS CLI context.
+    ///
+    /// # Errors
+    /// [`CliError::Context`] if a named or selected context cannot be read.
+    pub fn connect_spec(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<crate::client::ConnectSpec, CliError> {
+        let env = |name: &str| env(name).filter(|v| !v.is_empty());
+        let context = self.nats_context(&env)?;
+        let from_context = |v: &str| (!v.is_empty()).then(|| expand_home(v, &env));
+        let path = |flag: &Option<PathBuf>, vars: &[&str], ctx: &str| {
+            flag.clone()
+                .or_else(|| vars.iter().find_map(|v| env(v)).map(PathBuf::from))
+                .or_else(|| from_context(ctx))
+        };
+        let urls = if !self.servers.is_empty() {
+            self.servers.clone()
+        } else {
+            let url = env("NATS_AUTHD_URL")
+                .or_else(|| env("NATS_URL"))
+                .or_else(|| (!context.url.is_empty()).then(|| context.url.clone()))
+                .unwrap_or_else(|| DEFAULT_URL.to_string());
+            url.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect()
+        };
+        let creds = path(&self.creds, &["NATS_AUTHD_CREDS", "NATS_CREDS"], &context.creds)
+            .unwrap_or_else(|| {
+                // Where `init` writes it: in its out dir, whose default is ./authd.
+                PathBuf::from(env("NATS_AUTHD_OUT_DIR").unwrap_or_else(|| "authd".into()))
+                    .join("admin.creds")
+            });
+        let cert = path(&self.tlscert, &["NATS_CERT"], &context.cert);
+        let key = path(&self.tlskey, &["NATS_KEY"], &context.key);
+        let tls_cert = match (cert, key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err(CliError::HalfTlsPair),
+        };
+        Ok(crate::client::ConnectSpec {
+            urls,
+            creds,
+            tls_ca: path(&self.tlsca, &["NATS_CA"], &context.ca),
+            tls_cert,
+            connect_timeout: std::time::Duration::try_from_secs_f64(self.timeout).ok(),
+        })
+    }
+
+    /// The NATS CLI context named by `--context` or `NATS_CONTEXT`, or selected in
+    /// `context.txt`; an empty one if none is.
+    fn nats_context(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<NatsContext, CliError> {
+        let config = env("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| env("HOME").map(|home| PathBuf::from(home).join(".config")))
+            .map(|dir| dir.join("nats"));
+        let named = self.context.clone().or_else(|| env("NATS_CONTEXT"));
+        let name = match (named, &config) {
+            (Some(name), _) => name,
+            (None, Some(config)) => match std::fs::read_to_string(config.join("context.txt")) {
+                Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
+                // No selected context is the usual case, not an error.
+                _ => return Ok(NatsContext::default()),
+            },
+            (None, None) => return Ok(NatsContext::default()),
+        };
+        let Some(config) = config else {
+            return Err(CliError::Context {
+                name,
+                cause: "neither HOME nor XDG_CONFIG_HOME is set".into(),
+            });
+        };
+        let path = config.join("context").join(format!("{name}.json"));
+        let text = std::fs::read_to_string(&path).map_err(|e| CliError::Context {
+            name: name.clone(),
+            cause: format!("{}: {e}", path.display()),
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| CliError::Context { name, cause: format!("{}: {e}", path.display()) })
+    }
+}
+
+/// `~/x` as the NATS CLI writes paths in contexts.
+fn expand_home(path: &str, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    match (path.strip_prefix("~/"), env("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
 }
 
 /// Sends typed requests and shows their answers. `main` implements it over NATS; a test can
@@ -113,6 +244,13 @@ pub enum CliError {
     /// `--password-stdin` and an empty first line.
     #[error("no password on stdin")]
     NoPassword,
+    /// A NATS CLI context that was asked for cannot be used.
+    #[error("NATS context {name:?}: {cause}")]
+    Context { name: String, cause: String },
+    /// A client certificate without its key or the other way round (from the environment or
+    /// a context; the flags require each other).
+    #[error("a TLS client certificate needs both a cert and a key file")]
+    HalfTlsPair,
 }
 
 /// Reads a password from the first line of `input`.

@@ -63,6 +63,10 @@ pub const MASTER_KEY_ENV: &str = "NATS_AUTHD_MASTER_KEY";
 /// same once, in our words.
 pub const DEFAULT_LOG: &str = "info,async_nats=warn";
 
+/// Log filter of client commands when none is given: their failure is the error they print,
+/// and async-nats's own log line about it would say it a second time.
+pub const CLIENT_LOG: &str = "warn,async_nats=off";
+
 /// Log targets of async-nats that print message bodies or whole protocol lines, and the most
 /// they may log, whatever the filter says. Message bodies carry passwords (`user.create`),
 /// creds with seeds (`user.creds`) and tokens.
@@ -87,16 +91,27 @@ pub fn secret_safe_filter() -> tracing_subscriber::filter::Targets {
     )
 }
 
+/// Exit codes, as `--help` shows them.
+pub const EXIT_CODES: &str = "Exit codes:
+  0  success
+  1  any other error (an internal error of the service included)
+  2  usage or bad input (a bad flag, the service's 400, an unreadable creds file)
+  3  not found (the service's 404)
+  4  conflict (the service's 409: exists, in use, changed, inactive, refused)
+  5  no answer: no server reachable, no service running, time-out
+  6  not allowed: creds refused, a publish denied, the service's 403";
+
 /// nats-authd: accounts, users, roles and auth callout for NATS, managed over NATS.
 #[derive(Debug, Parser)]
-#[command(name = "nats-authd", version, about, long_about = None)]
+#[command(name = "nats-authd", version, about, long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Log filter (tracing syntax), e.g. `info` or `nats_authd=debug`. No level prints a
     /// secret: whatever the filter says, async-nats's protocol trace (`async_nats::connection`)
     /// is capped at debug and `async_nats::jetstream` at info, as they print message bodies
-    /// (passwords, creds).
-    #[arg(long, env = "RUST_LOG", default_value = DEFAULT_LOG, global = true)]
-    pub log: String,
+    /// (passwords, creds). Default: `info,async_nats=warn` for init/up/serve; `warn,async_nats=off`
+    /// for client commands, whose errors are printed once, in their own words.
+    #[arg(long, env = "RUST_LOG", global = true)]
+    pub log: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -126,6 +141,21 @@ pub enum Command {
     Operator(ClientArgs),
     /// Ask a running service for its status.
     Status(ClientArgs),
+}
+
+impl Command {
+    /// The connection flags of a client command; `None` for init, up and serve.
+    pub fn client(&self) -> Option<&ClientArgs> {
+        match self {
+            Command::Init(_) | Command::Up(_) | Command::Serve(_) => None,
+            Command::Account(a) => Some(&a.client),
+            Command::User(a) => Some(&a.client),
+            Command::Role(a) => Some(&a.client),
+            Command::Token(a) => Some(&a.client),
+            Command::Pending(a) => Some(&a.client),
+            Command::Operator(c) | Command::Status(c) => Some(c),
+        }
+    }
 }
 
 macro_rules! client_command {
