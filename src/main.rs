@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use nats_authd::api::ops::{GetOperator, GetStatus, ListPending};
+use nats_authd::api::ops::{GetOperator, GetStatus, ListPending, SysCreds};
 use nats_authd::api::ApiRequest;
 use nats_authd::bootstrap::{self, InitOutcome};
 use nats_authd::cli::{
@@ -163,6 +163,10 @@ async fn run(command: Command) -> Result<()> {
         Command::Token(a) => admin(&a.client, None, a.cmd.request()).await,
         Command::Operator(client) => admin(&client, None, GetOperator {}).await,
         Command::Status(client) => admin(&client, None, GetStatus {}).await,
+        Command::SysCreds(a) => {
+            let out = OutFile::of(&a.out, a.force);
+            admin(&a.client, out, SysCreds { name: Some(a.name) }).await
+        }
     }
 }
 

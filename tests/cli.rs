@@ -398,3 +398,18 @@ fn nats_url_nats_creds_and_a_nats_cli_context_select_the_server_and_creds() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("missing"), "{}", stderr(&out));
 }
+
+#[test]
+fn sys_creds_gives_an_operator_a_private_system_account_creds_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = up(dir.path(), free_port());
+    let out = nats_authd(dir.path())
+        .args(["sys-creds", "--out", "sys.creds", "--nats-url", &up.url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = dir.path().join("sys.creds");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&path).unwrap().contains("BEGIN NATS USER JWT"));
+}

@@ -196,6 +196,12 @@ impl Dispatch for crate::api::ops::GetOperator {
     }
 }
 
+impl Dispatch for crate::api::ops::SysCreds {
+    fn dispatch<S: Sender>(self, sender: &mut S) -> impl Future<Output = Result<(), S::Error>> {
+        sender.send(self)
+    }
+}
+
 impl Dispatch for crate::api::ops::GetStatus {
     fn dispatch<S: Sender>(self, sender: &mut S) -> impl Future<Output = Result<(), S::Error>> {
         sender.send(self)

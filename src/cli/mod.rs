@@ -139,6 +139,10 @@ pub enum Command {
     Pending(PendingArgs),
     /// Show the operator JWT and keys (to configure more servers).
     Operator(ClientArgs),
+    /// Creds of a system-account user, for nats-server's own requests (`nats server list`,
+    /// `report`, `ping`). Made the first time, the same user after. Keep it with the admins:
+    /// it sees every server and connection.
+    SysCreds(SysCredsArgs),
     /// Ask a running service for its status.
     Status(ClientArgs),
 }
@@ -154,6 +158,7 @@ impl Command {
             Command::Token(a) => Some(&a.client),
             Command::Pending(a) => Some(&a.client),
             Command::Operator(c) | Command::Status(c) => Some(c),
+            Command::SysCreds(a) => Some(&a.client),
         }
     }
 }
@@ -196,6 +201,23 @@ client_command!(
     PendingArgs,
     PendingCmd
 );
+
+/// `sys-creds` and its connection flags.
+#[derive(Debug, Clone, Args)]
+pub struct SysCredsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Name of the user in the system account.
+    #[arg(long, value_parser = crate::model::UserName::new, default_value = crate::names::SYS_OPERATOR_USER)]
+    pub name: crate::model::UserName,
+    /// Write the creds to this file (mode 0600) instead of stdout; an existing file is
+    /// refused unless --force is given.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+    /// Replace an existing --out file (the new file is mode 0600 whatever the old one was).
+    #[arg(long, requires = "out")]
+    pub force: bool,
+}
 
 /// Where the store and the master key are.
 #[derive(Debug, Clone, Args)]
