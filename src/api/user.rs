@@ -42,7 +42,7 @@ pub struct CreateUser {
     pub description: Option<String>,
     /// For callout logins; stored only as an argon2id hash.
     pub password: Option<Password>,
-    /// Lifetime of issued JWTs in seconds; absent: no expiry.
+    /// Lifetime of issued JWTs in seconds; absent or `0`: no expiry.
     pub jwt_ttl_secs: Option<i64>,
     /// Issue bearer JWTs (no nonce signature needed to connect).
     pub bearer_token: Option<bool>,

@@ -30,7 +30,11 @@ pub enum UserCmd {
         /// Read a password (for callout logins) from the first line of stdin.
         #[arg(long)]
         password_stdin: bool,
-        /// Lifetime of the user's JWTs in seconds.
+        /// Read the password from the first line of this file (keeps it out of shell history
+        /// and process lists).
+        #[arg(long, value_name = "PATH", conflicts_with = "password_stdin")]
+        password_file: Option<PathBuf>,
+        /// Lifetime of the user's JWTs in seconds (0 or absent: no expiry).
         #[arg(long, value_name = "SECS")]
         ttl: Option<i64>,
         /// Issue bearer JWTs.
@@ -75,6 +79,9 @@ pub enum UserCmd {
         /// Read a new password from the first line of stdin.
         #[arg(long, conflicts_with = "clear_password")]
         password_stdin: bool,
+        /// Read the new password from the first line of this file.
+        #[arg(long, value_name = "PATH", conflicts_with_all = ["password_stdin", "clear_password"])]
+        password_file: Option<PathBuf>,
         /// Remove the password.
         #[arg(long)]
         clear_password: bool,
@@ -149,6 +156,12 @@ fn tags(list: Vec<(String, String)>) -> Option<std::collections::BTreeMap<String
     (!list.is_empty()).then(|| list.into_iter().collect())
 }
 
+/// The first line of `path` as a password.
+fn password_from_file(path: &std::path::Path) -> Result<Password, CliError> {
+    let file = std::fs::File::open(path).map_err(CliError::ReadPassword)?;
+    super::client::read_password(&mut std::io::BufReader::new(file))
+}
+
 impl UserCmd {
     /// The request; `password` is called only by the commands given `--password-stdin`.
     ///
@@ -165,13 +178,18 @@ impl UserCmd {
                 role,
                 description,
                 password_stdin,
+                password_file,
                 ttl,
                 bearer,
                 tags: tag_list,
             } => UserRequest::Create(CreateUser {
                 role,
                 description,
-                password: if password_stdin { Some(password()?) } else { None },
+                password: match (&password_file, password_stdin) {
+                    (Some(path), _) => Some(password_from_file(path)?),
+                    (None, true) => Some(password()?),
+                    (None, false) => None,
+                },
                 jwt_ttl_secs: ttl,
                 bearer_token: bearer.then_some(true),
                 tags: tags(tag_list),
@@ -186,6 +204,7 @@ impl UserCmd {
                 description,
                 active,
                 password_stdin,
+                password_file,
                 clear_password,
                 ttl,
                 bearer,
@@ -197,6 +216,8 @@ impl UserCmd {
                 // The API's way to remove a password is an empty one.
                 password: if clear_password {
                     Some(Password::new(""))
+                } else if let Some(path) = &password_file {
+                    Some(password_from_file(path)?)
                 } else if password_stdin {
                     Some(password()?)
                 } else {

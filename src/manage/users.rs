@@ -132,7 +132,9 @@ impl Manager {
         let name = req.name.clone();
         let description = req.description.unwrap_or_default();
         check_len("description", &description, MAX_DESCRIPTION_LEN)?;
-        if let Some(ttl) = req.jwt_ttl_secs {
+        // 0 is "no expiry", as in an update.
+        let jwt_ttl_secs = req.jwt_ttl_secs.filter(|ttl| *ttl != 0);
+        if let Some(ttl) = jwt_ttl_secs {
             check_ttl(ttl)?;
         }
         if let Some(password) = &req.password {
@@ -153,7 +155,7 @@ impl Manager {
             UserRecord::new(account.name.clone(), name, kind, self.authority.master(), now);
         user.role = role.as_ref().map(|r| r.name.clone());
         user.description = description;
-        user.jwt_ttl_secs = req.jwt_ttl_secs;
+        user.jwt_ttl_secs = jwt_ttl_secs;
         user.bearer_token = req.bearer_token.unwrap_or(false);
         if let Some(tags) = req.tags {
             check_tags(&tags)?;
