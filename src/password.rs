@@ -387,12 +387,29 @@ mod tests {
     async fn rss_stays_flat_over_a_thousand_verifications() {
         let hasher = PasswordHasher::default();
         let phc = hasher.hash(Zeroizing::new("correct horse".into())).await.unwrap();
+        // AUTHD_RSS_BASELINE=1: the previous way (argon2's own verify_password, allocating
+        // per call, on spawn_blocking under the same permits), for a before/after.
+        let baseline = std::env::var_os("AUTHD_RSS_BASELINE").is_some();
         let before = vm_rss_kib();
         let mut peak = 0;
         for round in 0..(1000 / 64 + 1) {
             let batch = (0..64.min(1000 - round * 64)).map(|i| {
                 let pw = if i % 2 == 0 { "correct horse" } else { "wrong horse" };
-                hasher.verify(Zeroizing::new(pw.into()), phc.clone())
+                let (hasher, phc) = (hasher.clone(), phc.clone());
+                async move {
+                    if !baseline {
+                        return hasher.verify(Zeroizing::new(pw.into()), phc).await;
+                    }
+                    use argon2::password_hash::PasswordVerifier as _;
+                    let _permit = hasher.permits.acquire().await.unwrap();
+                    hasher.verified.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::spawn_blocking(move || {
+                        let parsed = PasswordHash::new(&phc).unwrap();
+                        Ok(Argon2::default().verify_password(pw.as_bytes(), &parsed).is_ok())
+                    })
+                    .await
+                    .unwrap()
+                }
             });
             for (i, ok) in futures::future::join_all(batch).await.into_iter().enumerate() {
                 assert_eq!(ok.unwrap(), i % 2 == 0);
@@ -401,7 +418,8 @@ mod tests {
         }
         let after = vm_rss_kib();
         println!(
-            "VmRSS after {} verifications on {} workers: {} MiB (before {} MiB, peak {} MiB)",
+            "{}: VmRSS after {} verifications, {} at a time: {} MiB (before {} MiB, peak {} MiB)",
+            if baseline { "baseline (allocate per verify)" } else { "worker-owned memory" },
             hasher.verifications(),
             hasher.permits.available_permits(),
             after / 1024,
