@@ -611,7 +611,7 @@ async fn storm(
         service_at.map_or("never".into(), ms)
     );
     println!(
-        "| clients (waited ≤ {} s) | 99 % back after | all back after | back | not back | extra connects (a client connecting again) | refused logins |",
+        "| clients (waited ≤ {} s) | 99 % back after | all back after | back | not back | false connects (Connected event, then refused) | refused logins |",
         STORM_WAIT.as_secs()
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
