@@ -7,6 +7,11 @@
 //! - **Failover**: which server to try next is our decision ([`next_server`], a pure function
 //!   that async-nats asks through its reconnect callback): the primary until it has failed
 //!   `primary_retries` times in a row, then the backups in order, with exponential backoff.
+//! - **Fast retry**: the server just lost (or the first one tried) is retried every
+//!   [`FAST_RETRY_DELAY`] for [`FAST_RETRY_WINDOW`] before any of that counts as a failure. A
+//!   restarted server is back in tens of milliseconds, and callout clients that reconnect to
+//!   it before the service does wait out the callout time-out and are refused: the service
+//!   must be first back, not 250 ms – 1 s later on its backoff.
 //! - **Failback**: while on a backup, a task probes the primary every `failback_interval` and,
 //!   when it answers, forces a reconnect that goes to the primary.
 //!
@@ -17,7 +22,7 @@
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::{Client, ConnectOptions, Event, ReconnectToServer, ServerAddr};
 use serde::Serialize;
@@ -32,6 +37,17 @@ use crate::model::{self, AccountName, UnixTime, UserName};
 use crate::names::{AUTH_ACCOUNT, SERVICE_USER};
 use crate::policy;
 use crate::trust;
+
+/// Delay between attempts on the server just lost, during [`FAST_RETRY_WINDOW`]. A refused
+/// connect costs a syscall; this is what bounds the gap between a restarted server listening
+/// and the service being back on it, and every client that connects in that gap waits out the
+/// callout time-out (`examples/load.rs` storm: 10 ms still let ~1 in 4 clients hit the wall).
+pub const FAST_RETRY_DELAY: Duration = Duration::from_millis(2);
+
+/// How long after losing a server it is retried every [`FAST_RETRY_DELAY`], without counting
+/// failures: a restart (typically well under a second) ends within it, a dead server delays
+/// the failover by it and then goes through `primary_retries` and the backoff as before.
+pub const FAST_RETRY_WINDOW: Duration = Duration::from_secs(1);
 
 /// How the service connects.
 #[derive(Debug, Clone)]
@@ -162,6 +178,8 @@ struct Shared {
     failures: Vec<usize>,
     /// An attempt is under way: the next callback means it failed.
     attempting: bool,
+    /// While retrying fast: the server being retried and since when (see [`FAST_RETRY_WINDOW`]).
+    fast: Option<(usize, Instant)>,
 }
 
 /// The service's connection, its state, and the failback task it owns.
@@ -277,6 +295,7 @@ pub async fn connect(
         ever_connected: false,
         failures: vec![0; settings.urls.len()],
         attempting: false,
+        fast: None,
     }));
     let (up_tx, up) = watch::channel(Link::default());
     let up_tx = Arc::new(up_tx);
@@ -363,21 +382,47 @@ fn current_url(shared: &Mutex<Shared>) -> String {
     shared.status.url.clone().unwrap_or_else(|| shared.urls[0].clone())
 }
 
-/// The reconnect callback: counts the previous attempt's failure, then applies
-/// [`next_server`].
+/// The reconnect callback: retries fast during [`FAST_RETRY_WINDOW`], else counts the
+/// previous attempt's failure and applies [`next_server`].
 fn choose(shared: &Mutex<Shared>, settings: &ConnectionSettings) -> Option<ReconnectToServer> {
     let mut shared = shared.lock().expect("connection state lock");
-    if std::mem::replace(&mut shared.attempting, true) {
-        let target = shared.target;
-        shared.failures[target] += 1;
-    }
-    let (index, delay) = if std::mem::take(&mut shared.failback) {
-        (0, Duration::ZERO)
-    } else {
-        next_server(&shared.failures, settings)
-    };
-    shared.target = index;
+    let (index, delay) = choose_at(&mut shared, settings, Instant::now());
     Some(ReconnectToServer { addr: shared.addrs[index].clone(), delay: Some(delay) })
+}
+
+/// [`choose`] at `now`: the server to try and the delay before trying it.
+fn choose_at(
+    shared: &mut Shared,
+    settings: &ConnectionSettings,
+    now: Instant,
+) -> (usize, Duration) {
+    let retrying = std::mem::replace(&mut shared.attempting, true);
+    if std::mem::take(&mut shared.failback) {
+        // A forced move to the primary, which a probe just found up: no fast retries there
+        // (if it fails, the backup is the better bet).
+        shared.fast = None;
+        shared.target = 0;
+        return (0, Duration::ZERO);
+    }
+    if !retrying {
+        // The first attempt after losing the link (or at start): immediate, then fast retries.
+        let (index, delay) = next_server(&shared.failures, settings);
+        shared.fast = Some((index, now));
+        shared.target = index;
+        return (index, delay);
+    }
+    if let Some((index, since)) = shared.fast {
+        if now.saturating_duration_since(since) < FAST_RETRY_WINDOW {
+            shared.target = index;
+            return (index, FAST_RETRY_DELAY);
+        }
+        shared.fast = None;
+    }
+    let target = shared.target;
+    shared.failures[target] += 1;
+    let (index, delay) = next_server(&shared.failures, settings);
+    shared.target = index;
+    (index, delay)
 }
 
 fn on_event(shared: &Mutex<Shared>, up: &watch::Sender<Link>, event: Event) {
@@ -515,6 +560,51 @@ mod tests {
             (0, Duration::from_secs(1)),
             "no backup: primary, capped backoff"
         );
+    }
+
+    fn shared(servers: usize) -> Shared {
+        let urls: Vec<String> =
+            (0..servers).map(|i| format!("nats://127.0.0.1:{}", 4222 + i)).collect();
+        Shared {
+            addrs: urls.iter().map(|u| ServerAddr::from_str(u).unwrap()).collect(),
+            urls,
+            status: LinkStatus {
+                state: LinkState::Connected,
+                url: None,
+                last_failover_at: None,
+                last_failback_at: None,
+                reconnects: 0,
+                disconnects: 0,
+            },
+            target: 0,
+            failback: false,
+            ever_connected: true,
+            failures: vec![0; servers],
+            attempting: false,
+            fast: None,
+        }
+    }
+
+    #[test]
+    fn a_lost_server_is_retried_fast_for_a_window_then_backed_off_and_failed_over() {
+        let s = settings(2);
+        let mut state = shared(2);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(choose_at(&mut state, &s, at(0)), (0, Duration::ZERO), "first: at once");
+        for ms in [1, 500, 999] {
+            assert_eq!(choose_at(&mut state, &s, at(ms)), (0, FAST_RETRY_DELAY), "{ms} ms");
+        }
+        assert_eq!(state.failures, [0, 0], "fast retries are not failures");
+        let window = FAST_RETRY_WINDOW.as_millis() as u64;
+        assert_eq!(choose_at(&mut state, &s, at(window)), (0, Duration::from_millis(100)));
+        assert_eq!(choose_at(&mut state, &s, at(window + 100)), (1, Duration::ZERO), "failover");
+        // Connected to the backup, then a forced failback: the primary at once, no fast phase.
+        state.attempting = false;
+        state.failures[1] = 0;
+        state.failback = true;
+        assert_eq!(choose_at(&mut state, &s, at(window + 200)), (0, Duration::ZERO));
+        assert_eq!(choose_at(&mut state, &s, at(window + 201)), (1, Duration::ZERO));
     }
 
     #[test]

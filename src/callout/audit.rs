@@ -3,9 +3,9 @@
 //! queued) once every [`Audit`] handle is dropped.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-use async_nats::Client;
+use async_nats::{Client, Subject};
 use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -15,6 +15,12 @@ use crate::names::API_PREFIX;
 
 /// Events waiting to be published; beyond that new ones are dropped (and counted).
 pub const QUEUE: usize = 4096;
+
+/// The two subjects, built once: a login costs no subject formatting.
+static ALLOWED: LazyLock<Subject> =
+    LazyLock::new(|| Subject::from(format!("{API_PREFIX}.events.auth.allowed")));
+static REFUSED: LazyLock<Subject> =
+    LazyLock::new(|| Subject::from(format!("{API_PREFIX}.events.auth.refused")));
 
 /// One audit event. No secrets.
 #[derive(Debug, Serialize)]
@@ -35,7 +41,7 @@ pub struct AuditEvent<'a> {
 /// Queues events for the publisher; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Audit {
-    events: mpsc::Sender<(String, Bytes)>,
+    events: mpsc::Sender<(Subject, Bytes)>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -43,7 +49,7 @@ pub struct Audit {
 #[derive(Debug)]
 pub struct AuditPublisher {
     client: Client,
-    events: mpsc::Receiver<(String, Bytes)>,
+    events: mpsc::Receiver<(Subject, Bytes)>,
 }
 
 impl Audit {
@@ -56,8 +62,15 @@ impl Audit {
 
     /// Queues `event`; dropped if the queue is full (a login never waits for its audit).
     pub fn send(&self, event: &AuditEvent<'_>) {
-        let subject = format!("{API_PREFIX}.events.auth.{}", event.decision);
-        let payload = Bytes::from(serde_json::to_vec(event).expect("events serialize"));
+        let subject = match event.decision {
+            "allowed" => ALLOWED.clone(),
+            "refused" => REFUSED.clone(),
+            other => Subject::from(format!("{API_PREFIX}.events.auth.{other}")),
+        };
+        // Sized for a typical event: one allocation, no regrowth.
+        let mut payload = Vec::with_capacity(256);
+        serde_json::to_writer(&mut payload, event).expect("events serialize");
+        let payload = Bytes::from(payload);
         if self.events.try_send((subject, payload)).is_err() {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {

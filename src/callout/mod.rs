@@ -14,9 +14,10 @@ pub mod directory;
 pub mod limiter;
 pub mod sessions;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::{Client, Message};
@@ -36,6 +37,7 @@ use crate::claims::{
 use crate::model::Revoked;
 use crate::model::{self, AccountName, UnixTime, UserName};
 use crate::server_api::ServerApi;
+use crate::vault::MasterKey;
 use audit::{Audit, AuditEvent, AuditPublisher};
 use authorize::{Authorizer, Decision, LoginRequest, Refusal};
 use sessions::{SessionRecord, SessionWriter, Sessions};
@@ -110,6 +112,59 @@ pub struct Callout {
     audit: Audit,
     /// Bodies of the session writer and audit publisher, run (and owned) by [`Callout::run`].
     workers: Option<(SessionWriter, AuditPublisher)>,
+    /// Accounts' user-signing keys, opened once.
+    signers: Signers,
+}
+
+/// Most opened signing keys kept; past that the cache starts over (one per account in use).
+const MAX_SIGNERS: usize = 1024;
+
+/// Opened user-signing keys by public key. Opening one (decrypting the sealed seed, deriving
+/// the ed25519 key) cost about as much as the signature itself, on every login; a public key
+/// names one seed, so a rotated key is simply another entry.
+#[derive(Default)]
+struct Signers(Mutex<HashMap<String, Arc<KeyPair>>>);
+
+impl Signers {
+    /// The user JWT for `admitted`, as [`authorize::Admitted::mint`] makes it, signed with the
+    /// cached key.
+    fn mint(
+        &self,
+        admitted: &authorize::Admitted,
+        user_nkey: &str,
+        master: &MasterKey,
+        now: UnixTime,
+    ) -> Result<String, crate::trust::TrustError> {
+        let account = &admitted.account;
+        let sealed = account.user_signer();
+        let cached = self.0.lock().expect("signer cache lock").get(&sealed.public).cloned();
+        let signer = match cached {
+            Some(signer) => signer,
+            None => {
+                let opened = Arc::new(sealed.key_pair(master)?);
+                let mut signers = self.0.lock().expect("signer cache lock");
+                if signers.len() >= MAX_SIGNERS {
+                    signers.clear();
+                }
+                signers.insert(sealed.public.clone(), Arc::clone(&opened));
+                opened
+            }
+        };
+        // The same claims as `trust::user_jwt` (a test holds them byte for byte equal).
+        let issuer_account = if sealed.public != account.public_key() {
+            account.public_key().to_string()
+        } else {
+            String::new()
+        };
+        let body = claims::User {
+            permission_limits: admitted.permissions.clone(),
+            issuer_account,
+            ..claims::User::default()
+        };
+        let mut user = Claims::new(user_nkey, body, now).with_name(admitted.user.name.as_str());
+        user.expires = Some(admitted.expires);
+        Ok(claims::encode(&user, &signer)?)
+    }
 }
 
 /// Why a request could not even be answered.
@@ -151,6 +206,7 @@ impl Callout {
             sessions,
             audit,
             workers: Some((writer, publisher)),
+            signers: Signers::default(),
         }
     }
 
@@ -375,7 +431,8 @@ impl Callout {
             return Err(Refusal::Internal);
         }
         let minted = if self.authorizer.still_valid(admitted).await {
-            admitted.mint(&request.nats.user_nkey, self.authority.master(), now).map_err(|e| {
+            let master = self.authority.master();
+            self.signers.mint(admitted, &request.nats.user_nkey, master, now).map_err(|e| {
                 tracing::error!(error = %e, "cannot mint a user JWT");
                 Refusal::Internal
             })
@@ -506,5 +563,50 @@ impl Callout {
             }
         });
         futures::future::join_all(kicks).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bootstrap::{self, InitOptions, Layout, MasterKeyOptions};
+    use crate::names::{AUTH_ACCOUNT, SERVICE_USER};
+    use crate::server_config::ServerSettings;
+
+    #[tokio::test]
+    async fn the_cached_signer_mints_exactly_what_admitted_mint_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = InitOptions {
+            layout: Layout { data_dir: dir.path().join("data"), out_dir: dir.path().join("out") },
+            master_key: MasterKeyOptions::default(),
+            server: ServerSettings {
+                host: "127.0.0.1".into(),
+                port: 4222,
+                http_port: 8222,
+                server_name: "t".into(),
+            },
+            operator_name: "t".into(),
+            xkey: false,
+        };
+        let authority = bootstrap::init(&options, model::now()).await.unwrap().authority;
+        let auth = AccountName::new(AUTH_ACCOUNT).unwrap();
+        let account = authority.account(&auth).await.unwrap();
+        let user = authority.user(&auth, &UserName::new(SERVICE_USER).unwrap()).await.unwrap();
+        let now = model::now();
+        let admitted = authorize::Admitted {
+            permissions: crate::policy::user_permissions(&user, None),
+            account,
+            user,
+            expires: now + 600,
+            token_id: None,
+            cached: false,
+        };
+        let nkey = KeyPair::new_user().public_key();
+        let master = authority.master();
+        let signers = Signers::default();
+        let expected = admitted.mint(&nkey, master, now).unwrap();
+        assert_eq!(signers.mint(&admitted, &nkey, master, now).unwrap(), expected, "opened");
+        assert_eq!(signers.mint(&admitted, &nkey, master, now).unwrap(), expected, "cached");
+        assert_eq!(signers.0.lock().unwrap().len(), 1);
     }
 }
