@@ -1,5 +1,7 @@
 //! Tenant accounts: create, read, update, delete.
 
+use std::collections::HashMap;
+
 use super::{check_len, check_limit, ManageError, Manager, Noun, Revoked, MAX_DESCRIPTION_LEN};
 use crate::api::account::{
     AccountRef, AccountView, CreateAccount, DeleteAccount, Deleted, ExportInput, ImportInput,
@@ -70,6 +72,26 @@ fn self_service_import(auth: &AccountRecord) -> Import {
 }
 
 impl Manager {
+    /// Tenant account names by public key: imports name their exporter by key in the JWT
+    /// and by name in the API.
+    async fn tenant_names(&self) -> Result<HashMap<String, AccountName>, ManageError> {
+        let accounts = self.authority.db().list::<AccountRecord>("").await?;
+        Ok(accounts
+            .into_iter()
+            .filter(|a| a.kind == AccountKind::Tenant)
+            .map(|a| (a.public_key().to_string(), a.name))
+            .collect())
+    }
+
+    /// The API view of `account` (its imports by exporter name).
+    pub(crate) async fn account_view(
+        &self,
+        account: &AccountRecord,
+    ) -> Result<AccountView, ManageError> {
+        let names = self.tenant_names().await?;
+        Ok(AccountView::of(account, |key| names.get(key).cloned()))
+    }
+
     async fn tenant(&self, name: &AccountName) -> Result<AccountRecord, ManageError> {
         let account = self.authority.account(name).await?;
         if account.kind != AccountKind::Tenant {
@@ -175,7 +197,7 @@ impl Manager {
         self.enqueue(&mut batch, &account, false, now);
         self.commit(batch).await?;
         self.await_pushed(&account).await;
-        Ok(AccountView::from(&account))
+        self.account_view(&account).await
     }
 
     /// One account.
@@ -184,7 +206,7 @@ impl Manager {
     /// 400 for a bad name, 404 if absent.
     pub async fn get_account(&self, req: AccountRef) -> Result<AccountView, ManageError> {
         let name = req.name;
-        Ok(AccountView::from(&self.authority.account(&name).await?))
+        self.account_view(&self.authority.account(&name).await?).await
     }
 
     /// Every account, built-in ones included.
@@ -193,7 +215,8 @@ impl Manager {
     /// Store failures.
     pub async fn list_accounts(&self) -> Result<Vec<AccountView>, ManageError> {
         let accounts = self.authority.db().list::<AccountRecord>("").await?;
-        Ok(accounts.iter().map(AccountView::from).collect())
+        let names = self.tenant_names().await?;
+        Ok(accounts.iter().map(|a| AccountView::of(a, |key| names.get(key).cloned())).collect())
     }
 
     /// Changes a tenant account and queues its JWT.
@@ -244,7 +267,7 @@ impl Manager {
             account.active = active;
         }
         if account == current {
-            return Ok(AccountView::from(&account));
+            return self.account_view(&account).await;
         }
         account.updated_at = now;
 
@@ -261,7 +284,7 @@ impl Manager {
         }
         // No wait for the push here: the servers hold the account already, and a client
         // sending a hundred updates in a row gets them coalesced into a few pushes.
-        Ok(AccountView::from(&account))
+        self.account_view(&account).await
     }
 
     /// Deletes a tenant account (and with `cascade` its users and roles), and queues its

@@ -203,7 +203,9 @@ impl Manager {
         if let Some(limits) = &req.limits {
             apply_limits(&mut role, limits)?;
         }
-        if let Some(rights) = req.self_service {
+        // Rights equal to what the role has now (the defaults, if never set) change nothing:
+        // a `get` sent back must leave the record as it is.
+        if let Some(rights) = req.self_service.filter(|r| *r != current.self_service()) {
             role.self_service = Some(rights);
         }
         let mut batch = Batch::new();

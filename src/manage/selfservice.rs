@@ -360,8 +360,6 @@ impl Manager {
     ) -> Result<UserView, ManageError> {
         caller.require(Right::Admin)?;
         let request = UpdateUser {
-            account: caller.account.name.clone(),
-            name: req.name,
             role: req.role,
             description: req.description,
             active: req.active,
@@ -369,6 +367,7 @@ impl Manager {
             jwt_ttl_secs: req.jwt_ttl_secs,
             bearer_token: req.bearer_token,
             tags: req.tags,
+            ..UpdateUser::new(caller.account.name.clone(), req.name)
         };
         let view = self.update_user(request, now).await?;
         Self::audit_tenant_admin(caller, "user.update", &view.name);
