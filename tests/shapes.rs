@@ -1,9 +1,13 @@
 //! One shape per record, in and out: what `get` answers, sent back to `update` unchanged,
-//! is accepted and changes nothing. Against a real nats-server.
+//! is accepted and changes nothing; and lists of any size, in pages. Against a real
+//! nats-server.
 
 mod common;
 
-use common::{drained, Stack};
+use common::{account_name, drained, user_name, Stack};
+use nats_authd::api::account::{CreateAccount, ListAccounts};
+use nats_authd::api::user::{CreateUser, UserListRef, UserView};
+use nats_authd::api::Page;
 use nats_authd::client::AdminClient;
 use serde_json::{json, Value};
 
@@ -131,4 +135,71 @@ async fn an_edited_get_is_a_valid_update() {
     let updated = admin.call("account.update", &account).await.unwrap();
     assert_eq!(updated["limits"]["connections"], 7);
     assert_eq!(updated["imports"], account["imports"]);
+}
+
+/// Users a page test makes: more than two full pages.
+const MANY: usize = 2_500;
+
+#[tokio::test]
+async fn thousands_of_users_are_listed_through_pages_each_within_its_limit_and_max_payload() {
+    let stack = Stack::start().await;
+    let _service = stack.serve();
+    let admin = stack.admin().await;
+    admin.send(&CreateAccount::new(account_name("acme"))).await.unwrap();
+    // Straight through the domain (no NATS round trip, no password hash): fast. Long
+    // descriptions make a page of 1000 larger than the server's 1 MiB max payload.
+    let manager = stack.manager();
+    let description = "d".repeat(1000);
+    for i in 0..MANY {
+        let request = CreateUser {
+            description: Some(description.clone()),
+            ..CreateUser::new(account_name("acme"), user_name(&format!("user{i:05}")))
+        };
+        manager.create_user(request, nats_authd::model::now()).await.unwrap();
+    }
+
+    let max_payload = admin.nats().server_info().max_payload;
+    let mut request = UserListRef { limit: Some(1000), ..UserListRef::new(account_name("acme")) };
+    let mut names = Vec::new();
+    let mut pages = 0;
+    loop {
+        let raw = admin.call("user.list", &serde_json::to_value(&request).unwrap()).await.unwrap();
+        assert!(raw.to_string().len() <= max_payload, "a page exceeds the max payload");
+        let page: Page<UserView> = serde_json::from_value(raw).unwrap();
+        assert!(page.items.len() <= 1000, "a page holds more than its limit");
+        pages += 1;
+        names.extend(page.items.into_iter().map(|u| u.name));
+        match page.next {
+            Some(next) => request.cursor = Some(next),
+            None => break,
+        }
+    }
+    let want: Vec<String> = (0..MANY).map(|i| format!("user{i:05}")).collect();
+    assert_eq!(names, want, "pages skipped or repeated users");
+    assert!(pages > 3, "pages of 1000 users of 1 KiB each were not cut to fit ({pages} pages)");
+
+    // The client's helper follows the pages too; small pages keep to their limit.
+    let small = UserListRef { limit: Some(7), ..UserListRef::new(account_name("acme")) };
+    let first = admin.send(&small).await.unwrap();
+    assert_eq!(first.items.len(), 7);
+    assert_eq!(admin.list_all(&UserListRef::new(account_name("acme"))).await.unwrap().len(), MANY);
+}
+
+#[tokio::test]
+async fn a_bad_limit_or_a_foreign_cursor_is_refused_with_a_clear_error() {
+    let stack = Stack::start().await;
+    let _service = stack.serve();
+    let admin = stack.admin().await;
+    admin.send(&CreateAccount::new(account_name("acme"))).await.unwrap();
+    for (body, says) in [
+        (json!({"account": "acme", "limit": 0}), "limit 0 is out of range"),
+        (json!({"account": "acme", "limit": 1001}), "limit 1001 is out of range"),
+        (json!({"account": "acme", "cursor": "other/u1"}), "is not from this list"),
+    ] {
+        let err = admin.call("user.list", &body).await.unwrap_err();
+        assert_eq!(err.code(), Some(400), "{body}: {err}");
+        assert!(err.to_string().contains(says), "{body}: {err}");
+    }
+    let accounts = admin.list_all(&ListAccounts::default()).await.unwrap();
+    assert!(accounts.iter().any(|a| a.name == "acme"));
 }

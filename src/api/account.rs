@@ -240,9 +240,14 @@ impl UpdateAccount {
 }
 
 /// `account.list`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListAccounts {}
+pub struct ListAccounts {
+    /// Most items in the answer (default 500, at most 1000).
+    pub limit: Option<u32>,
+    /// The `next` of the previous page; absent: from the start.
+    pub cursor: Option<String>,
+}
 
 impl ApiRequest for CreateAccount {
     const ENDPOINT: Endpoint = Endpoint::AccountCreate;
@@ -270,5 +275,9 @@ impl ApiRequest for DeleteAccount {
 
 requests! {
     AccountRef => AccountGet, AccountView;
-    ListAccounts => AccountList, Vec<AccountView>;
+    ListAccounts => AccountList, super::Page<AccountView>;
+}
+
+super::paged! {
+    ListAccounts => AccountView;
 }

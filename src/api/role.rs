@@ -122,6 +122,17 @@ pub struct RoleRef {
 #[serde(deny_unknown_fields)]
 pub struct RoleListRef {
     pub account: AccountName,
+    /// Most items in the answer (default 500, at most 1000).
+    pub limit: Option<u32>,
+    /// The `next` of the previous page; absent: from the start.
+    pub cursor: Option<String>,
+}
+
+impl RoleListRef {
+    /// The first page of `account`'s roles.
+    pub fn new(account: AccountName) -> Self {
+        RoleListRef { account, limit: None, cursor: None }
+    }
 }
 
 /// A role as the API shows it, in the shape `role.update` takes: the fields of
@@ -223,7 +234,11 @@ pub struct DeleteRole(pub RoleRef);
 requests! {
     CreateRole => RoleCreate, RoleView;
     RoleRef => RoleGet, RoleView;
-    RoleListRef => RoleList, Vec<RoleView>;
+    RoleListRef => RoleList, super::Page<RoleView>;
     UpdateRole => RoleUpdate, RoleView;
     DeleteRole => RoleDelete, RoleView;
+}
+
+super::paged! {
+    RoleListRef => RoleView;
 }

@@ -115,6 +115,17 @@ pub struct GetCreds(pub UserRef);
 #[serde(deny_unknown_fields)]
 pub struct UserListRef {
     pub account: AccountName,
+    /// Most items in the answer (default 500, at most 1000).
+    pub limit: Option<u32>,
+    /// The `next` of the previous page; absent: from the start.
+    pub cursor: Option<String>,
+}
+
+impl UserListRef {
+    /// The first page of `account`'s users.
+    pub fn new(account: AccountName) -> Self {
+        UserListRef { account, limit: None, cursor: None }
+    }
 }
 
 /// A user as the API shows it (no seed, no hash), in the shape `user.update` takes: the
@@ -251,6 +262,10 @@ impl ApiRequest for RegenerateUser {
 requests! {
     CreateUser => UserCreate, UserView;
     UserRef => UserGet, UserView;
-    UserListRef => UserList, Vec<UserView>;
+    UserListRef => UserList, super::Page<UserView>;
     GetCreds => UserCreds, CredsView;
+}
+
+super::paged! {
+    UserListRef => UserView;
 }

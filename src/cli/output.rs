@@ -105,6 +105,10 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 
 /// Renders the answer of `endpoint` for people.
 pub fn render(endpoint: &str, answer: &Value) -> String {
+    // A list page (or all pages, followed): its items as a table.
+    if let Some(items) = answer.get("items").filter(|i| i.is_array()) {
+        return render(endpoint, items);
+    }
     match answer {
         Value::Array(items) => {
             if items.is_empty() {

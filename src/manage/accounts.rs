@@ -2,11 +2,14 @@
 
 use std::collections::HashMap;
 
-use super::{check_len, check_limit, ManageError, Manager, Noun, Revoked, MAX_DESCRIPTION_LEN};
+use super::{
+    check_len, check_limit, ManageError, Manager, Noun, PageSpec, Revoked, MAX_DESCRIPTION_LEN,
+};
 use crate::api::account::{
     AccountRef, AccountView, CreateAccount, DeleteAccount, Deleted, ExportInput, ImportInput,
-    LimitsInput, UpdateAccount,
+    LimitsInput, ListAccounts, UpdateAccount,
 };
+use crate::api::Page;
 use crate::claims::{Export, Import, OperatorLimits};
 use crate::model::{
     AccountKind, AccountName, AccountRecord, RoleName, RoleRecord, Subject, UnixTime, UserRecord,
@@ -209,14 +212,27 @@ impl Manager {
         self.account_view(&self.authority.account(&name).await?).await
     }
 
-    /// Every account, built-in ones included.
+    /// One page of every account, built-in ones included.
     ///
     /// # Errors
     /// Store failures.
-    pub async fn list_accounts(&self) -> Result<Vec<AccountView>, ManageError> {
-        let accounts = self.authority.db().list::<AccountRecord>("").await?;
+    pub async fn list_accounts(
+        &self,
+        req: ListAccounts,
+        max_payload: usize,
+    ) -> Result<Page<AccountView>, ManageError> {
+        let spec = PageSpec::new(req.limit, req.cursor, "", max_payload)?;
+        let rows = self
+            .authority
+            .db()
+            .list_page::<AccountRecord>("", spec.after.as_deref(), spec.limit + 1)
+            .await?;
         let names = self.tenant_names().await?;
-        Ok(accounts.iter().map(|a| AccountView::of(a, |key| names.get(key).cloned())).collect())
+        let views = rows
+            .into_iter()
+            .map(|(k, a)| (k, AccountView::of(&a, |key| names.get(key).cloned())))
+            .collect();
+        spec.page(views)
     }
 
     /// Changes a tenant account and queues its JWT.
