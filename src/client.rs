@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_nats::Client;
 use serde_json::Value;
 
-use crate::api::ApiRequest;
+use crate::api::{ApiRequest, PagedRequest};
 use crate::service::dedup::REQUEST_ID_HEADER;
 
 /// How long one attempt waits before it is sent again.
@@ -194,6 +194,14 @@ impl ConnectSpec {
     }
 }
 
+/// A page whose `next` is the cursor that asked for it: following it would never end.
+fn stuck(prefix: &str, endpoint: &str, cursor: &str) -> ClientError {
+    ClientError::Decode {
+        subject: format!("{prefix}.{endpoint}"),
+        cause: format!("the page after cursor {cursor:?} names the same cursor"),
+    }
+}
+
 /// Sends management requests under a subject prefix.
 #[derive(Debug, Clone)]
 pub struct AdminClient {
@@ -302,6 +310,69 @@ impl AdminClient {
             subject: format!("{}.{subject}", self.prefix),
             cause: e.to_string(),
         })
+    }
+
+    /// Every item of a list: sends `request`, then again with each page's `next` as the
+    /// cursor until the last page.
+    ///
+    /// # Errors
+    /// As [`AdminClient::send`], and [`ClientError::Decode`] if a page's cursor does not move.
+    pub async fn list_all<R: PagedRequest>(
+        &self,
+        request: &R,
+    ) -> Result<Vec<R::Item>, ClientError> {
+        let mut request = request.clone();
+        let mut items = Vec::new();
+        loop {
+            let page = self.send(&request).await?;
+            items.extend(page.items);
+            match page.next {
+                None => return Ok(items),
+                Some(next) => {
+                    let cursor = request.cursor_mut();
+                    if cursor.as_deref() == Some(next.as_str()) {
+                        return Err(stuck(&self.prefix, R::ENDPOINT.subject(), &next));
+                    }
+                    *cursor = Some(next);
+                }
+            }
+        }
+    }
+
+    /// The rest of a list whose first page is `first` (the answer to `request` on
+    /// `endpoint`), as untyped JSON: `{"items": [every item]}`. For callers holding a request
+    /// only as JSON (the CLI); others use [`AdminClient::list_all`].
+    ///
+    /// # Errors
+    /// As [`AdminClient::call`], and [`ClientError::Decode`] if a reply is not a page.
+    pub async fn rest_of_pages(
+        &self,
+        endpoint: &str,
+        mut request: Value,
+        mut first: Value,
+    ) -> Result<Value, ClientError> {
+        let not_a_page = || ClientError::Decode {
+            subject: format!("{}.{endpoint}", self.prefix),
+            cause: "not a page: no `items` list".into(),
+        };
+        let mut items = match first.get_mut("items").map(Value::take) {
+            Some(Value::Array(items)) => items,
+            _ => return Err(not_a_page()),
+        };
+        let mut next = first.get("next").and_then(Value::as_str).map(String::from);
+        while let Some(cursor) = next {
+            if request.get("cursor").and_then(Value::as_str) == Some(cursor.as_str()) {
+                return Err(stuck(&self.prefix, endpoint, &cursor));
+            }
+            request["cursor"] = Value::String(cursor);
+            let mut page = self.call(endpoint, &request).await?;
+            match page.get_mut("items").map(Value::take) {
+                Some(Value::Array(more)) => items.extend(more),
+                _ => return Err(not_a_page()),
+            }
+            next = page.get("next").and_then(Value::as_str).map(String::from);
+        }
+        Ok(serde_json::json!({ "items": items }))
     }
 
     /// Sends `body` as JSON to `<prefix>.<endpoint>`.

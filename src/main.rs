@@ -303,7 +303,13 @@ impl Sender for Admin {
             Err(e) => return Err(e.into()),
         };
         wait_for_push(&self.api, &request).await;
-        let answer = serde_json::to_value(&reply).context("showing the answer")?;
+        let mut answer = serde_json::to_value(&reply).context("showing the answer")?;
+        let endpoint = R::ENDPOINT.subject();
+        if endpoint.ends_with(".list") {
+            // Lists come in pages: show them all.
+            let request = serde_json::to_value(&request).context("sending the request")?;
+            answer = self.api.rest_of_pages(endpoint, request, answer).await?;
+        }
         if let Some(creds) = answer.get("creds").and_then(|c| c.as_str()).filter(|_| !self.json) {
             return match &self.out {
                 Some(out) => write_creds(out, creds),
@@ -344,7 +350,7 @@ async fn wait_for_push<R: ApiRequest>(api: &AdminClient, request: &R) {
     let Some(account) = request.pushed_account() else { return };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < deadline {
-        let Ok(pending) = api.send(&ListPending {}).await else { return };
+        let Ok(pending) = api.list_all(&ListPending::default()).await else { return };
         match pending.iter().find(|p| &p.account == account).map(|p| &p.state) {
             None => return,
             Some(PendingState::Failed { reason, .. }) => {

@@ -108,7 +108,7 @@ async fn api_tokens_and_secrets_in_auth_token_only() {
     let token = created["token"].as_str().unwrap().to_string();
     assert!(token.starts_with("authd_"));
     let listed = s.admin.call("token.list", &json!({ "account": "acme" })).await.unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
     assert!(!listed.to_string().contains(&token[23..]), "a listed token shows its secret");
 
     let (client, mut events) =

@@ -45,7 +45,11 @@ async fn pending_pushes_survive_kill_9_and_go_out_after_restart() {
         };
         manager.create_user(u, now).await.unwrap();
         // AUTH is not: its allowed accounts are "*", so its JWT does not change with tenants.
-        assert_eq!(manager.pending().await.unwrap().len(), 3, "a1..a3 are queued");
+        assert_eq!(
+            manager.pending(Default::default(), 1 << 20).await.unwrap().items.len(),
+            3,
+            "a1..a3 are queued"
+        );
     }
     stack.server.take().unwrap().stop(Duration::from_secs(5)).await;
     stack.release_store();
@@ -70,7 +74,7 @@ async fn pending_pushes_survive_kill_9_and_go_out_after_restart() {
         status.queue_depth == 0 && status.failed_pushes == 0
     })
     .await;
-    let accounts = admin.send(&ListAccounts {}).await.unwrap();
+    let accounts = admin.list_all(&ListAccounts::default()).await.unwrap();
     let names: Vec<&str> = accounts.iter().map(|a| a.name.as_str()).collect();
     for name in ["a1", "a2", "a3"] {
         assert!(names.contains(&name), "{name} lost: {names:?}");

@@ -199,7 +199,13 @@ async fn changes_made_while_the_server_is_down_reach_it_when_it_starts() {
     let now = nats_authd::model::now();
     let offline = CreateAccount::new(account_name("offline"));
     let view = manager.create_account(offline, now).await.unwrap();
-    assert!(manager.pending().await.unwrap().iter().any(|p| p.account_key == view.public_key));
+    assert!(manager
+        .pending(Default::default(), 1 << 20)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .any(|p| p.account_key == view.public_key));
 
     stack.start_server().await;
     let service = stack.service_client().await;
@@ -264,6 +270,6 @@ async fn tenant_users_cannot_reach_the_management_api() {
     drained(&admin).await;
     let (tenant, _) = stack.connect_creds(&creds(&admin, "acme", "u").await).await;
     let sneaky = AdminClient::new(tenant, "authd", Duration::from_millis(500));
-    let err = sneaky.send(&ListAccounts {}).await.unwrap_err();
+    let err = sneaky.send(&ListAccounts::default()).await.unwrap_err();
     assert!(matches!(err, ClientError::Request { .. }), "a tenant reached the API: {err}");
 }

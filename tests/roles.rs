@@ -85,10 +85,11 @@ async fn an_edit_replaces_only_the_lists_it_gives() {
         } else {
             update.subscribe = Some(edit);
         }
+        let want = (PermissionInput::of(&want_pub), PermissionInput::of(&want_sub));
         let view = admin.send(&update).await.unwrap();
-        assert_eq!((&view.publish, &view.subscribe), (&want_pub, &want_sub));
+        assert_eq!((&view.publish, &view.subscribe), (&want.0, &want.1));
         let stored = admin.send(&RoleRef::new(acme(), sensor())).await.unwrap();
-        assert_eq!((&stored.publish, &stored.subscribe), (&want_pub, &want_sub));
+        assert_eq!((&stored.publish, &stored.subscribe), (&want.0, &want.1));
     }
 
     // The case that used to widen: a deny alone on a role with an allow list.

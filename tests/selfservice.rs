@@ -195,10 +195,8 @@ async fn dev1_reaches_nothing_of_dev2_by_payload_subject_or_forged_header() {
     let id = dev2_token["id"].as_str().unwrap();
     assert_eq!(code(dev1.call("self.token.revoke", &json!({ "id": id })).await), 404);
     assert_eq!(
-        s.admin
-            .call("token.list", &json!({"account": "acme", "user": "dev2"}))
-            .await
-            .unwrap()
+        s.admin.call("token.list", &json!({"account": "acme", "user": "dev2"})).await.unwrap()
+            ["items"]
             .as_array()
             .unwrap()
             .len(),

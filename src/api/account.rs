@@ -6,10 +6,12 @@ use super::{requests, ApiRequest, Endpoint};
 use crate::claims::{Export, ExportType, Import, OperatorLimits};
 use crate::model::{AccountKind, AccountName, AccountRecord, UnixTime};
 
-/// Account limits as the API takes them; every field optional, `-1` is unlimited.
+/// Account limits, one shape both ways: `get` shows every field, `create`/`update` take any of
+/// them (an absent field stays as it is). `-1` is unlimited. The JWT's own names (`conn`,
+/// `subs`, `leaf`, ...) never reach the API.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LimitsInput {
+pub struct Limits {
     pub connections: Option<i64>,
     pub subscriptions: Option<i64>,
     pub data: Option<i64>,
@@ -33,6 +35,35 @@ pub struct ExportInput {
     #[serde(rename = "type")]
     pub kind: ExportType,
     pub name: Option<String>,
+}
+
+/// The old name of [`Limits`], kept so callers written against it still build.
+pub type LimitsInput = Limits;
+
+impl Limits {
+    /// The API shape of the limits an account's JWT carries.
+    pub fn of(l: &OperatorLimits) -> Self {
+        Limits {
+            connections: Some(l.conn),
+            subscriptions: Some(l.subs),
+            data: Some(l.data),
+            payload: Some(l.payload),
+            imports: Some(l.imports),
+            exports: Some(l.exports),
+            leaf_nodes: Some(l.leaf_node_conn),
+            mem_storage: Some(l.memory_storage),
+            disk_storage: Some(l.disk_storage),
+            streams: Some(l.streams),
+            consumers: Some(l.consumer),
+        }
+    }
+}
+
+impl ExportInput {
+    /// The API shape of an export in the account's JWT.
+    pub fn of(e: &Export) -> Self {
+        ExportInput { subject: e.subject.clone(), kind: e.kind, name: Some(e.name.clone()) }
+    }
 }
 
 /// A stream or service taken from another of our accounts, by name.
@@ -74,6 +105,19 @@ pub struct UpdateAccount {
     pub imports: Option<Vec<ImportInput>>,
     /// Role given to users created without one; `""` clears it.
     pub default_role: Option<String>,
+    /// Read-only fields of [`AccountView`]: accepted so a `get` can be sent back, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<AccountKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_keys: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_imports: Option<Vec<Import>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<UnixTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<UnixTime>,
 }
 
 /// `account.get`.
@@ -93,36 +137,66 @@ pub struct DeleteAccount {
     pub cascade: bool,
 }
 
-/// An account as the API shows it: no seeds.
+/// An account as the API shows it (no seeds), in the shape `account.update` takes: the
+/// fields of [`UpdateAccount`] with the same names and types, plus read-only fields
+/// (`public_key`, `kind`, `signing_keys`, `created_at`, `updated_at`, `other_imports`) that
+/// `update` accepts and ignores. So a `get`, edited, is a valid `update`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountView {
     pub name: String,
-    pub public_key: String,
-    pub kind: AccountKind,
     pub description: String,
     pub active: bool,
+    pub limits: Limits,
+    pub exports: Vec<ExportInput>,
+    /// Imports from our other tenant accounts, by the exporter's name.
+    pub imports: Vec<ImportInput>,
+    /// `""` when there is none (and `""` in an update clears it).
+    pub default_role: String,
+    /// Read-only.
+    pub public_key: String,
+    /// Read-only.
+    pub kind: AccountKind,
+    /// Read-only.
     pub signing_keys: Vec<String>,
-    pub limits: OperatorLimits,
-    pub imports: Vec<Import>,
-    pub exports: Vec<Export>,
-    pub default_role: Option<String>,
+    /// Read-only: imports `update` does not manage (nats-authd's own self-service import,
+    /// the imports of built-in accounts, an import whose exporter is gone), as the JWT has them.
+    pub other_imports: Vec<Import>,
+    /// Read-only.
     pub created_at: UnixTime,
+    /// Read-only.
     pub updated_at: UnixTime,
 }
 
-impl From<&AccountRecord> for AccountView {
-    fn from(a: &AccountRecord) -> Self {
+impl AccountView {
+    /// The view of `a`; `exporter` names the tenant account holding a public key, if any
+    /// (imports name their exporter by key in the JWT and by name in the API).
+    pub fn of(a: &AccountRecord, exporter: impl Fn(&str) -> Option<AccountName>) -> Self {
+        let mut imports = Vec::new();
+        let mut other_imports = Vec::new();
+        for i in &a.imports {
+            match exporter(&i.account).filter(|_| a.kind == AccountKind::Tenant && !i.share) {
+                Some(account) => imports.push(ImportInput {
+                    account,
+                    subject: i.subject.clone(),
+                    kind: i.kind,
+                    local_subject: (!i.local_subject.is_empty()).then(|| i.local_subject.clone()),
+                    name: Some(i.name.clone()),
+                }),
+                None => other_imports.push(i.clone()),
+            }
+        }
         AccountView {
             name: a.name.to_string(),
-            public_key: a.public_key().to_string(),
-            kind: a.kind,
             description: a.description.clone(),
             active: a.active,
+            limits: Limits::of(&a.limits),
+            exports: a.exports.iter().map(ExportInput::of).collect(),
+            imports,
+            default_role: a.default_role.as_ref().map(ToString::to_string).unwrap_or_default(),
+            public_key: a.public_key().to_string(),
+            kind: a.kind,
             signing_keys: a.signing_keys.iter().map(|k| k.public.clone()).collect(),
-            limits: a.limits.clone(),
-            imports: a.imports.clone(),
-            exports: a.exports.clone(),
-            default_role: a.default_role.as_ref().map(ToString::to_string),
+            other_imports,
             created_at: a.created_at,
             updated_at: a.updated_at,
         }
@@ -155,14 +229,25 @@ impl UpdateAccount {
             exports: None,
             imports: None,
             default_role: None,
+            public_key: None,
+            kind: None,
+            signing_keys: None,
+            other_imports: None,
+            created_at: None,
+            updated_at: None,
         }
     }
 }
 
 /// `account.list`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListAccounts {}
+pub struct ListAccounts {
+    /// Most items in the answer (default 500, at most 1000).
+    pub limit: Option<u32>,
+    /// The `next` of the previous page; absent: from the start.
+    pub cursor: Option<String>,
+}
 
 impl ApiRequest for CreateAccount {
     const ENDPOINT: Endpoint = Endpoint::AccountCreate;
@@ -190,5 +275,9 @@ impl ApiRequest for DeleteAccount {
 
 requests! {
     AccountRef => AccountGet, AccountView;
-    ListAccounts => AccountList, Vec<AccountView>;
+    ListAccounts => AccountList, super::Page<AccountView>;
+}
+
+super::paged! {
+    ListAccounts => AccountView;
 }

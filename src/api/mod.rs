@@ -158,9 +158,13 @@ impl Endpoint {
             E::AccountGet => {
                 info("account.get", false, "Show one account", "AccountRef", "AccountView")
             }
-            E::AccountList => {
-                info("account.list", false, "List every account", "Empty", "[AccountView]")
-            }
+            E::AccountList => info(
+                "account.list",
+                false,
+                "List every account",
+                "ListAccounts",
+                "Page<AccountView>",
+            ),
             E::AccountUpdate => info(
                 "account.update",
                 true,
@@ -188,7 +192,7 @@ impl Endpoint {
                 false,
                 "List the users of an account",
                 "UserListRef",
-                "[UserView]",
+                "Page<UserView>",
             ),
             E::UserUpdate => info(
                 "user.update",
@@ -221,7 +225,7 @@ impl Endpoint {
                 false,
                 "List the roles of an account",
                 "RoleListRef",
-                "[RoleView]",
+                "Page<RoleView>",
             ),
             E::RoleUpdate => info(
                 "role.update",
@@ -254,8 +258,8 @@ impl Endpoint {
                 "pending.list",
                 false,
                 "Queued and failed account pushes",
-                "Empty",
-                "[PendingUpdate]",
+                "ListPending",
+                "Page<PendingUpdate>",
             ),
             E::PendingRetry => {
                 info("pending.retry", true, "Queue failed pushes again", "RetryRequest", "Retried")
@@ -272,7 +276,7 @@ impl Endpoint {
                 false,
                 "List tokens, never their secrets",
                 "ListTokens",
-                "[TokenView]",
+                "Page<TokenView>",
             ),
             E::TokenRevoke => info(
                 "token.revoke",
@@ -463,6 +467,44 @@ pub trait ApiRequest: Serialize {
         None
     }
 }
+
+/// Items in a list page when the request names no `limit`.
+pub const DEFAULT_PAGE: u32 = 500;
+/// Most items a list request may ask for in one page.
+pub const MAX_PAGE: u32 = 1000;
+
+/// One page of a list: every `*.list` endpoint answers this. `next` is the cursor for the
+/// following page (send it back as `cursor`), absent on the last page. A page may hold fewer
+/// items than `limit` (never more): the service keeps each reply under the server's max
+/// payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// A list request: it answers [`Page`]s and takes the `cursor` of the next one, so a client
+/// can follow pages (`AdminClient::list_all`).
+pub trait PagedRequest: ApiRequest<Reply = Page<Self::Item>> + Clone {
+    /// What the pages hold.
+    type Item: DeserializeOwned;
+    /// Where the request keeps its cursor.
+    fn cursor_mut(&mut self) -> &mut Option<String>;
+}
+
+/// Implements [`PagedRequest`] for list requests with `cursor` fields: `Request => Item;`.
+macro_rules! paged {
+    ($($request:ty => $item:ty;)*) => {
+        $(impl $crate::api::PagedRequest for $request {
+            type Item = $item;
+            fn cursor_mut(&mut self) -> &mut Option<String> {
+                &mut self.cursor
+            }
+        })*
+    };
+}
+pub(crate) use paged;
 
 /// An empty request: list endpoints take no input.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -33,10 +33,15 @@ pub struct SysCreds {
     pub name: Option<UserName>,
 }
 
-/// `pending.list`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `pending.list`, by account name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListPending {}
+pub struct ListPending {
+    /// Most items in the answer (default 500, at most 1000).
+    pub limit: Option<u32>,
+    /// The `next` of the previous page; absent: from the start.
+    pub cursor: Option<String>,
+}
 
 /// `pending.retry`: all failed pushes, or one account's.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +64,10 @@ pub struct GetStatus {}
 requests! {
     SysCreds => OperatorSysCreds, CredsView;
     GetOperator => OperatorGet, OperatorView;
-    ListPending => PendingList, Vec<PendingUpdate>;
+    ListPending => PendingList, super::Page<PendingUpdate>;
     RetryPending => PendingRetry, Retried;
+}
+
+super::paged! {
+    ListPending => PendingUpdate;
 }

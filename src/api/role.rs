@@ -25,7 +25,15 @@ impl PermissionInput {
     }
 }
 
-/// Permission to answer requests: how many replies, for how long.
+impl PermissionInput {
+    /// The API shape of stored lists: both given, so sending it back replaces nothing.
+    pub fn of(p: &Permission) -> Self {
+        PermissionInput { allow: Some(p.allow.clone()), deny: Some(p.deny.clone()) }
+    }
+}
+
+/// Permission to answer requests: how many replies, for how long. One shape both ways
+/// (the JWT's nanosecond `ttl` never reaches the API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResponseInput {
@@ -35,14 +43,25 @@ pub struct ResponseInput {
     pub ttl_ms: i64,
 }
 
-/// Per-user limits of a role; `-1` is unlimited.
+impl ResponseInput {
+    /// The API shape of a stored response permission.
+    pub fn of(r: &ResponsePermission) -> Self {
+        ResponseInput { max: r.max_msgs, ttl_ms: r.ttl_nanos / 1_000_000 }
+    }
+}
+
+/// Per-user limits of a role, one shape both ways (nested under `limits`); `-1` is
+/// unlimited; in an update an absent field stays as it is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RoleLimitsInput {
+pub struct RoleLimits {
     pub subs: Option<i64>,
     pub data: Option<i64>,
     pub payload: Option<i64>,
 }
+
+/// The old name of [`RoleLimits`], kept so callers written against it still build.
+pub type RoleLimitsInput = RoleLimits;
 
 /// `role.create`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +102,11 @@ pub struct UpdateRole {
     /// Replaces its self-service rights (absent fields of the object read as the defaults).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub self_service: Option<SelfService>,
+    /// Read-only fields of [`RoleView`]: accepted so a `get` can be sent back, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<UnixTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<UnixTime>,
 }
 
 /// `role.get` (and, wrapped, `role.delete`).
@@ -98,39 +122,59 @@ pub struct RoleRef {
 #[serde(deny_unknown_fields)]
 pub struct RoleListRef {
     pub account: AccountName,
+    /// Most items in the answer (default 500, at most 1000).
+    pub limit: Option<u32>,
+    /// The `next` of the previous page; absent: from the start.
+    pub cursor: Option<String>,
 }
 
-/// A role as the API shows it.
+impl RoleListRef {
+    /// The first page of `account`'s roles.
+    pub fn new(account: AccountName) -> Self {
+        RoleListRef { account, limit: None, cursor: None }
+    }
+}
+
+/// A role as the API shows it, in the shape `role.update` takes: the fields of
+/// [`UpdateRole`] with the same names and types, plus the read-only `created_at` and
+/// `updated_at`, which `update` accepts and ignores. So a `get`, edited, is a valid `update`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoleView {
     pub account: String,
     pub name: String,
     pub description: String,
-    pub publish: Permission,
-    pub subscribe: Permission,
-    pub response: Option<ResponsePermission>,
-    pub subs: i64,
-    pub data: i64,
-    pub payload: i64,
+    /// Both lists, always given.
+    pub publish: PermissionInput,
+    /// Both lists, always given.
+    pub subscribe: PermissionInput,
+    /// `null`: none (an update removes one with `{"max": 0}`).
+    pub response: Option<ResponseInput>,
+    /// Every limit given.
+    pub limits: RoleLimits,
     pub default: bool,
     /// Its users' self-service rights (the defaults when never set).
     pub self_service: SelfService,
+    /// Read-only.
     pub created_at: UnixTime,
+    /// Read-only.
     pub updated_at: UnixTime,
 }
 
 impl RoleView {
+    /// The view of `role` of `account` (whose default role it may be).
     pub fn of(role: &RoleRecord, account: &AccountRecord) -> Self {
         RoleView {
             account: role.account.to_string(),
             name: role.name.to_string(),
             description: role.description.clone(),
-            publish: role.permissions.publish.clone(),
-            subscribe: role.permissions.subscribe.clone(),
-            response: role.permissions.response,
-            subs: role.subs,
-            data: role.data,
-            payload: role.payload,
+            publish: PermissionInput::of(&role.permissions.publish),
+            subscribe: PermissionInput::of(&role.permissions.subscribe),
+            response: role.permissions.response.as_ref().map(ResponseInput::of),
+            limits: RoleLimits {
+                subs: Some(role.subs),
+                data: Some(role.data),
+                payload: Some(role.payload),
+            },
             default: account.default_role.as_ref() == Some(&role.name),
             self_service: role.self_service(),
             created_at: role.created_at,
@@ -169,6 +213,8 @@ impl UpdateRole {
             limits: None,
             default: None,
             self_service: None,
+            created_at: None,
+            updated_at: None,
         }
     }
 }
@@ -188,7 +234,11 @@ pub struct DeleteRole(pub RoleRef);
 requests! {
     CreateRole => RoleCreate, RoleView;
     RoleRef => RoleGet, RoleView;
-    RoleListRef => RoleList, Vec<RoleView>;
+    RoleListRef => RoleList, super::Page<RoleView>;
     UpdateRole => RoleUpdate, RoleView;
     DeleteRole => RoleDelete, RoleView;
+}
+
+super::paged! {
+    RoleListRef => RoleView;
 }

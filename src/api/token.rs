@@ -21,6 +21,17 @@ pub struct CreateToken {
 pub struct ListTokens {
     pub account: AccountName,
     pub user: Option<UserName>,
+    /// Most items in the answer (default 500, at most 1000).
+    pub limit: Option<u32>,
+    /// The `next` of the previous page; absent: from the start.
+    pub cursor: Option<String>,
+}
+
+impl ListTokens {
+    /// The first page of `account`'s tokens (of `user` only, if given).
+    pub fn new(account: AccountName, user: Option<UserName>) -> Self {
+        ListTokens { account, user, limit: None, cursor: None }
+    }
 }
 
 /// `token.revoke`.
@@ -72,6 +83,10 @@ impl std::fmt::Debug for TokenCreated {
 
 requests! {
     CreateToken => TokenCreate, TokenCreated;
-    ListTokens => TokenList, Vec<TokenView>;
+    ListTokens => TokenList, super::Page<TokenView>;
     RevokeToken => TokenRevoke, TokenView;
+}
+
+super::paged! {
+    ListTokens => TokenView;
 }

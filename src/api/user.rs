@@ -67,6 +67,17 @@ pub struct UpdateUser {
     pub bearer_token: Option<bool>,
     /// Replaces the tags.
     pub tags: Option<BTreeMap<String, String>>,
+    /// Read-only fields of [`UserView`]: accepted so a `get` can be sent back, ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<UserKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_password: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<UnixTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<UnixTime>,
 }
 
 /// `user.get` (and, wrapped, `user.delete`, `user.regenerate`, `user.creds`).
@@ -104,23 +115,44 @@ pub struct GetCreds(pub UserRef);
 #[serde(deny_unknown_fields)]
 pub struct UserListRef {
     pub account: AccountName,
+    /// Most items in the answer (default 500, at most 1000).
+    pub limit: Option<u32>,
+    /// The `next` of the previous page; absent: from the start.
+    pub cursor: Option<String>,
 }
 
-/// A user as the API shows it: no seed, no hash.
+impl UserListRef {
+    /// The first page of `account`'s users.
+    pub fn new(account: AccountName) -> Self {
+        UserListRef { account, limit: None, cursor: None }
+    }
+}
+
+/// A user as the API shows it (no seed, no hash), in the shape `user.update` takes: the
+/// fields of [`UpdateUser`] (but the password) with the same names, plus the read-only
+/// `public_key`, `kind`, `has_password`, `created_at` and `updated_at`, which `update`
+/// accepts and ignores. So a `get`, edited, is a valid `update`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserView {
     pub account: String,
     pub name: String,
-    pub public_key: String,
-    pub kind: UserKind,
+    /// `null`: none (its account's default role at login, if any).
     pub role: Option<String>,
     pub description: String,
     pub active: bool,
-    pub has_password: bool,
+    /// `null`: JWTs without expiry.
     pub jwt_ttl_secs: Option<i64>,
     pub bearer_token: bool,
     pub tags: BTreeMap<String, String>,
+    /// Read-only.
+    pub public_key: String,
+    /// Read-only.
+    pub kind: UserKind,
+    /// Read-only.
+    pub has_password: bool,
+    /// Read-only.
     pub created_at: UnixTime,
+    /// Read-only.
     pub updated_at: UnixTime,
 }
 
@@ -193,6 +225,11 @@ impl UpdateUser {
             jwt_ttl_secs: None,
             bearer_token: None,
             tags: None,
+            public_key: None,
+            kind: None,
+            has_password: None,
+            created_at: None,
+            updated_at: None,
         }
     }
 }
@@ -225,6 +262,10 @@ impl ApiRequest for RegenerateUser {
 requests! {
     CreateUser => UserCreate, UserView;
     UserRef => UserGet, UserView;
-    UserListRef => UserList, Vec<UserView>;
+    UserListRef => UserList, super::Page<UserView>;
     GetCreds => UserCreds, CredsView;
+}
+
+super::paged! {
+    UserListRef => UserView;
 }

@@ -98,7 +98,7 @@ impl AccountCmd {
                 })
             }
             AccountCmd::Get { name } => AccountRequest::Get(AccountRef { name }),
-            AccountCmd::List => AccountRequest::List(ListAccounts {}),
+            AccountCmd::List => AccountRequest::List(ListAccounts::default()),
             AccountCmd::Update {
                 name,
                 description,

@@ -14,6 +14,61 @@ fn columns(endpoint: &str) -> &'static [&'static str] {
     }
 }
 
+/// Unix seconds as RFC 3339 UTC (`2026-11-26T11:30:00Z`), by Howard Hinnant's
+/// days-to-civil algorithm: no date crate for one format.
+pub fn rfc3339(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+/// Whether a field holds unix seconds (`created_at`, `last_failover_at`, ...).
+fn is_time(key: &str) -> bool {
+    key.ends_with("_at")
+}
+
+/// A field's value as a cell: times readable, the rest as [`cell`].
+fn field(key: &str, value: &Value) -> String {
+    match value.as_i64() {
+        Some(secs) if is_time(key) && secs > 0 => rfc3339(secs),
+        _ => cell(value),
+    }
+}
+
+/// `key value` rows of a record; nested objects become `key.sub value` rows (lists of
+/// objects `key[i].sub`), so nothing renders as a JSON blob.
+fn rows(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
+    let permission = |m: &serde_json::Map<String, Value>| {
+        m.keys().all(|k| k == "allow" || k == "deny") && !m.is_empty()
+    };
+    match value {
+        Value::Object(map) if !map.is_empty() && !permission(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                rows(&key, v, out);
+            }
+        }
+        Value::Array(items) if items.iter().any(Value::is_object) => {
+            for (i, item) in items.iter().enumerate() {
+                rows(&format!("{prefix}[{i}]"), item, out);
+            }
+        }
+        other => {
+            let last = prefix.rsplit('.').next().unwrap_or(prefix);
+            out.push((prefix.to_string(), field(last, other)));
+        }
+    }
+}
+
 /// One value as a cell: strings bare, lists comma-joined, `{allow, deny}` spelled out.
 fn cell(value: &Value) -> String {
     match value {
@@ -50,6 +105,10 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 
 /// Renders the answer of `endpoint` for people.
 pub fn render(endpoint: &str, answer: &Value) -> String {
+    // A list page (or all pages, followed): its items as a table.
+    if let Some(items) = answer.get("items").filter(|i| i.is_array()) {
+        return render(endpoint, items);
+    }
     match answer {
         Value::Array(items) => {
             if items.is_empty() {
@@ -59,17 +118,16 @@ pub fn render(endpoint: &str, answer: &Value) -> String {
             let rows: Vec<Vec<String>> = items
                 .iter()
                 .map(|item| {
-                    cols.iter().map(|c| cell(item.get(*c).unwrap_or(&Value::Null))).collect()
+                    cols.iter().map(|c| field(c, item.get(*c).unwrap_or(&Value::Null))).collect()
                 })
                 .collect();
             table(cols, &rows)
         }
-        Value::Object(map) => {
-            let width = map.keys().map(String::len).max().unwrap_or(0);
-            map.iter()
-                .map(|(k, v)| format!("{k:<width$}  {}", cell(v)))
-                .collect::<Vec<_>>()
-                .join("\n")
+        Value::Object(_) => {
+            let mut out = Vec::new();
+            rows("", answer, &mut out);
+            let width = out.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+            out.iter().map(|(k, v)| format!("{k:<width$}  {v}")).collect::<Vec<_>>().join("\n")
         }
         other => cell(other),
     }
@@ -99,5 +157,26 @@ mod tests {
     fn records_become_key_value_lines_and_permissions_read_well() {
         let answer = json!({"name": "sensor", "publish": {"allow": ["a.>", "b"], "deny": []}});
         assert_eq!(render("role.get", &answer), "name     sensor\npublish  allow a.>,b deny -");
+    }
+
+    #[test]
+    fn times_read_as_rfc3339_and_nested_values_as_rows() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_692_600), "2026-11-26T11:30:00Z");
+        let answer = json!({
+            "created_at": 1_795_692_600,
+            "limits": {"subs": 10},
+            "imports": [{"account": "x", "subject": "s"}]
+        });
+        assert_eq!(
+            render("account.get", &answer),
+            "created_at          2026-11-26T11:30:00Z\n\
+             imports[0].account  x\n\
+             imports[0].subject  s\n\
+             limits.subs         10"
+        );
+        let list = json!([{"id": "t1", "created_at": 1_795_692_600}]);
+        assert!(render("token.list", &list).contains("2026-11-26T11:30:00Z"));
     }
 }

@@ -30,7 +30,7 @@ impl PendingCmd {
     /// The request.
     pub fn request(&self) -> PendingRequest {
         match self.clone() {
-            PendingCmd::List => PendingRequest::List(ListPending {}),
+            PendingCmd::List => PendingRequest::List(ListPending::default()),
             PendingCmd::Retry { account } => PendingRequest::Retry(RetryPending { account }),
         }
     }

@@ -170,7 +170,7 @@ impl RoleCmd {
                 })
             }
             RoleCmd::Get { account, name } => RoleRequest::Get(RoleRef::new(account, name)),
-            RoleCmd::List { account } => RoleRequest::List(RoleListRef { account }),
+            RoleCmd::List { account } => RoleRequest::List(RoleListRef::new(account)),
             RoleCmd::Update { account, name, fields, default } => {
                 let description = fields.description.clone();
                 let Parts { publish, subscribe, response, limits } = fields.parts();

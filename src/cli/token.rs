@@ -52,7 +52,7 @@ impl TokenCmd {
             TokenCmd::Create { account, user, description } => {
                 TokenRequest::Create(CreateToken { account, user, description })
             }
-            TokenCmd::List { account, user } => TokenRequest::List(ListTokens { account, user }),
+            TokenCmd::List { account, user } => TokenRequest::List(ListTokens::new(account, user)),
             TokenCmd::Revoke { id } => TokenRequest::Revoke(RevokeToken { id }),
         }
     }
@@ -73,14 +73,11 @@ mod tests {
         let acme = AccountName::new("acme").unwrap();
         assert_eq!(
             request(&["token", "list", "acme"]),
-            TokenRequest::List(ListTokens { account: acme.clone(), user: None })
+            TokenRequest::List(ListTokens::new(acme.clone(), None))
         );
         assert_eq!(
             request(&["token", "list", "acme", "--user", "dev1"]),
-            TokenRequest::List(ListTokens {
-                account: acme,
-                user: Some(UserName::new("dev1").unwrap())
-            })
+            TokenRequest::List(ListTokens::new(acme, Some(UserName::new("dev1").unwrap())))
         );
     }
 }

@@ -196,7 +196,7 @@ impl UserCmd {
                 ..CreateUser::new(account, name)
             }),
             UserCmd::Get { account, name } => UserRequest::Get(UserRef::new(account, name)),
-            UserCmd::List { account } => UserRequest::List(UserListRef { account }),
+            UserCmd::List { account } => UserRequest::List(UserListRef::new(account)),
             UserCmd::Update {
                 account,
                 name,

@@ -1,10 +1,15 @@
 //! Tenant accounts: create, read, update, delete.
 
-use super::{check_len, check_limit, ManageError, Manager, Noun, Revoked, MAX_DESCRIPTION_LEN};
+use std::collections::HashMap;
+
+use super::{
+    check_len, check_limit, ManageError, Manager, Noun, PageSpec, Revoked, MAX_DESCRIPTION_LEN,
+};
 use crate::api::account::{
     AccountRef, AccountView, CreateAccount, DeleteAccount, Deleted, ExportInput, ImportInput,
-    LimitsInput, UpdateAccount,
+    LimitsInput, ListAccounts, UpdateAccount,
 };
+use crate::api::Page;
 use crate::claims::{Export, Import, OperatorLimits};
 use crate::model::{
     AccountKind, AccountName, AccountRecord, RoleName, RoleRecord, Subject, UnixTime, UserRecord,
@@ -70,6 +75,26 @@ fn self_service_import(auth: &AccountRecord) -> Import {
 }
 
 impl Manager {
+    /// Tenant account names by public key: imports name their exporter by key in the JWT
+    /// and by name in the API.
+    async fn tenant_names(&self) -> Result<HashMap<String, AccountName>, ManageError> {
+        let accounts = self.authority.db().list::<AccountRecord>("").await?;
+        Ok(accounts
+            .into_iter()
+            .filter(|a| a.kind == AccountKind::Tenant)
+            .map(|a| (a.public_key().to_string(), a.name))
+            .collect())
+    }
+
+    /// The API view of `account` (its imports by exporter name).
+    pub(crate) async fn account_view(
+        &self,
+        account: &AccountRecord,
+    ) -> Result<AccountView, ManageError> {
+        let names = self.tenant_names().await?;
+        Ok(AccountView::of(account, |key| names.get(key).cloned()))
+    }
+
     async fn tenant(&self, name: &AccountName) -> Result<AccountRecord, ManageError> {
         let account = self.authority.account(name).await?;
         if account.kind != AccountKind::Tenant {
@@ -175,7 +200,7 @@ impl Manager {
         self.enqueue(&mut batch, &account, false, now);
         self.commit(batch).await?;
         self.await_pushed(&account).await;
-        Ok(AccountView::from(&account))
+        self.account_view(&account).await
     }
 
     /// One account.
@@ -184,16 +209,30 @@ impl Manager {
     /// 400 for a bad name, 404 if absent.
     pub async fn get_account(&self, req: AccountRef) -> Result<AccountView, ManageError> {
         let name = req.name;
-        Ok(AccountView::from(&self.authority.account(&name).await?))
+        self.account_view(&self.authority.account(&name).await?).await
     }
 
-    /// Every account, built-in ones included.
+    /// One page of every account, built-in ones included.
     ///
     /// # Errors
     /// Store failures.
-    pub async fn list_accounts(&self) -> Result<Vec<AccountView>, ManageError> {
-        let accounts = self.authority.db().list::<AccountRecord>("").await?;
-        Ok(accounts.iter().map(AccountView::from).collect())
+    pub async fn list_accounts(
+        &self,
+        req: ListAccounts,
+        max_payload: usize,
+    ) -> Result<Page<AccountView>, ManageError> {
+        let spec = PageSpec::new(req.limit, req.cursor, "", max_payload)?;
+        let rows = self
+            .authority
+            .db()
+            .list_page::<AccountRecord>("", spec.after.as_deref(), spec.limit + 1)
+            .await?;
+        let names = self.tenant_names().await?;
+        let views = rows
+            .into_iter()
+            .map(|(k, a)| (k, AccountView::of(&a, |key| names.get(key).cloned())))
+            .collect();
+        spec.page(views)
     }
 
     /// Changes a tenant account and queues its JWT.
@@ -244,7 +283,7 @@ impl Manager {
             account.active = active;
         }
         if account == current {
-            return Ok(AccountView::from(&account));
+            return self.account_view(&account).await;
         }
         account.updated_at = now;
 
@@ -261,7 +300,7 @@ impl Manager {
         }
         // No wait for the push here: the servers hold the account already, and a client
         // sending a hundred updates in a row gets them coalesced into a few pushes.
-        Ok(AccountView::from(&account))
+        self.account_view(&account).await
     }
 
     /// Deletes a tenant account (and with `cascade` its users and roles), and queues its

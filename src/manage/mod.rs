@@ -16,10 +16,12 @@ pub mod users;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio::sync::broadcast;
 
 pub use error::{Cause, ManageError, Noun};
 
+use crate::api::{Page, DEFAULT_PAGE, MAX_PAGE};
 use crate::authority::Authority;
 use crate::model::{AccountName, AccountRecord, UnixTime};
 use crate::password::PasswordHasher;
@@ -46,6 +48,104 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ManageError> {
 }
 
 pub use crate::model::Revoked;
+
+/// Room a list page leaves below the server's max payload for its envelope (`{"items":[],
+/// "next":...}`, the cursor) and the reply's headers.
+pub const PAGE_ENVELOPE_BYTES: usize = 4096;
+
+/// One page's bounds: how many items, after which key, in how many bytes.
+#[derive(Debug, Clone)]
+pub struct PageSpec {
+    /// Most items.
+    pub limit: usize,
+    /// The cursor: the key of the last item of the previous page.
+    pub after: Option<String>,
+    /// Most bytes of encoded items (the reply stays under the server's max payload).
+    pub budget: usize,
+}
+
+impl PageSpec {
+    /// Checks a request's `limit` and `cursor` for a list whose keys start with `prefix`,
+    /// with replies of at most `max_payload` bytes.
+    ///
+    /// # Errors
+    /// [`ManageError::Invalid`] for a limit of 0 or above [`MAX_PAGE`], or a cursor that is
+    /// not a key of this list.
+    pub fn new(
+        limit: Option<u32>,
+        cursor: Option<String>,
+        prefix: &str,
+        max_payload: usize,
+    ) -> Result<Self, ManageError> {
+        let limit = limit.unwrap_or(DEFAULT_PAGE);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(ManageError::Invalid(format!(
+                "limit {limit} is out of range: 1 to {MAX_PAGE}"
+            )));
+        }
+        if let Some(cursor) = &cursor {
+            if !cursor.starts_with(prefix) || cursor.len() == prefix.len() {
+                return Err(ManageError::Invalid(format!(
+                    "cursor {cursor:?} is not from this list; send back the `next` of its previous page"
+                )));
+            }
+        }
+        let budget = max_payload.saturating_sub(PAGE_ENVELOPE_BYTES);
+        Ok(PageSpec { limit: limit as usize, after: cursor, budget })
+    }
+
+    /// The page of `rows` (in key order, after the cursor, up to `limit + 1` of them so one
+    /// more tells there is a next page): as many as fit `limit` and the byte budget.
+    ///
+    /// # Errors
+    /// [`ManageError::Internal`] if a single item is larger than the budget.
+    pub fn page<T: Serialize>(&self, rows: Vec<(String, T)>) -> Result<Page<T>, ManageError> {
+        let mut items = Vec::new();
+        let mut last = None;
+        let mut used = 0;
+        let mut more = false;
+        for (key, item) in rows {
+            if items.len() == self.limit {
+                more = true;
+                break;
+            }
+            // The encoded size plus a comma: measured, so the reply never exceeds max payload.
+            let size = serde_json::to_vec(&item).map_err(ManageError::internal)?.len() + 1;
+            if used + size > self.budget {
+                if items.is_empty() {
+                    return Err(ManageError::internal(format!(
+                        "record {key:?} alone is larger than a reply may be ({} bytes)",
+                        self.budget
+                    )));
+                }
+                more = true;
+                break;
+            }
+            used += size;
+            items.push(item);
+            last = Some(key);
+        }
+        Ok(Page { items, next: if more { last } else { None } })
+    }
+
+    /// The page of `rows` that are all of a list, in key order (filtered in memory: for
+    /// short lists, and lists whose records are not stored under their list's prefix).
+    ///
+    /// # Errors
+    /// As [`PageSpec::page`].
+    pub fn page_of_all<T: Serialize>(
+        &self,
+        rows: Vec<(String, T)>,
+    ) -> Result<Page<T>, ManageError> {
+        let after = self.after.as_deref();
+        let rows: Vec<_> = rows
+            .into_iter()
+            .filter(|(k, _)| after.is_none_or(|a| k.as_str() > a))
+            .take(self.limit + 1)
+            .collect();
+        self.page(rows)
+    }
+}
 
 /// Longest an account change waits for its push before it replies (see
 /// [`Manager::with_push_wait`]).
@@ -136,8 +236,16 @@ impl Manager {
     ///
     /// # Errors
     /// Store failures.
-    pub async fn pending(&self) -> Result<Vec<PendingUpdate>, ManageError> {
-        Ok(self.queue.list().await?)
+    pub async fn pending(
+        &self,
+        req: crate::api::ops::ListPending,
+        max_payload: usize,
+    ) -> Result<Page<PendingUpdate>, ManageError> {
+        let spec = PageSpec::new(req.limit, req.cursor, "", max_payload)?;
+        let mut rows: Vec<_> =
+            self.queue.list().await?.into_iter().map(|p| (p.account.to_string(), p)).collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        spec.page_of_all(rows)
     }
 
     /// Re-queues failed pushes: all, or those of `account`. Returns how many.

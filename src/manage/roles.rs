@@ -1,11 +1,14 @@
 //! Roles: named permission sets within an account. Changing a role changes what its users'
 //! next JWTs carry; no server restart, no account push.
 
-use super::{check_len, check_limit, ManageError, Manager, Noun, Revoked, MAX_DESCRIPTION_LEN};
+use super::{
+    check_len, check_limit, ManageError, Manager, Noun, PageSpec, Revoked, MAX_DESCRIPTION_LEN,
+};
 use crate::api::role::{
     CreateRole, PermissionInput, ResponseInput, RoleLimitsInput, RoleListRef, RoleRef, RoleView,
     UpdateRole,
 };
+use crate::api::Page;
 use crate::claims::{Permission, Permissions, ResponsePermission};
 use crate::model::{
     AccountKind, AccountName, AccountRecord, RoleName, RoleRecord, Subject, UnixTime, UserRecord,
@@ -163,12 +166,32 @@ impl Manager {
         Ok(RoleView::of(&self.role_record(&account, &req.name).await?, &account))
     }
 
-    /// The roles of an account.
+    /// One page of the roles of an account.
     ///
     /// # Errors
     /// 404 for an unknown account.
-    pub async fn list_roles(&self, req: RoleListRef) -> Result<Vec<RoleView>, ManageError> {
+    pub async fn list_roles(
+        &self,
+        req: RoleListRef,
+        max_payload: usize,
+    ) -> Result<Page<RoleView>, ManageError> {
         let account = self.role_account(&req.account).await?;
+        let prefix = format!("{}/", account.name);
+        let spec = PageSpec::new(req.limit, req.cursor, &prefix, max_payload)?;
+        let rows = self
+            .authority
+            .db()
+            .list_page::<RoleRecord>(&prefix, spec.after.as_deref(), spec.limit + 1)
+            .await?;
+        spec.page(rows.into_iter().map(|(k, r)| (k, RoleView::of(&r, &account))).collect())
+    }
+
+    /// Every role of an account, unpaged (self-service lists, which are not paged yet).
+    pub(crate) async fn all_roles(
+        &self,
+        account: &AccountName,
+    ) -> Result<Vec<RoleView>, ManageError> {
+        let account = self.role_account(account).await?;
         let roles = self.authority.db().list::<RoleRecord>(&format!("{}/", account.name)).await?;
         Ok(roles.iter().map(|r| RoleView::of(r, &account)).collect())
     }
@@ -203,7 +226,9 @@ impl Manager {
         if let Some(limits) = &req.limits {
             apply_limits(&mut role, limits)?;
         }
-        if let Some(rights) = req.self_service {
+        // Rights equal to what the role has now (the defaults, if never set) change nothing:
+        // a `get` sent back must leave the record as it is.
+        if let Some(rights) = req.self_service.filter(|r| *r != current.self_service()) {
             role.self_service = Some(rights);
         }
         let mut batch = Batch::new();

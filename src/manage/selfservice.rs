@@ -12,7 +12,7 @@ use crate::api::selfservice::{
     TenantCreateUser, TenantListTokens, TenantUpdateRole, TenantUpdateUser, WhoAmIView,
 };
 use crate::api::token::{CreateToken, ListTokens, RevokeToken, TokenCreated, TokenView};
-use crate::api::user::{CreateUser, CredsView, UpdateUser, UserListRef, UserRef, UserView};
+use crate::api::user::{CreateUser, CredsView, UpdateUser, UserRef, UserView};
 use crate::claims::{self, Validation};
 use crate::model::{
     AccountKind, AccountRecord, RoleName, RoleRecord, SelfService, TokenRecord, UnixTime, UserKind,
@@ -269,11 +269,8 @@ impl Manager {
     /// 403 without the right.
     pub async fn list_own_tokens(&self, caller: &Caller) -> Result<Vec<TokenView>, ManageError> {
         caller.require(Right::Tokens)?;
-        let request = ListTokens {
-            account: caller.account.name.clone(),
-            user: Some(caller.user.name.clone()),
-        };
-        self.list_tokens(request).await
+        let request = ListTokens::new(caller.account.name.clone(), Some(caller.user.name.clone()));
+        self.all_tokens(request).await
     }
 
     /// `self.token.revoke`: only one of the caller's own tokens (any other id is "not found",
@@ -319,7 +316,7 @@ impl Manager {
     /// 403 unless the caller is a tenant admin.
     pub async fn tenant_list_users(&self, caller: &Caller) -> Result<Vec<UserView>, ManageError> {
         caller.require(Right::Admin)?;
-        self.list_users(UserListRef { account: caller.account.name.clone() }).await
+        self.all_users(&caller.account.name).await
     }
 
     /// `self.admin.user.create`.
@@ -360,8 +357,6 @@ impl Manager {
     ) -> Result<UserView, ManageError> {
         caller.require(Right::Admin)?;
         let request = UpdateUser {
-            account: caller.account.name.clone(),
-            name: req.name,
             role: req.role,
             description: req.description,
             active: req.active,
@@ -369,6 +364,7 @@ impl Manager {
             jwt_ttl_secs: req.jwt_ttl_secs,
             bearer_token: req.bearer_token,
             tags: req.tags,
+            ..UpdateUser::new(caller.account.name.clone(), req.name)
         };
         let view = self.update_user(request, now).await?;
         Self::audit_tenant_admin(caller, "user.update", &view.name);
@@ -414,8 +410,7 @@ impl Manager {
     /// 403 unless a tenant admin.
     pub async fn tenant_list_roles(&self, caller: &Caller) -> Result<Vec<RoleView>, ManageError> {
         caller.require(Right::Admin)?;
-        self.list_roles(crate::api::role::RoleListRef { account: caller.account.name.clone() })
-            .await
+        self.all_roles(&caller.account.name).await
     }
 
     /// A tenant admin may not change the role it holds itself: its own rights come from an
@@ -524,7 +519,7 @@ impl Manager {
         req: TenantListTokens,
     ) -> Result<Vec<TokenView>, ManageError> {
         caller.require(Right::Admin)?;
-        self.list_tokens(ListTokens { account: caller.account.name.clone(), user: req.user }).await
+        self.all_tokens(ListTokens::new(caller.account.name.clone(), req.user)).await
     }
 
     /// `self.admin.token.revoke`: a token of the caller's account only.

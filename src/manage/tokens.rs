@@ -1,7 +1,9 @@
 //! API tokens: per-user secrets for callout logins, shown once, stored as a SHA-256.
 
+use super::PageSpec;
 use super::{check_len, ManageError, Manager, Noun, Revoked, MAX_DESCRIPTION_LEN};
 use crate::api::token::{CreateToken, ListTokens, RevokeToken, TokenCreated, TokenView};
+use crate::api::Page;
 use crate::model::{AccountKind, AccountName, TokenRecord, UnixTime, UserName};
 use crate::store::Batch;
 
@@ -53,11 +55,23 @@ impl Manager {
         Ok(TokenCreated { view: TokenView::from(&record), token })
     }
 
-    /// Lists tokens (never their secrets).
+    /// One page of tokens (never their secrets), in id order.
     ///
     /// # Errors
     /// 404 for an unknown account.
-    pub async fn list_tokens(&self, req: ListTokens) -> Result<Vec<TokenView>, ManageError> {
+    pub async fn list_tokens(
+        &self,
+        req: ListTokens,
+        max_payload: usize,
+    ) -> Result<Page<TokenView>, ManageError> {
+        let spec = PageSpec::new(req.limit, req.cursor.clone(), "", max_payload)?;
+        // Tokens are keyed by id, not under their account: filtered in memory, then paged.
+        let tokens = self.all_tokens(req).await?;
+        spec.page_of_all(tokens.into_iter().map(|t| (t.id.clone(), t)).collect())
+    }
+
+    /// Every token of an account (of one user, if given), unpaged, in id order.
+    pub(crate) async fn all_tokens(&self, req: ListTokens) -> Result<Vec<TokenView>, ManageError> {
         let account = self.authority.account(&req.account).await?;
         let user = req.user;
         Ok(self

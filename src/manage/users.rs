@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 use zeroize::Zeroizing;
 
-use super::{check_len, ManageError, Manager, Noun, Revoked, MAX_DESCRIPTION_LEN};
+use super::{check_len, ManageError, Manager, Noun, PageSpec, Revoked, MAX_DESCRIPTION_LEN};
 use crate::api::user::{CreateUser, CredsView, UpdateUser, UserListRef, UserRef, UserView};
+use crate::api::Page;
 use crate::keys::{KeyRole, SealedKey};
 use crate::model::{
     AccountKind, AccountName, AccountRecord, PasswordHash, RoleName, RoleRecord, UnixTime,
@@ -190,12 +191,32 @@ impl Manager {
         Ok(UserView::from(&self.user_record(&account, &req.name).await?))
     }
 
-    /// The users of an account.
+    /// One page of the users of an account.
     ///
     /// # Errors
     /// 404 if the account does not exist.
-    pub async fn list_users(&self, req: UserListRef) -> Result<Vec<UserView>, ManageError> {
+    pub async fn list_users(
+        &self,
+        req: UserListRef,
+        max_payload: usize,
+    ) -> Result<Page<UserView>, ManageError> {
         let account = self.authority.account(&req.account).await?;
+        let prefix = format!("{}/", account.name);
+        let spec = PageSpec::new(req.limit, req.cursor, &prefix, max_payload)?;
+        let rows = self
+            .authority
+            .db()
+            .list_page::<UserRecord>(&prefix, spec.after.as_deref(), spec.limit + 1)
+            .await?;
+        spec.page(rows.into_iter().map(|(k, u)| (k, UserView::from(&u))).collect())
+    }
+
+    /// Every user of an account, unpaged (self-service lists, which are not paged yet).
+    pub(crate) async fn all_users(
+        &self,
+        account: &AccountName,
+    ) -> Result<Vec<UserView>, ManageError> {
+        let account = self.authority.account(account).await?;
         let users = self.authority.db().list::<UserRecord>(&format!("{}/", account.name)).await?;
         Ok(users.iter().map(UserView::from).collect())
     }

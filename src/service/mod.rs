@@ -186,14 +186,15 @@ pub async fn handle(ctx: &Context, endpoint: Endpoint, body: &[u8]) -> Result<By
     use crate::api::{account as a, ops, role as r, token as t, user as u};
     let m = &ctx.manager;
     let now = model::now();
+    // Lists page their replies to fit the payload the server takes.
+    let max_payload = ctx.client.server_info().max_payload;
     match endpoint {
         Endpoint::AccountCreate => {
             json(&m.create_account(parse::<a::CreateAccount>(body)?, now).await?)
         }
         Endpoint::AccountGet => json(&m.get_account(parse::<a::AccountRef>(body)?).await?),
         Endpoint::AccountList => {
-            parse::<a::ListAccounts>(body)?;
-            json(&m.list_accounts().await?)
+            json(&m.list_accounts(parse::<a::ListAccounts>(body)?, max_payload).await?)
         }
         Endpoint::AccountUpdate => {
             json(&m.update_account(parse::<a::UpdateAccount>(body)?, now).await?)
@@ -203,7 +204,9 @@ pub async fn handle(ctx: &Context, endpoint: Endpoint, body: &[u8]) -> Result<By
         }
         Endpoint::UserCreate => json(&m.create_user(parse::<u::CreateUser>(body)?, now).await?),
         Endpoint::UserGet => json(&m.get_user(parse::<u::UserRef>(body)?).await?),
-        Endpoint::UserList => json(&m.list_users(parse::<u::UserListRef>(body)?).await?),
+        Endpoint::UserList => {
+            json(&m.list_users(parse::<u::UserListRef>(body)?, max_payload).await?)
+        }
         Endpoint::UserUpdate => json(&m.update_user(parse::<u::UpdateUser>(body)?, now).await?),
         Endpoint::UserDelete => json(&m.delete_user(parse::<u::DeleteUser>(body)?.0, now).await?),
         Endpoint::UserRegenerate => {
@@ -212,7 +215,9 @@ pub async fn handle(ctx: &Context, endpoint: Endpoint, body: &[u8]) -> Result<By
         Endpoint::UserCreds => json(&m.user_creds(parse::<u::GetCreds>(body)?.0, now).await?),
         Endpoint::RoleCreate => json(&m.create_role(parse::<r::CreateRole>(body)?, now).await?),
         Endpoint::RoleGet => json(&m.get_role(parse::<r::RoleRef>(body)?).await?),
-        Endpoint::RoleList => json(&m.list_roles(parse::<r::RoleListRef>(body)?).await?),
+        Endpoint::RoleList => {
+            json(&m.list_roles(parse::<r::RoleListRef>(body)?, max_payload).await?)
+        }
         Endpoint::RoleUpdate => json(&m.update_role(parse::<r::UpdateRole>(body)?, now).await?),
         Endpoint::RoleDelete => json(&m.delete_role(parse::<r::DeleteRole>(body)?.0, now).await?),
         Endpoint::OperatorGet => {
@@ -235,8 +240,7 @@ pub async fn handle(ctx: &Context, endpoint: Endpoint, body: &[u8]) -> Result<By
             json(&status(ctx).await?)
         }
         Endpoint::PendingList => {
-            parse::<ops::ListPending>(body)?;
-            json(&m.pending().await?)
+            json(&m.pending(parse::<ops::ListPending>(body)?, max_payload).await?)
         }
         Endpoint::PendingRetry => {
             let req = parse::<ops::RetryPending>(body)?;
@@ -244,7 +248,9 @@ pub async fn handle(ctx: &Context, endpoint: Endpoint, body: &[u8]) -> Result<By
             json(&ops::Retried { retried })
         }
         Endpoint::TokenCreate => json(&m.create_token(parse::<t::CreateToken>(body)?, now).await?),
-        Endpoint::TokenList => json(&m.list_tokens(parse::<t::ListTokens>(body)?).await?),
+        Endpoint::TokenList => {
+            json(&m.list_tokens(parse::<t::ListTokens>(body)?, max_payload).await?)
+        }
         Endpoint::TokenRevoke => json(&m.revoke_token(parse::<t::RevokeToken>(body)?).await?),
         // Without the message there is no caller: `serve` routes these to `selfservice`.
         e if e.is_self_service() => {

@@ -212,6 +212,23 @@ pub trait Store: Send + Sync + 'static {
     async fn get(&self, tree: Tree, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every key and value whose key starts with `prefix`, in key order.
     async fn scan(&self, tree: Tree, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// At most `limit` keys and values whose key starts with `prefix` and sorts after `after`
+    /// (from the first if `None`), in key order: one page of a list, read without scanning
+    /// the rest. The default filters [`Store::scan`]; backends override it with a range read.
+    async fn scan_page(
+        &self,
+        tree: Tree,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let rows = self.scan(tree, prefix).await?;
+        Ok(rows
+            .into_iter()
+            .filter(|(k, _)| after.is_none_or(|a| k.as_str() > a))
+            .take(limit)
+            .collect())
+    }
     /// Applies every operation or none; durable when it returns `Ok`.
     ///
     /// # Errors
@@ -313,6 +330,21 @@ impl Db {
     pub async fn list<R: Record>(&self, prefix: &str) -> Result<Vec<R>, StoreError> {
         let rows = self.store.scan(R::TREE, prefix).await?;
         rows.iter().map(|(k, v)| decode::<R>(k, v)).collect()
+    }
+
+    /// At most `limit` `R`s (with their keys) whose key starts with `prefix` and sorts after
+    /// `after`, in key order: one page.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if a stored value is not an `R`.
+    pub async fn list_page<R: Record>(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, R)>, StoreError> {
+        let rows = self.store.scan_page(R::TREE, prefix, after, limit).await?;
+        rows.into_iter().map(|(k, v)| decode::<R>(&k, &v).map(|r| (k, r))).collect()
     }
 
     /// Applies `batch` atomically and durably.

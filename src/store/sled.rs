@@ -254,6 +254,30 @@ impl Store for SledStore {
             .collect()
     }
 
+    // A range read from the cursor: a page costs its own rows, not the whole prefix.
+    async fn scan_page(
+        &self,
+        tree: Tree,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after.as_bytes()),
+            _ => Bound::Included(prefix.as_bytes()),
+        };
+        self.inner.trees[index(tree)]
+            .range::<&[u8], _>((start, Bound::Unbounded))
+            .take_while(|row| row.as_ref().map_or(true, |(k, _)| k.starts_with(prefix.as_bytes())))
+            .take(limit)
+            .map(|row| {
+                let (k, v) = row.map_err(backend)?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            })
+            .collect()
+    }
+
     async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
@@ -373,6 +397,22 @@ mod tests {
         let names: Vec<_> =
             db.list::<Thing>("acme/").await.unwrap().into_iter().map(|t| t.name).collect();
         assert_eq!(names, ["acme/a", "acme/b"]);
+    }
+
+    #[tokio::test]
+    async fn a_paged_scan_starts_after_the_cursor_and_stays_in_the_prefix() {
+        let store = SledStore::temporary().unwrap();
+        let db = Db::new(Arc::new(store));
+        let mut batch = Batch::new();
+        for (name, n) in [("a/1", 1), ("a/2", 2), ("a/3", 3), ("b/1", 4)] {
+            batch.put(&thing(name, n));
+        }
+        db.commit(batch).await.unwrap();
+        let keys =
+            |rows: Vec<(String, Thing)>| rows.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(keys(db.list_page::<Thing>("a/", None, 2).await.unwrap()), ["a/1", "a/2"]);
+        assert_eq!(keys(db.list_page::<Thing>("a/", Some("a/2"), 2).await.unwrap()), ["a/3"]);
+        assert!(db.list_page::<Thing>("a/", Some("a/3"), 2).await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -443,7 +443,7 @@ pub async fn drained(admin: &AdminClient) {
             status.failed_pushes,
             0,
             "a push failed: {:?}",
-            admin.send(&ListPending {}).await
+            admin.list_all(&ListPending::default()).await
         );
         status.queue_depth == 0
     })
