@@ -21,6 +21,8 @@ use tempfile::TempDir;
 struct Fixture {
     store: Arc<dyn Store>,
     other: Arc<dyn Store>,
+    /// The same two handles, typed, on JetStream.
+    js: Option<(JetStreamStore, JetStreamStore)>,
     _server: Option<NatsServer>,
     _dir: Option<TempDir>,
 }
@@ -28,7 +30,7 @@ struct Fixture {
 impl Fixture {
     fn sled() -> Fixture {
         let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
-        Fixture { other: Arc::clone(&store), store, _server: None, _dir: None }
+        Fixture { other: Arc::clone(&store), store, js: None, _server: None, _dir: None }
     }
 
     async fn jetstream() -> Fixture {
@@ -56,9 +58,14 @@ impl Fixture {
             let client = async_nats::connect(format!("nats://{addr}")).await.unwrap();
             JetStreamStore::open(client, &JetStreamOptions::default()).await.unwrap()
         };
-        let store: Arc<dyn Store> = Arc::new(open().await);
-        let other: Arc<dyn Store> = Arc::new(open().await);
-        Fixture { store, other, _server: Some(server), _dir: Some(dir) }
+        let (first, second) = (open().await, open().await);
+        Fixture {
+            store: Arc::new(first.clone()),
+            other: Arc::new(second.clone()),
+            js: Some((first, second)),
+            _server: Some(server),
+            _dir: Some(dir),
+        }
     }
 }
 
@@ -353,4 +360,118 @@ async fn concurrent_batches_checking_one_parent_both_succeed(f: &Fixture) {
         b.await.unwrap().unwrap();
     }
     assert_eq!(keys(&f.store, "parent/").await.len(), 20);
+}
+
+// JetStream only: a key moves between the read (`prepare`) and the publish, so the local
+// check passes and only the server's sequence pins can refuse the batch.
+
+async fn js() -> (Fixture, JetStreamStore, Arc<dyn Store>) {
+    let f = Fixture::jetstream().await;
+    let first = f.js.as_ref().unwrap().0.clone();
+    let other = Arc::clone(&f.other);
+    (f, first, other)
+}
+
+#[tokio::test]
+async fn the_server_refuses_a_whole_batch_when_a_written_key_moved_after_the_read() {
+    let (f, js, other) = js().await;
+    commit(&f.store, [put("y", b"v1", Expect::Absent)]).await;
+    let prepared = js
+        .prepare(&batch([
+            put("x", b"new", Expect::Absent),
+            put("y", b"v2", Expect::Value(b"v1".to_vec())),
+        ]))
+        .await
+        .unwrap();
+    commit(&other, [put("y", b"theirs", Expect::Any)]).await;
+    let err = js.publish_prepared(prepared).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict { key, kind: ConflictKind::Changed, .. } if key == "y"),
+        "{err:?}"
+    );
+    assert_eq!(get(&f.store, "x").await, None, "nothing of the batch is stored");
+    assert_eq!(get(&f.store, "y").await.as_deref(), Some(&b"theirs"[..]));
+}
+
+#[tokio::test]
+async fn the_server_refuses_a_batch_whose_checked_key_was_rewritten_after_the_read() {
+    let (f, js, other) = js().await;
+    commit(&f.store, [put("parent", b"P", Expect::Absent)]).await;
+    let prepared = js
+        .prepare(&batch([
+            check("parent", Expect::Value(b"P".to_vec())),
+            put("parent/c", b"c", Expect::Absent),
+        ]))
+        .await
+        .unwrap();
+    // Same bytes, new sequence: only the server's pin on the parent can notice.
+    commit(&other, [put("parent", b"P", Expect::Any)]).await;
+    let err = js.publish_prepared(prepared).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict { key, kind: ConflictKind::Changed, .. } if key == "parent"),
+        "{err:?}"
+    );
+    assert_eq!(get(&f.store, "parent/c").await, None);
+}
+
+#[tokio::test]
+async fn a_race_lost_to_a_create_or_delete_reports_the_kind_that_fails_now() {
+    let (f, js, other) = js().await;
+    let create = js.prepare(&batch([put("x", b"mine", Expect::Absent)])).await.unwrap();
+    commit(&other, [put("x", b"theirs", Expect::Absent)]).await;
+    let err = js.publish_prepared(create).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Conflict { kind: ConflictKind::Exists, .. }), "{err:?}");
+
+    let update = js
+        .prepare(&batch([check("x", Expect::Present), put("y", b"y", Expect::Absent)]))
+        .await
+        .unwrap();
+    commit(&other, [delete("x", Expect::Present)]).await;
+    let err = js.publish_prepared(update).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict { key, kind: ConflictKind::Missing, .. } if key == "x"),
+        "{err:?}"
+    );
+    assert_eq!(get(&f.store, "y").await, None);
+}
+
+#[tokio::test]
+async fn blind_writes_are_not_pinned_so_the_last_writer_wins() {
+    let (f, js, other) = js().await;
+    let prepared = js.prepare(&batch([put("k", b"mine", Expect::Any)])).await.unwrap();
+    commit(&other, [put("k", b"theirs", Expect::Any)]).await;
+    js.publish_prepared(prepared).await.unwrap();
+    assert_eq!(get(&f.store, "k").await.as_deref(), Some(&b"mine"[..]));
+}
+
+#[tokio::test]
+async fn records_survive_a_server_restart() {
+    let (mut f, _, _) = js().await;
+    commit(&f.store, [put("kept", b"1", Expect::Absent), put("gone", b"2", Expect::Absent)]).await;
+    commit(&f.store, [delete("gone", Expect::Present)]).await;
+    let server = f._server.take().unwrap();
+    let addr = server.addr().to_string();
+    drop(server);
+    let dir = f._dir.as_ref().unwrap().path().to_path_buf();
+    // The dropped handle kills the process; wait until the port is free again.
+    let give_up = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&addr).is_ok() {
+        assert!(std::time::Instant::now() < give_up, "old server still answers");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _server = NatsServer::start(
+        &common::nats_server_bin(),
+        &dir.join("nats-server.conf"),
+        &dir.join("nats-server-2.log"),
+        &addr,
+        &[],
+        Duration::from_secs(15),
+    )
+    .await
+    .unwrap();
+    let client = async_nats::connect(format!("nats://{addr}")).await.unwrap();
+    let reopened: Arc<dyn Store> =
+        Arc::new(JetStreamStore::open(client, &JetStreamOptions::default()).await.unwrap());
+    assert_eq!(keys(&reopened, "").await, ["kept"]);
+    assert_eq!(get(&reopened, "gone").await, None);
 }

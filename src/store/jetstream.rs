@@ -336,11 +336,38 @@ impl Store for JetStreamStore {
     }
 
     async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
-        let plans = plan(&batch);
+        let prepared = self.prepare(&batch).await?;
+        self.publish_prepared(prepared).await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        // A publish ack means the stream stored the message (on every replica's quorum).
+        Ok(())
+    }
+}
+
+/// A batch read and checked locally but not yet published: [`Store::commit`] is
+/// [`JetStreamStore::prepare`] then [`JetStreamStore::publish_prepared`]. Apart, they let a
+/// test change a key in between and see the server refuse the whole batch.
+pub struct Prepared {
+    plans: Vec<KeyPlan>,
+    current: Vec<Current>,
+    messages: Vec<(String, HeaderMap, Vec<u8>)>,
+}
+
+impl JetStreamStore {
+    /// Reads every key `batch` touches (one direct get each), checks its conditions against
+    /// them and builds the messages, each pinned to the sequence just read.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when a condition fails on what was read; backend failures.
+    pub async fn prepare(&self, batch: &Batch) -> Result<Prepared, StoreError> {
+        let plans = plan(batch);
         let current = self.read_all(&plans).await?;
         let mut messages = Vec::new();
         for (plan, now) in plans.iter().zip(&current) {
             let written = evaluate(plan, now)?;
+            // Blind writes are not pinned: last writer wins, as with sled.
             let pinned = plan.ops.iter().any(|(_, e)| *e != Expect::Any);
             let subject = subject(plan.tree, &plan.key);
             match written {
@@ -355,6 +382,8 @@ impl Store for JetStreamStore {
                     };
                     messages.push((subject, headers, payload));
                 }
+                // A check pins the key's sequence from the scratch subject, leaving the key's
+                // own sequence alone (see the module doc).
                 None if pinned => {
                     let mut headers = expect_seq(now.seq);
                     headers.insert(EXPECTED_SEQ_SUBJECT, subject.as_str());
@@ -363,19 +392,23 @@ impl Store for JetStreamStore {
                 None => {}
             }
         }
+        Ok(Prepared { plans, current, messages })
+    }
+
+    /// Publishes a prepared batch all or none; the server stores nothing if any key it pins
+    /// moved since [`JetStreamStore::prepare`] read it.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] naming a key that moved (with the kind of the condition that
+    /// now fails, if one does); backend failures.
+    pub async fn publish_prepared(&self, prepared: Prepared) -> Result<(), StoreError> {
+        let Prepared { plans, current, messages } = prepared;
         match self.publish(messages).await? {
             Ok(()) => Ok(()),
             Err(Stale) => Err(self.explain_conflict(&plans, &current).await),
         }
     }
 
-    async fn flush(&self) -> Result<(), StoreError> {
-        // A publish ack means the stream stored the message (on every replica's quorum).
-        Ok(())
-    }
-}
-
-impl JetStreamStore {
     /// The conflict to report when the server refused a batch over a moved sequence: the
     /// condition that fails now if one does (its own kind), else the first key that moved.
     async fn explain_conflict(&self, plans: &[KeyPlan], before: &[Current]) -> StoreError {
