@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nats_authd::nats_server::NatsServer;
-use nats_authd::store::jetstream::{JetStreamOptions, JetStreamStore};
+use nats_authd::store::jetstream::{
+    JetStreamOptions, JetStreamStore, JetStreamStoreError, MAX_BATCH_MESSAGES,
+};
 use nats_authd::store::sled::SledStore;
 use nats_authd::store::{Batch, ConflictKind, Expect, Op, Store, StoreError, Tree};
 use tempfile::TempDir;
@@ -474,4 +476,23 @@ async fn records_survive_a_server_restart() {
         Arc::new(JetStreamStore::open(client, &JetStreamOptions::default()).await.unwrap());
     assert_eq!(keys(&reopened, "").await, ["kept"]);
     assert_eq!(get(&reopened, "gone").await, None);
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_one_atomic_publish_is_refused_before_anything_is_sent() {
+    let (f, _, _) = js().await;
+    let too_many = (0..=MAX_BATCH_MESSAGES).map(|i| put(&format!("k{i:04}"), b"v", Expect::Any));
+    let err = f.store.commit(batch(too_many)).await.unwrap_err();
+    let StoreError::Backend(source) = &err else { panic!("{err:?}") };
+    assert!(
+        matches!(
+            source.downcast_ref::<JetStreamStoreError>(),
+            Some(JetStreamStoreError::BatchTooLarge { messages: 1001, max: MAX_BATCH_MESSAGES })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(keys(&f.store, "").await, Vec::<String>::new());
+    let just_fits = (0..MAX_BATCH_MESSAGES).map(|i| put(&format!("k{i:04}"), b"v", Expect::Absent));
+    commit(&f.store, just_fits).await;
+    assert_eq!(keys(&f.store, "").await.len(), MAX_BATCH_MESSAGES);
 }

@@ -40,7 +40,7 @@
 //! Not done: it is not wired into `init`/`serve` (no flag, no schema-version record, no place
 //! in the trust chain, no multi-instance change signals: [`super::Db::changes`] only sees this
 //! process's commits); tombstones are never compacted; batches are limited to the server's
-//! 1000 messages; with replicas > 1 a direct get may be served by a lagging follower (a stale
+//! 1000 messages ([`JetStreamStoreError::BatchTooLarge`]; sled has no such limit); with replicas > 1 a direct get may be served by a lagging follower (a stale
 //! read makes a commit fail with a conflict, never lose an update, but a plain `get` may
 //! briefly miss a write acknowledged elsewhere).
 
@@ -87,12 +87,19 @@ impl Default for JetStreamOptions {
     }
 }
 
-/// Why the stream cannot serve as a store.
+/// Most messages one atomic batch may hold (nats-server's limit; more fail with API error
+/// 10199 after every member was sent).
+pub const MAX_BATCH_MESSAGES: usize = 1000;
+
+/// Failures of this backend's own, carried as the source of [`StoreError::Backend`].
 #[derive(Debug, thiserror::Error)]
-pub enum StreamSetupError {
+pub enum JetStreamStoreError {
     /// An existing stream of that name has settings the store's guarantees rest on turned off.
     #[error("stream {stream} exists but {what}")]
     Unsuitable { stream: String, what: &'static str },
+    /// The batch needs more messages than one atomic publish may carry; nothing was sent.
+    #[error("batch needs {messages} messages, more than the {max} of one atomic publish")]
+    BatchTooLarge { messages: usize, max: usize },
 }
 
 /// JetStream-backed [`Store`]; cheap to clone, shares the client's connection.
@@ -142,7 +149,7 @@ impl JetStreamStore {
         let mut stream = context.get_or_create_stream(config).await.map_err(StoreError::backend)?;
         let found = &stream.info().await.map_err(StoreError::backend)?.config;
         let unsuitable = |what| {
-            StoreError::backend(StreamSetupError::Unsuitable {
+            StoreError::backend(JetStreamStoreError::Unsuitable {
                 stream: options.stream.clone(),
                 what,
             })
@@ -349,6 +356,10 @@ impl Store for JetStreamStore {
 /// A batch read and checked locally but not yet published: [`Store::commit`] is
 /// [`JetStreamStore::prepare`] then [`JetStreamStore::publish_prepared`]. Apart, they let a
 /// test change a key in between and see the server refuse the whole batch.
+///
+/// Found by experiment (nats-server 2.15.1): members sent with a reply subject get an empty
+/// reply, members sent without one get none, and only the commit gets a pub ack (with
+/// `batch` and `count`). So members go out as plain publishes and only the commit waits.
 pub struct Prepared {
     plans: Vec<KeyPlan>,
     current: Vec<Current>,
@@ -391,6 +402,12 @@ impl JetStreamStore {
                 }
                 None => {}
             }
+        }
+        if messages.len() > MAX_BATCH_MESSAGES {
+            return Err(StoreError::backend(JetStreamStoreError::BatchTooLarge {
+                messages: messages.len(),
+                max: MAX_BATCH_MESSAGES,
+            }));
         }
         Ok(Prepared { plans, current, messages })
     }
