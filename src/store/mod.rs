@@ -6,6 +6,7 @@
 //! the trait is async and speaks in keys, revision-free conditions and batches so that a NATS
 //! JetStream KV backend (atomic batch publish, per-key expected state) can implement it too.
 
+pub mod jetstream;
 pub mod sled;
 
 use std::collections::{HashMap, HashSet};
