@@ -163,6 +163,20 @@ pub struct LinkStatus {
     pub disconnects: u64,
 }
 
+impl LinkStatus {
+    /// A link in `state` that has not moved yet.
+    fn new(state: LinkState) -> Self {
+        LinkStatus {
+            state,
+            url: None,
+            last_failover_at: None,
+            last_failback_at: None,
+            reconnects: 0,
+            disconnects: 0,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     urls: Vec<String>,
@@ -282,14 +296,7 @@ pub async fn connect(
     let shared = Arc::new(Mutex::new(Shared {
         urls: settings.urls.clone(),
         addrs: addrs.clone(),
-        status: LinkStatus {
-            state: LinkState::Bootstrapping,
-            url: None,
-            last_failover_at: None,
-            last_failback_at: None,
-            reconnects: 0,
-            disconnects: 0,
-        },
+        status: LinkStatus::new(LinkState::Bootstrapping),
         target: 0,
         failback: false,
         ever_connected: false,
@@ -568,14 +575,7 @@ mod tests {
         Shared {
             addrs: urls.iter().map(|u| ServerAddr::from_str(u).unwrap()).collect(),
             urls,
-            status: LinkStatus {
-                state: LinkState::Connected,
-                url: None,
-                last_failover_at: None,
-                last_failback_at: None,
-                reconnects: 0,
-                disconnects: 0,
-            },
+            status: LinkStatus::new(LinkState::Connected),
             target: 0,
             failback: false,
             ever_connected: true,

@@ -23,7 +23,7 @@ pub use error::{Cause, ManageError, Noun};
 
 use crate::api::{Page, DEFAULT_PAGE, MAX_PAGE};
 use crate::authority::Authority;
-use crate::model::{AccountName, AccountRecord, UnixTime};
+use crate::model::{AccountName, AccountRecord, UnixTime, UserRecord};
 use crate::password::PasswordHasher;
 use crate::queue::{ClaimsQueue, PendingUpdate};
 use crate::store::Batch;
@@ -279,6 +279,17 @@ pub(crate) fn check_limit(name: &str, value: Option<i64>) -> Result<(), ManageEr
 pub(crate) fn check_len(field: &str, value: &str, max: usize) -> Result<(), ManageError> {
     if value.len() > max {
         return Err(ManageError::Invalid(format!("{field} is longer than {max} bytes")));
+    }
+    Ok(())
+}
+
+/// Refuses an inactive account or user: nothing is signed for them.
+pub(crate) fn ensure_active(account: &AccountRecord, user: &UserRecord) -> Result<(), ManageError> {
+    if !account.active {
+        return Err(ManageError::Inactive { what: Noun::Account, name: account.name.to_string() });
+    }
+    if !user.active {
+        return Err(ManageError::Inactive { what: Noun::User, name: user.name.to_string() });
     }
     Ok(())
 }

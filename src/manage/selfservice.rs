@@ -150,15 +150,7 @@ impl Manager {
         if user.kind != UserKind::Member || user.created_at < account.created_at {
             return Err(not_a_tenant_user());
         }
-        if !account.active {
-            return Err(ManageError::Inactive {
-                what: Noun::Account,
-                name: account.name.to_string(),
-            });
-        }
-        if !user.active {
-            return Err(ManageError::Inactive { what: Noun::User, name: user.name.to_string() });
-        }
+        super::ensure_active(&account, &user)?;
         let role = self.authority.role_of(&account, &user).await?;
         Ok(Caller { account, user, role, via, jwt_expires_at })
     }

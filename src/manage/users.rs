@@ -430,15 +430,7 @@ impl Manager {
         user: &UserRecord,
         now: UnixTime,
     ) -> Result<CredsView, ManageError> {
-        if !account.active {
-            return Err(ManageError::Inactive {
-                what: Noun::Account,
-                name: account.name.to_string(),
-            });
-        }
-        if !user.active {
-            return Err(ManageError::Inactive { what: Noun::User, name: user.name.to_string() });
-        }
+        super::ensure_active(account, user)?;
         let creds = Zeroizing::new(self.authority.creds_of(account, user, now).await?);
         Ok(CredsView {
             account: account.name.to_string(),
