@@ -11,7 +11,7 @@ use nats_authd::api::ops::{GetOperator, GetStatus, ListPending, SysCreds};
 use nats_authd::api::ApiRequest;
 use nats_authd::bootstrap::{self, InitOutcome};
 use nats_authd::cli::{
-    output, read_password, secret_safe_filter, Cli, CliError, ClientArgs, Command, Dispatch,
+    output, read_password_stdin, secret_safe_filter, Cli, CliError, ClientArgs, Command, Dispatch,
     InitArgs, OutFile, Sender, ServeArgs, UpArgs, CLIENT_LOG, DEFAULT_LOG, MASTER_KEY_ENV,
 };
 use nats_authd::client::{AdminClient, ClientError, ConnectFailure, NoAnswer};
@@ -155,7 +155,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Serve(args) => serve(args, env_key, shutdown_signal()?).await,
         Command::Account(a) => admin(&a.client, None, a.cmd.request()).await,
         Command::User(a) => {
-            let request = a.cmd.request(&mut || read_password(&mut std::io::stdin().lock()))?;
+            let request = a.cmd.request(&mut read_password_stdin)?;
             admin(&a.client, a.cmd.out(), request).await
         }
         Command::Role(a) => admin(&a.client, None, a.cmd.request()).await,

@@ -58,16 +58,19 @@ async fn an_edit_replaces_only_the_lists_it_gives() {
 
     // Each list alone: the other three stay as they were.
     let edits = [
-        (PermissionInput { deny: Some(vec!["sensors.secret".into()]), allow: None }, true),
+        (PermissionInput { deny: Some(vec!["sensors.secret".into()]), ..Default::default() }, true),
         (
             PermissionInput {
                 allow: Some(vec!["sensors.>".into(), "alerts.>".into()]),
-                deny: None,
+                ..Default::default()
             },
             true,
         ),
-        (PermissionInput { deny: Some(vec!["sensors.private".into()]), allow: None }, false),
-        (PermissionInput { allow: Some(vec!["_INBOX.>".into()]), deny: None }, false),
+        (
+            PermissionInput { deny: Some(vec!["sensors.private".into()]), ..Default::default() },
+            false,
+        ),
+        (PermissionInput { allow: Some(vec!["_INBOX.>".into()]), ..Default::default() }, false),
     ];
     let mut want_pub = perm(&["sensors.>"], &[]);
     let mut want_sub = perm(&["_INBOX.>", "sensors.>"], &[]);
@@ -91,6 +94,19 @@ async fn an_edit_replaces_only_the_lists_it_gives() {
         let stored = admin.send(&RoleRef::new(acme(), sensor())).await.unwrap();
         assert_eq!((&stored.publish, &stored.subscribe), (&want.0, &want.1));
     }
+
+    // Adding and removing single subjects keeps the rest of the list.
+    let edit = UpdateRole {
+        publish: Some(PermissionInput {
+            add_allow: Some(vec!["metrics.>".into()]),
+            remove_allow: Some(vec!["alerts.>".into()]),
+            ..Default::default()
+        }),
+        ..UpdateRole::new(acme(), sensor())
+    };
+    want_pub.allow = vec!["sensors.>".into(), "metrics.>".into()];
+    let view = admin.send(&edit).await.unwrap();
+    assert_eq!(view.publish, nats_authd::api::role::PermissionInput::of(&want_pub));
 
     // The case that used to widen: a deny alone on a role with an allow list.
     let (dev1, mut events) = stack.connect_creds(&creds(&admin, "acme", "dev1").await).await;
@@ -116,13 +132,16 @@ async fn narrowing_a_role_ends_its_live_callout_connections_and_the_next_login_h
     let wider = UpdateRole {
         publish: Some(PermissionInput {
             allow: Some(vec!["sensors.>".into(), "x.>".into()]),
-            deny: None,
+            ..Default::default()
         }),
         ..UpdateRole::new(acme(), sensor())
     };
     admin.send(&wider).await.unwrap();
     let narrower = UpdateRole {
-        publish: Some(PermissionInput { deny: Some(vec!["sensors.s1".into()]), allow: None }),
+        publish: Some(PermissionInput {
+            deny: Some(vec!["sensors.s1".into()]),
+            ..Default::default()
+        }),
         ..UpdateRole::new(acme(), sensor())
     };
     let started = std::time::Instant::now();

@@ -15,20 +15,36 @@ use crate::model::{AccountName, AccountRecord, RoleName, RoleRecord, SelfService
 pub struct PermissionInput {
     pub allow: Option<Vec<String>>,
     pub deny: Option<Vec<String>>,
+    /// Subjects added to the allow list (after `allow`, if given, replaced it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_allow: Option<Vec<String>>,
+    /// Subjects taken out of the allow list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_allow: Option<Vec<String>>,
+    /// Subjects added to the deny list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_deny: Option<Vec<String>>,
+    /// Subjects taken out of the deny list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_deny: Option<Vec<String>>,
 }
 
 impl PermissionInput {
     /// Both lists given.
     pub fn lists(allow: &[&str], deny: &[&str]) -> Self {
         let owned = |l: &[&str]| Some(l.iter().map(|s| s.to_string()).collect());
-        PermissionInput { allow: owned(allow), deny: owned(deny) }
+        PermissionInput { allow: owned(allow), deny: owned(deny), ..PermissionInput::default() }
     }
 }
 
 impl PermissionInput {
     /// The API shape of stored lists: both given, so sending it back replaces nothing.
     pub fn of(p: &Permission) -> Self {
-        PermissionInput { allow: Some(p.allow.clone()), deny: Some(p.deny.clone()) }
+        PermissionInput {
+            allow: Some(p.allow.clone()),
+            deny: Some(p.deny.clone()),
+            ..PermissionInput::default()
+        }
     }
 }
 

@@ -274,6 +274,32 @@ pub fn read_password(input: &mut dyn std::io::BufRead) -> Result<Password, CliEr
     Ok(Password::new(password))
 }
 
+/// Reads a password for `--password-stdin`: from a terminal, after a prompt on stderr and
+/// with echo off, so it is not shown; from a pipe or file, the first line as is.
+///
+/// # Errors
+/// As [`read_password`]; a terminal whose echo cannot be switched off is
+/// [`CliError::ReadPassword`].
+pub fn read_password_stdin() -> Result<Password, CliError> {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return read_password(&mut stdin.lock());
+    }
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    let io = |e: nix::Error| CliError::ReadPassword(std::io::Error::from(e));
+    let saved = tcgetattr(&stdin).map_err(io)?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    quiet.local_flags.insert(LocalFlags::ECHONL);
+    eprint!("Password: ");
+    tcsetattr(&stdin, SetArg::TCSAFLUSH, &quiet).map_err(io)?;
+    let read = read_password(&mut stdin.lock());
+    // Echo comes back whatever the read did.
+    tcsetattr(&stdin, SetArg::TCSAFLUSH, &saved).map_err(io)?;
+    read
+}
+
 /// Parses `key=value`.
 pub(crate) fn tag(text: &str) -> Result<(String, String), String> {
     text.split_once('=')

@@ -50,7 +50,9 @@ pub mod token;
 pub mod user;
 
 pub use account::{AccountCmd, AccountRequest};
-pub use client::{read_password, CliError, ClientArgs, Dispatch, Json, OutFile, Sender};
+pub use client::{
+    read_password, read_password_stdin, CliError, ClientArgs, Dispatch, Json, OutFile, Sender,
+};
 pub use pending::{PendingCmd, PendingRequest};
 pub use role::{RoleCmd, RoleFields, RoleRequest};
 pub use token::{TokenCmd, TokenRequest};

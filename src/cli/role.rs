@@ -30,6 +30,30 @@ pub struct RoleFields {
     /// list and nothing else.
     #[arg(long = "sub-deny", value_name = "SUBJECT")]
     pub sub_deny: Vec<String>,
+    /// Add a subject to the publish allow list (repeat), keeping the others.
+    #[arg(long = "add-pub-allow", value_name = "SUBJECT")]
+    pub add_pub_allow: Vec<String>,
+    /// Take a subject out of the publish allow list (repeat).
+    #[arg(long = "rm-pub-allow", value_name = "SUBJECT")]
+    pub rm_pub_allow: Vec<String>,
+    /// Add a subject to the publish deny list (repeat), keeping the others.
+    #[arg(long = "add-pub-deny", value_name = "SUBJECT")]
+    pub add_pub_deny: Vec<String>,
+    /// Take a subject out of the publish deny list (repeat).
+    #[arg(long = "rm-pub-deny", value_name = "SUBJECT")]
+    pub rm_pub_deny: Vec<String>,
+    /// Add a subject to the subscribe allow list (repeat), keeping the others.
+    #[arg(long = "add-sub-allow", value_name = "SUBJECT")]
+    pub add_sub_allow: Vec<String>,
+    /// Take a subject out of the subscribe allow list (repeat).
+    #[arg(long = "rm-sub-allow", value_name = "SUBJECT")]
+    pub rm_sub_allow: Vec<String>,
+    /// Add a subject to the subscribe deny list (repeat), keeping the others.
+    #[arg(long = "add-sub-deny", value_name = "SUBJECT")]
+    pub add_sub_deny: Vec<String>,
+    /// Take a subject out of the subscribe deny list (repeat).
+    #[arg(long = "rm-sub-deny", value_name = "SUBJECT")]
+    pub rm_sub_deny: Vec<String>,
     /// Replies allowed per received request (0 removes the permission).
     #[arg(long)]
     pub resp_max: Option<i64>,
@@ -138,8 +162,22 @@ impl RoleFields {
         // A list is sent only when its flag is given: an update replaces just that list.
         let list = |subjects: Vec<String>| (!subjects.is_empty()).then_some(subjects);
         Parts {
-            publish: PermissionInput { allow: list(self.pub_allow), deny: list(self.pub_deny) },
-            subscribe: PermissionInput { allow: list(self.sub_allow), deny: list(self.sub_deny) },
+            publish: PermissionInput {
+                allow: list(self.pub_allow),
+                deny: list(self.pub_deny),
+                add_allow: list(self.add_pub_allow),
+                remove_allow: list(self.rm_pub_allow),
+                add_deny: list(self.add_pub_deny),
+                remove_deny: list(self.rm_pub_deny),
+            },
+            subscribe: PermissionInput {
+                allow: list(self.sub_allow),
+                deny: list(self.sub_deny),
+                add_allow: list(self.add_sub_allow),
+                remove_allow: list(self.rm_sub_allow),
+                add_deny: list(self.add_sub_deny),
+                remove_deny: list(self.rm_sub_deny),
+            },
             response,
             limits,
         }
@@ -148,7 +186,7 @@ impl RoleFields {
 
 /// A direction to change on update: only if a flag of it was given.
 fn given(permission: PermissionInput) -> Option<PermissionInput> {
-    (permission.allow.is_some() || permission.deny.is_some()).then_some(permission)
+    (permission != PermissionInput::default()).then_some(permission)
 }
 
 impl RoleCmd {
@@ -210,8 +248,10 @@ mod tests {
     fn role_flags_send_only_the_lists_they_name() {
         let flags = ["acme", "sensor", "--pub-allow", "sensors.*.telemetry"];
         // The deny list is not sent: an update keeps the stored one.
-        let publish =
-            PermissionInput { allow: Some(vec!["sensors.*.telemetry".into()]), deny: None };
+        let publish = PermissionInput {
+            allow: Some(vec!["sensors.*.telemetry".into()]),
+            ..Default::default()
+        };
         let create = request(&[&["role", "create"][..], &flags].concat());
         assert_eq!(
             create,
@@ -233,7 +273,34 @@ mod tests {
         assert_eq!(
             deny_only,
             RoleRequest::Update(UpdateRole {
-                publish: Some(PermissionInput { allow: None, deny: Some(vec!["x".into()]) }),
+                publish: Some(PermissionInput {
+                    deny: Some(vec!["x".into()]),
+                    ..Default::default()
+                }),
+                ..UpdateRole::new(sensor().account, sensor().name)
+            })
+        );
+        let edit = request(&[
+            "role",
+            "update",
+            "acme",
+            "sensor",
+            "--add-sub-allow",
+            "a.>",
+            "--rm-pub-deny",
+            "x",
+        ]);
+        assert_eq!(
+            edit,
+            RoleRequest::Update(UpdateRole {
+                publish: Some(PermissionInput {
+                    remove_deny: Some(vec!["x".into()]),
+                    ..Default::default()
+                }),
+                subscribe: Some(PermissionInput {
+                    add_allow: Some(vec!["a.>".into()]),
+                    ..Default::default()
+                }),
                 ..UpdateRole::new(sensor().account, sensor().name)
             })
         );

@@ -41,13 +41,34 @@ fn permission(
     input: &PermissionInput,
     current: &Permission,
 ) -> Result<Permission, ManageError> {
-    let list = |name: &str, given: &Option<Vec<String>>, kept: &Vec<String>| match given {
-        Some(list) => subjects(direction, name, list),
-        None => Ok(kept.clone()),
+    // Replaced if given, then edited: what nsc's --allow-pub / --rm users expect.
+    let list = |name: &str,
+                given: &Option<Vec<String>>,
+                add: &Option<Vec<String>>,
+                remove: &Option<Vec<String>>,
+                kept: &Vec<String>| {
+        let mut list = match given {
+            Some(list) => subjects(direction, name, list)?,
+            None => kept.clone(),
+        };
+        if let Some(remove) = remove {
+            list.retain(|s| !remove.contains(s));
+        }
+        for subject in subjects(direction, name, add.as_deref().unwrap_or_default())? {
+            if !list.contains(&subject) {
+                list.push(subject);
+            }
+        }
+        if list.len() > MAX_SUBJECTS {
+            return Err(ManageError::Invalid(format!(
+                "{direction}.{name} has more than {MAX_SUBJECTS} subjects"
+            )));
+        }
+        Ok(list)
     };
     Ok(Permission {
-        allow: list("allow", &input.allow, &current.allow)?,
-        deny: list("deny", &input.deny, &current.deny)?,
+        allow: list("allow", &input.allow, &input.add_allow, &input.remove_allow, &current.allow)?,
+        deny: list("deny", &input.deny, &input.add_deny, &input.remove_deny, &current.deny)?,
     })
 }
 

@@ -172,8 +172,9 @@ const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Waits until sled's own lock on its `db` file is free.
 ///
 /// A dropped `sled::Db` releases that lock only when its background threads have let go of
-/// the file, a moment later; reopening at once (a store closed and opened again in one
-/// process, as `init` and the tests do) would fail with sled's "could not acquire lock".
+/// the file, a moment later (and a child forked meanwhile by another thread holds it until it
+/// execs); reopening at once (a store closed and opened again in one process, as `init` and
+/// the tests do) would fail with sled's "could not acquire lock".
 /// Our lock file is held by now, so no other process can hold sled's lock: whoever does is a
 /// closing handle of ours, and waiting is safe.
 fn wait_for_sled_lock(db_file: &Path) -> Result<(), StoreError> {
@@ -196,16 +197,32 @@ fn wait_for_sled_lock(db_file: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// How long a lock held elsewhere is retried before the store counts as in use.
+///
+/// A store just closed in this process can still look locked for a moment: a child process
+/// forked by another thread (nats-server, say) shares every open file until it execs, the
+/// lock file's description included. A second nats-authd process holds it for good, and is
+/// reported after this wait.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(1500);
+
 fn take_lock(path: &Path, dir: &str) -> Result<File, StoreError> {
     let file =
         File::options().create(true).truncate(false).write(true).open(path).map_err(backend)?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(StoreError::Locked {
-            path: dir.to_string(),
-            lock: PathBuf::from(path).display().to_string(),
-        }),
-        Err(TryLockError::Error(e)) => Err(backend(e)),
+    let give_up = std::time::Instant::now() + LOCK_RETRY;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if std::time::Instant::now() < give_up => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    path: dir.to_string(),
+                    lock: PathBuf::from(path).display().to_string(),
+                })
+            }
+            Err(TryLockError::Error(e)) => return Err(backend(e)),
+        }
     }
 }
 
