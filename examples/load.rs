@@ -85,11 +85,8 @@ fn free_port() -> Result<u16> {
 }
 
 fn nats_server_bin() -> Result<std::path::PathBuf> {
-    let env = std::env::var_os("NATS_SERVER_BIN").map(std::path::PathBuf::from);
-    let local =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/nats-server");
-    let explicit = env.or_else(|| local.is_file().then_some(local));
-    Ok(nats_server::find(explicit.as_deref())?)
+    let tools = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools");
+    Ok(nats_server::find_in_tools(&tools)?)
 }
 
 /// How a client logs in.

@@ -6,7 +6,6 @@
 //! ```
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,8 +23,10 @@ async fn main() -> Result<()> {
     let sled: Arc<dyn Store> =
         Arc::new(SledStore::open(&dir.path().join("sled"), OpenMode::CreateIfMissing)?);
 
-    let bin = nats_server::find(std::env::var_os("NATS_SERVER_BIN").map(PathBuf::from).as_deref())
-        .context("nats-server: set NATS_SERVER_BIN=$(scripts/ensure-nats-server)")?;
+    let bin = nats_server::find_in_tools(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools"),
+    )
+    .context("nats-server: set NATS_SERVER_BIN=$(scripts/ensure-nats-server)")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let addr = format!("127.0.0.1:{port}");
     let config = dir.path().join("nats-server.conf");

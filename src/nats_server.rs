@@ -65,6 +65,22 @@ pub fn find(explicit: Option<&Path>) -> Result<PathBuf, NatsServerError> {
         .ok_or(NatsServerError::NotFound)
 }
 
+/// Finds nats-server for a checkout whose tools dir is `tools` (`.tools/`, where
+/// `scripts/ensure-nats-server` installs it): `NATS_SERVER_BIN`, then either install layout
+/// under `tools`, then `PATH`. For the tests, examples and benchmarks of this repository.
+///
+/// # Errors
+/// As [`find`].
+pub fn find_in_tools(tools: &Path) -> Result<PathBuf, NatsServerError> {
+    if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
+        return find(Some(Path::new(&path)));
+    }
+    [tools.join("venv/bin/nats-server"), tools.join("py/bin/nats-server")]
+        .into_iter()
+        .find(|local| local.is_file())
+        .map_or_else(|| find(None), Ok)
+}
+
 /// Runs `nats-server -c config -t`.
 ///
 /// # Errors

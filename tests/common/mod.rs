@@ -33,16 +33,8 @@ use tokio_util::sync::CancellationToken;
 
 /// The nats-server binary: `NATS_SERVER_BIN`, then the project's `.tools/`, then `PATH`.
 pub fn nats_server_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
-        return PathBuf::from(path);
-    }
     let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools");
-    for local in [tools.join("venv/bin/nats-server"), tools.join("py/bin/nats-server")] {
-        if local.is_file() {
-            return local;
-        }
-    }
-    nats_server::find(None).expect(
+    nats_server::find_in_tools(&tools).expect(
         "nats-server not found: run `scripts/test` (installs it into .tools/) or set NATS_SERVER_BIN",
     )
 }
