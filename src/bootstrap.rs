@@ -22,7 +22,7 @@ use crate::names::{
     ADMIN_ACCOUNT, ADMIN_USER, API_PREFIX, AUTH_ACCOUNT, SENTINEL_USER, SERVICE_USER, SYS_ACCOUNT,
     SYS_SERVICES,
 };
-use crate::server_config::{self, ConfigInputs, ServerSettings};
+use crate::server_config::{self, ConfigInputs, ServerSettings, ServerTls};
 use crate::store::sled::{self, OpenMode, SledStore, StoreLock};
 use crate::store::{Batch, Db, Expect, Op, StoreError, Tree, OPERATOR_KEY};
 use crate::vault::{self, Access, Existing, MasterKey, MasterKeySource, VaultError};
@@ -59,6 +59,18 @@ pub enum BootstrapError {
         data_dir.join("store").display(), data_dir.display(), data_dir.display()
     )]
     Damaged { data_dir: PathBuf, damage: Damage },
+    /// A `--server-tls-*` file cannot be used.
+    #[error("cannot use TLS file {path}: {source}")]
+    TlsFile { path: PathBuf, source: std::io::Error },
+    /// `local.conf` has its own top-level `tls` block besides the `--server-tls-*` flags.
+    #[error(
+        "{} has its own top-level tls block, and nats-server would use it instead of the one \
+         from --server-tls-* (the last tls block replaces the first whole; with parts missing, \
+         every TLS handshake fails). Use one or the other: remove the block from {}, or drop \
+         the --server-tls-* flags",
+        local.display(), local.display()
+    )]
+    TlsConflict { local: PathBuf },
 }
 
 /// What is wrong with a damaged store (see [`BootstrapError::Damaged`]).
@@ -256,7 +268,22 @@ pub struct Outputs {
 /// [`VaultError::WrongMasterKey`] for an existing store without its key (nothing is changed),
 /// [`StoreError::Locked`] if the service is running on it, I/O errors writing outputs.
 pub async fn init(opts: &InitOptions, now: UnixTime) -> Result<InitOutcome, BootstrapError> {
+    init_with_tls(opts, None, now).await
+}
+
+/// [`init`], writing `tls` into the server config (`--server-tls-*`).
+///
+/// # Errors
+/// As [`init`]; [`BootstrapError::TlsFile`] for a TLS file that is not there,
+/// [`BootstrapError::TlsConflict`] if `local.conf` sets TLS too.
+pub async fn init_with_tls(
+    opts: &InitOptions,
+    tls: Option<&ServerTls>,
+    now: UnixTime,
+) -> Result<InitOutcome, BootstrapError> {
     let layout = &opts.layout;
+    // Before anything is made: a typo in a path must not leave a half-written out dir.
+    let tls = absolute_tls(tls).await?;
     let source = opts.master_key.source(&layout.data_dir);
     let (created, created_master_key) = match survey(&layout.data_dir)? {
         Found::Damaged(damage) => return Err(damaged(&layout.data_dir, damage)),
@@ -267,7 +294,8 @@ pub async fn init(opts: &InitOptions, now: UnixTime) -> Result<InitOutcome, Boot
     // whenever it opens them, and a damaged store must be left byte for byte as it was found,
     // for whoever recovers it.
     let authority = open_store_dir(&layout.data_dir, &source, !created).await?;
-    let outputs = write_outputs(&authority, layout, &opts.server, now).await?;
+    let outputs =
+        write_outputs_with_tls(&authority, layout, &opts.server, tls.as_ref(), now).await?;
     let operator_public_key = authority.operator().await?.identity.public;
     Ok(InitOutcome { created, created_master_key, operator_public_key, outputs, authority })
 }
@@ -542,6 +570,22 @@ pub async fn write_outputs(
     settings: &ServerSettings,
     now: UnixTime,
 ) -> Result<Outputs, BootstrapError> {
+    write_outputs_with_tls(authority, layout, settings, None, now).await
+}
+
+/// [`write_outputs`] with a client TLS block in the server config.
+///
+/// # Errors
+/// As [`write_outputs`]; [`BootstrapError::TlsFile`] for a TLS file that is not there,
+/// [`BootstrapError::TlsConflict`] if `local.conf` sets TLS too (nothing is written then).
+pub async fn write_outputs_with_tls(
+    authority: &Authority,
+    layout: &Layout,
+    settings: &ServerSettings,
+    tls: Option<&ServerTls>,
+    now: UnixTime,
+) -> Result<Outputs, BootstrapError> {
+    let tls = absolute_tls(tls).await?;
     let outputs = Outputs {
         config: layout.config_file(),
         operator_jwt: layout.operator_jwt_file(),
@@ -584,6 +628,9 @@ pub async fn write_outputs(
             let path = path.to_path_buf();
             move |source| BootstrapError::Write { path, source }
         };
+        if tls.is_some() {
+            check_local_tls(&out_dir.join(LOCAL_CONFIG))?;
+        }
         std::fs::create_dir_all(&outputs.resolver_dir).map_err(io(&outputs.resolver_dir))?;
         // Absolute paths, so nats-server can be started from any directory.
         let out_dir = std::fs::canonicalize(&out_dir).map_err(io(&out_dir))?;
@@ -595,6 +642,7 @@ pub async fn write_outputs(
             resolver_dir: &out_dir.join("jwt"),
             preload: &preload,
             default_sentinel: &default_sentinel,
+            tls: tls.as_ref(),
         });
         write_file(&outputs.config, config.as_bytes(), false)?;
         let local = out_dir.join(LOCAL_CONFIG);
@@ -620,6 +668,44 @@ pub async fn write_outputs(
         source: std::io::Error::other(e),
     })??;
     Ok(outputs)
+}
+
+/// `tls` with absolute paths (nats-server resolves relative ones from wherever it is started),
+/// each file checked to be there.
+async fn absolute_tls(tls: Option<&ServerTls>) -> Result<Option<ServerTls>, BootstrapError> {
+    let Some(tls) = tls.cloned() else { return Ok(None) };
+    let absolute = |path: &PathBuf| {
+        std::fs::canonicalize(path)
+            .map_err(|source| BootstrapError::TlsFile { path: path.clone(), source })
+    };
+    let work = move || {
+        Ok(ServerTls {
+            cert_file: absolute(&tls.cert_file)?,
+            key_file: absolute(&tls.key_file)?,
+            ca_file: tls.ca_file.as_ref().map(absolute).transpose()?,
+            verify: tls.verify,
+        })
+    };
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| BootstrapError::TlsFile {
+            path: PathBuf::new(),
+            source: std::io::Error::other(e),
+        })?
+        .map(Some)
+}
+
+/// Refuses a `local.conf` with its own top-level `tls` block (see
+/// [`server_config::has_top_level_tls`]); none yet is fine.
+fn check_local_tls(local: &Path) -> Result<(), BootstrapError> {
+    match std::fs::read_to_string(local) {
+        Ok(text) if server_config::has_top_level_tls(&text) => {
+            Err(BootstrapError::TlsConflict { local: local.to_path_buf() })
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(BootstrapError::Write { path: local.to_path_buf(), source }),
+    }
 }
 
 /// The sentinel's JWT as `default_sentinel`: a bearer token (nats-server checks no nonce

@@ -96,12 +96,30 @@ impl ConnectFailure {
         let cause = root.to_string();
         match e.kind() {
             K::AuthorizationViolation | K::Authentication => ConnectFailure::NotAuthorized,
+            // A failed handshake reaches us as an I/O error around rustls's own.
+            K::Tls | K::Io if from_rustls(e) => ConnectFailure::Tls(cause),
             K::Tls => ConnectFailure::Tls(cause),
             K::TimedOut => ConnectFailure::TimedOut,
             K::ServerParse => ConnectFailure::BadUrl(cause),
             K::Dns | K::Io | K::MaxReconnects => ConnectFailure::Unreachable(cause),
         }
     }
+}
+
+/// Whether rustls (the TLS handshake: an unknown CA, a certificate refused) is behind `e`.
+/// std's `io::Error` hides the error it wraps from `source()`, so each is opened.
+fn from_rustls(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let inner = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+        if e.is::<async_nats::rustls::Error>()
+            || inner.is_some_and(|i| i.is::<async_nats::rustls::Error>())
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 impl ClientError {

@@ -15,11 +15,15 @@
 //! - **Failback**: while on a backup, a task probes the primary every `failback_interval` and,
 //!   when it answers, forces a reconnect that goes to the primary.
 //!
+//! - **TLS**: [`TlsFiles`] (`--tlsca`, `--tlscert`/`--tlskey`) apply to every server of the
+//!   list; with any of them set, a server that does not speak TLS is refused, not used in clear.
+//!
 //! async-nats keeps subscriptions across reconnects, so the endpoints (and later the callout)
 //! are there after every move, once. Every move and state change is logged once, and
 //! [`LinkStatus`] shows it to `authd.status`.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -70,6 +74,65 @@ pub struct ConnectionSettings {
     pub request_timeout: Duration,
     /// Exit on the first failed connect instead of waiting for a server.
     pub require_nats: bool,
+    /// TLS: the CA to trust, a client certificate for servers that verify clients.
+    pub tls: TlsFiles,
+}
+
+/// The TLS files of a connection. None set: TLS only if the server asks for it, verified
+/// against the system's roots.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA file (PEM) to verify the server's certificate with, instead of the system's roots.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and its key (PEM), for servers that verify clients (mTLS).
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+impl TlsFiles {
+    /// Whether any file is set (and so TLS is required).
+    pub fn is_set(&self) -> bool {
+        self.ca.is_some() || self.client.is_some()
+    }
+
+    /// `options` with these files, requiring TLS if any is set.
+    pub fn apply(&self, mut options: ConnectOptions) -> ConnectOptions {
+        if let Some(ca) = &self.ca {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &self.client {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        // A CA or a certificate means TLS is expected: never fall back to plain text.
+        options.require_tls(self.is_set())
+    }
+
+    /// Checks that each file can be read and holds PEM. async-nats reads them only at each
+    /// connect attempt, and a waiting service would retry a typo forever.
+    ///
+    /// # Errors
+    /// [`ConnectionError::TlsFile`] naming the first file that cannot be used.
+    pub async fn check(&self) -> Result<(), ConnectionError> {
+        let files: Vec<PathBuf> = self
+            .ca
+            .iter()
+            .chain(self.client.iter().flat_map(|(cert, key)| [cert, key]))
+            .cloned()
+            .collect();
+        tokio::task::spawn_blocking(move || files.iter().try_for_each(|path| check_pem(path)))
+            .await
+            .map_err(|e| ConnectionError::TlsFile { path: PathBuf::new(), cause: e.to_string() })?
+    }
+}
+
+/// A file that can be read and has a PEM block. Its content is never put in the error: it
+/// may be a private key.
+fn check_pem(path: &Path) -> Result<(), ConnectionError> {
+    let error = |cause: String| ConnectionError::TlsFile { path: path.to_path_buf(), cause };
+    let bytes = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(error("not a PEM file (no -----BEGIN line)".into()));
+    }
+    Ok(())
 }
 
 impl Default for ConnectionSettings {
@@ -84,6 +147,7 @@ impl Default for ConnectionSettings {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
             require_nats: false,
+            tls: TlsFiles::default(),
         }
     }
 }
@@ -258,6 +322,9 @@ pub enum ConnectionError {
     /// Shut down before a server answered.
     #[error("shut down while waiting for NATS")]
     Cancelled,
+    /// A TLS file (`--tlsca`, `--tlscert`, `--tlskey`) cannot be used.
+    #[error("cannot use TLS file {}: {cause}", path.display())]
+    TlsFile { path: PathBuf, cause: String },
 }
 
 /// Connects as the service user, waiting for a server unless `require_nats` is set.
@@ -270,6 +337,7 @@ pub async fn connect(
     settings: &ConnectionSettings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Connection, ConnectionError> {
+    settings.tls.check().await?;
     let auth = AccountName::new(AUTH_ACCOUNT).expect("valid");
     let account = authority.account(&auth).await?;
     let user = authority.user(&auth, &UserName::new(SERVICE_USER).expect("valid")).await?;
@@ -332,6 +400,7 @@ pub async fn connect(
             async move { on_event(&shared, &up_tx, event) }
         }
     });
+    let options = settings.tls.apply(options);
 
     let urls = settings.urls.join(", ");
     let client = if settings.require_nats {

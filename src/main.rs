@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -18,6 +18,7 @@ use nats_authd::client::{AdminClient, ClientError, ConnectFailure, NoAnswer};
 use nats_authd::connection::ConnectionSettings;
 use nats_authd::names::API_PREFIX;
 use nats_authd::queue::PendingState;
+use nats_authd::server_config::ServerTls;
 use nats_authd::vault::{self, Existing};
 use nats_authd::{app, model, nats_server};
 use tracing_subscriber::filter::FilterExt;
@@ -139,13 +140,17 @@ async fn run(command: Command) -> Result<()> {
             print_init(&outcome);
             println!("\nStart nats-server:  nats-server -c {}", outcome.outputs.config.display());
             // Everything serve needs that is not its default, so the line can be pasted.
+            let tls = args.server_tls.settings();
             let mut serve = format!(
                 "nats-authd serve --data-dir {} --nats-url {}",
                 args.store.data_dir.display(),
-                args.server.settings().client_url()
+                server_url(&args, tls.as_ref())
             );
             if let Some(file) = &args.store.master_key_file {
                 serve.push_str(&format!(" --master-key-file {}", file.display()));
+            }
+            if let Some(tls) = &tls {
+                serve.push_str(&tls_hint(tls.ca_file.as_deref(), tls.verify.then_some(None)));
             }
             println!("Then the service:   {serve}");
             println!("Or both at once:    nats-authd up");
@@ -171,9 +176,37 @@ async fn run(command: Command) -> Result<()> {
 }
 
 async fn init(args: &InitArgs, env_key: Option<String>) -> Result<InitOutcome> {
-    bootstrap::init(&args.options(env_key), model::now())
+    let tls = args.server_tls.settings();
+    bootstrap::init_with_tls(&args.options(env_key), tls.as_ref(), model::now())
         .await
         .with_context(|| format!("init in {}", args.store.data_dir.display()))
+}
+
+/// The client URL of the server `init` configures: `tls://` when it requires TLS.
+fn server_url(args: &InitArgs, tls: Option<&ServerTls>) -> String {
+    let settings = args.server.settings();
+    if tls.is_some() {
+        settings.tls_url()
+    } else {
+        settings.client_url()
+    }
+}
+
+/// The TLS flags of a printed command line: the CA, and for a server that verifies clients
+/// a client certificate (`Some(None)`: one the reader must supply).
+fn tls_hint(ca: Option<&Path>, client: Option<Option<&(PathBuf, PathBuf)>>) -> String {
+    let mut hint = String::new();
+    if let Some(ca) = ca {
+        hint.push_str(&format!(" --tlsca {}", ca.display()));
+    }
+    match client {
+        Some(Some((cert, key))) => {
+            hint.push_str(&format!(" --tlscert {} --tlskey {}", cert.display(), key.display()))
+        }
+        Some(None) => hint.push_str(" --tlscert CLIENT-CERT.pem --tlskey CLIENT-KEY.pem"),
+        None => {}
+    }
+    hint
 }
 
 fn print_init(outcome: &InitOutcome) {
@@ -200,6 +233,13 @@ fn print_init(outcome: &InitOutcome) {
 
 async fn up(args: UpArgs, env_key: Option<String>, signal: impl Future<Output = ()>) -> Result<()> {
     let bin = nats_server::find(args.nats_server.as_deref())?;
+    // The service's own TLS, settled before anything is written or started.
+    let server_tls = args.init.server_tls.settings();
+    let ca = server_tls.as_ref().and_then(|t| t.ca_file.clone());
+    let tls = args.tls.files(&|name| std::env::var(name).ok(), [ca, None, None])?;
+    if server_tls.as_ref().is_some_and(|t| t.verify) && tls.client.is_none() {
+        return Err(CliError::ServiceNeedsClientCert.into());
+    }
     let outcome = init(&args.init, env_key).await?;
     print_init(&outcome);
     let config = &outcome.outputs.config;
@@ -216,12 +256,16 @@ async fn up(args: UpArgs, env_key: Option<String>, signal: impl Future<Output = 
     )
     .await
     .with_context(|| format!("starting {}", bin.display()))?;
-    let url = settings.client_url();
+    let url = server_url(&args.init, server_tls.as_ref());
     let creds = outcome.outputs.admin_creds.display();
+    let hint = match &server_tls {
+        Some(t) => tls_hint(tls.ca.as_deref(), t.verify.then_some(tls.client.as_ref())),
+        None => tls_hint(tls.ca.as_deref(), tls.client.as_ref().map(Some)),
+    };
     println!("\nnats-server is up at {url} (log: {}).", log.display());
     println!("Admins connect with {creds}:");
-    println!("  nats-authd status --creds {creds} --nats-url {url}");
-    println!("  nats-authd account create acme --creds {creds} --nats-url {url}");
+    println!("  nats-authd status --creds {creds} --nats-url {url}{hint}");
+    println!("  nats-authd account create acme --creds {creds} --nats-url {url}{hint}");
     println!("Ctrl-C stops the service and the server.\n");
 
     // The service stops on a signal or when the server dies under it.
@@ -233,7 +277,15 @@ async fn up(args: UpArgs, env_key: Option<String>, signal: impl Future<Output = 
         }
     };
     let settings = app::Settings {
-        connection: ConnectionSettings { urls: vec![url], ..ConnectionSettings::default() },
+        connection: ConnectionSettings {
+            urls: vec![url],
+            tls,
+            // The server answered a moment ago: a first connect that fails is a setup error
+            // (a TLS file, a CA that did not sign the server's certificate) to show at once,
+            // not a server to wait for.
+            require_nats: true,
+            ..ConnectionSettings::default()
+        },
         publisher: args.publisher.settings(),
         callout: args.callout.settings(),
     };
@@ -251,10 +303,11 @@ async fn serve(
     env_key: Option<String>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    let settings = args.settings(&|name| std::env::var(name).ok())?;
     let authority = bootstrap::open(&args.store.data_dir, &args.store.master_key(env_key))
         .await
         .with_context(|| format!("opening {}", args.store.data_dir.display()))?;
-    app::run(authority, args.settings(), shutdown).await?;
+    app::run(authority, settings, shutdown).await?;
     Ok(())
 }
 

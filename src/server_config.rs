@@ -1,6 +1,6 @@
 //! Renders the nats-server configuration from the template in `nats-config/`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The template, documented setting by setting.
 pub const TEMPLATE: &str = include_str!("../nats-config/nats-server.conf");
@@ -39,6 +39,25 @@ impl ServerSettings {
     pub fn client_url(&self) -> String {
         format!("nats://{}", self.listen_addr())
     }
+
+    /// The client URL of this server when it requires TLS: `tls://`, so that a client insists
+    /// on TLS instead of following whatever the server's INFO says.
+    pub fn tls_url(&self) -> String {
+        format!("tls://{}", self.listen_addr())
+    }
+}
+
+/// TLS for client connections, as `init --server-tls-*` writes it into the generated config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    /// The server's certificate (PEM), its chain after it.
+    pub cert_file: PathBuf,
+    /// The certificate's private key (PEM).
+    pub key_file: PathBuf,
+    /// CA that client certificates must chain to (with `verify`).
+    pub ca_file: Option<PathBuf>,
+    /// Require a client certificate from every client (mTLS), nats-authd's own included.
+    pub verify: bool,
 }
 
 fn join_host_port(host: &str, port: u16) -> String {
@@ -61,6 +80,8 @@ pub struct ConfigInputs<'a> {
     /// The bearer, deny-all sentinel user JWT for connections without a JWT
     /// (`default_sentinel`): what lets clients log in with only user/password or a token.
     pub default_sentinel: &'a str,
+    /// The client TLS block, with absolute paths; `None` leaves TLS to `local.conf`.
+    pub tls: Option<&'a ServerTls>,
 }
 
 /// Fills in the template. Values are quoted, so paths with spaces work.
@@ -81,9 +102,98 @@ pub fn render(inputs: &ConfigInputs<'_>) -> String {
         ("{{resolver_dir}}", quote_safe(&inputs.resolver_dir.display().to_string())),
         ("{{preload}}", preload),
         ("{{default_sentinel}}", quote_safe(inputs.default_sentinel)),
+        ("{{tls}}", inputs.tls.map_or_else(|| NO_TLS.to_string(), tls_block)),
     ]
     .iter()
     .fold(TEMPLATE.to_string(), |text, (placeholder, value)| text.replace(placeholder, value))
+}
+
+/// What stands where the TLS block would be when no `--server-tls-*` flag was given.
+const NO_TLS: &str = "# (no --server-tls-cert given: no tls block here)";
+
+/// The `tls { }` block for client connections.
+fn tls_block(tls: &ServerTls) -> String {
+    let path = |p: &Path| quote_safe(&p.display().to_string());
+    let mut lines = vec![
+        "tls {".to_string(),
+        format!("  cert_file: \"{}\"", path(&tls.cert_file)),
+        format!("  key_file: \"{}\"", path(&tls.key_file)),
+    ];
+    if let Some(ca) = &tls.ca_file {
+        lines.push(format!("  ca_file: \"{}\"", path(ca)));
+    }
+    lines.push(format!("  verify: {}", tls.verify));
+    lines.push("}".to_string());
+    lines.join("\n")
+}
+
+/// Whether a nats-server config text sets `tls` at its top level (not inside `cluster`,
+/// `websocket`, `leafnodes`, ...). nats-server takes the last top-level `tls` block whole,
+/// so one in `local.conf` would silently replace the generated one: `init` refuses the pair.
+/// Files that `local.conf` itself includes are not looked into.
+pub fn has_top_level_tls(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    // A key can start only at the beginning of a line or after a separator.
+    let mut key_may_start = true;
+    while i < bytes.len() {
+        let c = bytes[i];
+        match c {
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' | b'\'' => {
+                let start = i + 1;
+                i = start;
+                while i < bytes.len() && bytes[i] != c {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                let quoted = &text[start..i.min(text.len())];
+                if depth == 0 && key_may_start && quoted.eq_ignore_ascii_case("tls") {
+                    return true;
+                }
+                key_may_start = false;
+                i += 1;
+                continue;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                key_may_start = true;
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                key_may_start = false;
+            }
+            b'\n' | b',' | b';' => key_may_start = true,
+            c if c.is_ascii_whitespace() => {}
+            c if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' => {
+                let start = i;
+                while i < bytes.len()
+                    && (bytes[i].is_ascii_alphanumeric() || b"_-$.".contains(&bytes[i]))
+                {
+                    i += 1;
+                }
+                if depth == 0 && key_may_start && text[start..i].eq_ignore_ascii_case("tls") {
+                    return true;
+                }
+                key_may_start = false;
+                continue;
+            }
+            _ => key_may_start = false,
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Escapes what would end or break a double-quoted config string.
@@ -106,12 +216,63 @@ mod tests {
             resolver_dir: Path::new("/tmp/a dir/jwt"),
             preload: &preload,
             default_sentinel: "eyJ.s.t",
+            tls: None,
         });
         assert!(!text.contains("{{"), "unfilled placeholder in:\n{text}");
+        assert!(!has_top_level_tls(&text), "no tls block without the flags");
         assert!(text.contains("default_sentinel: \"eyJ.s.t\""));
         assert!(text.contains("listen: \"127.0.0.1:4222\""));
         assert!(text.contains("operator: \"/tmp/a dir/operator.jwt\""));
         assert!(text.contains("  AKEY: \"eyJ.x.y\""));
         assert_eq!(settings.client_url(), "nats://127.0.0.1:4222");
+    }
+
+    #[test]
+    fn the_tls_block_names_its_files_and_verify() {
+        let tls = ServerTls {
+            cert_file: "/c/server.pem".into(),
+            key_file: "/c/server-key.pem".into(),
+            ca_file: Some("/c/ca.pem".into()),
+            verify: true,
+        };
+        let settings = ServerSettings::default();
+        let text = render(&ConfigInputs {
+            settings: &settings,
+            operator_jwt_file: Path::new("/o.jwt"),
+            system_account: "ASYS",
+            resolver_dir: Path::new("/jwt"),
+            preload: &[],
+            default_sentinel: "eyJ.s.t",
+            tls: Some(&tls),
+        });
+        assert!(text.contains("tls {\n  cert_file: \"/c/server.pem\"\n  key_file: \"/c/server-key.pem\"\n  ca_file: \"/c/ca.pem\"\n  verify: true\n}"), "{text}");
+        assert!(has_top_level_tls(&text));
+        assert_eq!(settings.tls_url(), "tls://127.0.0.1:4222");
+    }
+
+    #[test]
+    fn only_a_top_level_tls_key_counts() {
+        for text in [
+            "tls { cert_file: a }",
+            "TLS: { cert_file: a }",
+            "max_connections: 5\ntls = {}",
+            "  \"tls\" {}",
+            "a: 1; tls {}",
+        ] {
+            assert!(has_top_level_tls(text), "{text:?}");
+        }
+        for text in [
+            "",
+            "# tls { cert_file: a }",
+            "// tls {}",
+            "cluster { name: c, tls { cert_file: a } }",
+            "websocket {\n  port: 8080\n  tls {\n cert_file: a\n }\n}",
+            "leafnodes { remotes: [ { url: x, tls: {} } ] }",
+            "server_name: tls",
+            "server_name: \"tls\"",
+            "tls_timeout_thing: 1",
+        ] {
+            assert!(!has_top_level_tls(text), "{text:?}");
+        }
     }
 }

@@ -43,15 +43,9 @@ pub struct ClientArgs {
     /// one selected in ~/.config/nats/context.txt, if any].
     #[arg(long, value_name = "NAME", global = true)]
     pub context: Option<String>,
-    /// CA file to verify the server's TLS certificate with [env: NATS_CA].
-    #[arg(long, value_name = "FILE", global = true)]
-    pub tlsca: Option<PathBuf>,
-    /// Client TLS certificate, for servers that verify clients [env: NATS_CERT].
-    #[arg(long, value_name = "FILE", global = true, requires = "tlskey")]
-    pub tlscert: Option<PathBuf>,
-    /// Key of the client TLS certificate [env: NATS_KEY].
-    #[arg(long, value_name = "FILE", global = true, requires = "tlscert")]
-    pub tlskey: Option<PathBuf>,
+    /// TLS files (the context's `ca`, `cert`, `key` come after the flags and variables).
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
     /// Print the raw JSON answer instead of a table; errors too, as
     /// {"error":{"code","kind","message"}} on stderr.
     #[arg(long, global = true)]
@@ -113,18 +107,14 @@ impl ClientArgs {
                 PathBuf::from(env("NATS_AUTHD_OUT_DIR").unwrap_or_else(|| "authd".into()))
                     .join("admin.creds")
             });
-        let cert = path(&self.tlscert, &["NATS_CERT"], &context.cert);
-        let key = path(&self.tlskey, &["NATS_KEY"], &context.key);
-        let tls_cert = match (cert, key) {
-            (Some(cert), Some(key)) => Some((cert, key)),
-            (None, None) => None,
-            _ => return Err(CliError::HalfTlsPair),
-        };
+        let tls = self
+            .tls
+            .files(&env, [&context.ca, &context.cert, &context.key].map(|v| from_context(v)))?;
         Ok(crate::client::ConnectSpec {
             urls,
             creds,
-            tls_ca: path(&self.tlsca, &["NATS_CA"], &context.ca),
-            tls_cert,
+            tls_ca: tls.ca,
+            tls_cert: tls.client,
             connect_timeout: std::time::Duration::try_from_secs_f64(self.timeout).ok(),
         })
     }
@@ -257,6 +247,13 @@ pub enum CliError {
     /// a context; the flags require each other).
     #[error("a TLS client certificate needs both a cert and a key file")]
     HalfTlsPair,
+    /// `up --server-tls-verify` without a client certificate for the service itself.
+    #[error(
+        "--server-tls-verify makes nats-server require a client certificate from every client, \
+         nats-authd's own connection included: give --tlscert and --tlskey (a client \
+         certificate signed by --server-tls-ca)"
+    )]
+    ServiceNeedsClientCert,
 }
 
 /// Reads a password from the first line of `input`.

@@ -10,9 +10,9 @@ use crate::app;
 use crate::bootstrap::{InitOptions, Layout, MasterKeyOptions};
 use crate::callout::authorize::CalloutSettings;
 use crate::callout::limiter::Limits;
-use crate::connection::ConnectionSettings;
+use crate::connection::{ConnectionSettings, TlsFiles};
 use crate::publisher::PublisherSettings;
-use crate::server_config::ServerSettings;
+use crate::server_config::{ServerSettings, ServerTls};
 
 /// A noun's request enum: one variant per subcommand, each holding that endpoint's typed
 /// request, and its [`Dispatch`] handing the variant's request, as its own type, to a sender.
@@ -221,6 +221,81 @@ pub struct SysCredsArgs {
     pub force: bool,
 }
 
+/// The TLS files of a NATS connection, shared by the client commands, `serve` and `up`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// CA file (PEM) to verify the server's TLS certificate with; given, TLS is required
+    /// [env: NATS_CA].
+    #[arg(long, value_name = "FILE", global = true)]
+    pub tlsca: Option<PathBuf>,
+    /// Client TLS certificate (PEM), for servers that verify clients (mTLS) [env: NATS_CERT].
+    #[arg(long, value_name = "FILE", global = true, requires = "tlskey")]
+    pub tlscert: Option<PathBuf>,
+    /// Key of the client TLS certificate [env: NATS_KEY].
+    #[arg(long, value_name = "FILE", global = true, requires = "tlscert")]
+    pub tlskey: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// Each file from its flag, else `NATS_CA`, `NATS_CERT`, `NATS_KEY` (from `env`, empty
+    /// counting as unset), else `fallback` (a NATS CLI context's `ca`, `cert`, `key`).
+    ///
+    /// # Errors
+    /// [`CliError::HalfTlsPair`] for a certificate without its key or the other way round.
+    pub fn files(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+        fallback: [Option<PathBuf>; 3],
+    ) -> Result<TlsFiles, CliError> {
+        let [ca, cert, key] = fallback;
+        let pick = |flag: &Option<PathBuf>, var: &str, fallback: Option<PathBuf>| {
+            flag.clone()
+                .or_else(|| env(var).filter(|v| !v.is_empty()).map(PathBuf::from))
+                .or(fallback)
+        };
+        let client =
+            match (pick(&self.tlscert, "NATS_CERT", cert), pick(&self.tlskey, "NATS_KEY", key)) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => return Err(CliError::HalfTlsPair),
+            };
+        Ok(TlsFiles { ca: pick(&self.tlsca, "NATS_CA", ca), client })
+    }
+}
+
+/// TLS for client connections in the generated server config.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServerTlsArgs {
+    /// Turn TLS on for client connections: the server's certificate (PEM), written into the
+    /// generated nats-server.conf by every init (give the flags again each time).
+    #[arg(long, value_name = "FILE", requires = "server_tls_key")]
+    pub server_tls_cert: Option<PathBuf>,
+    /// Private key of --server-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "server_tls_cert")]
+    pub server_tls_key: Option<PathBuf>,
+    /// CA (PEM) that client certificates must chain to; `up` also trusts it for the
+    /// service's own connection unless --tlsca is given.
+    #[arg(long, value_name = "FILE", requires = "server_tls_cert")]
+    pub server_tls_ca: Option<PathBuf>,
+    /// Require a client certificate signed by --server-tls-ca from every client (mTLS),
+    /// nats-authd's own connection included (`up` then needs --tlscert/--tlskey).
+    #[arg(long, requires = "server_tls_ca")]
+    pub server_tls_verify: bool,
+}
+
+impl ServerTlsArgs {
+    /// The TLS block to write, if TLS is on.
+    pub fn settings(&self) -> Option<ServerTls> {
+        let (cert, key) = (self.server_tls_cert.clone()?, self.server_tls_key.clone()?);
+        Some(ServerTls {
+            cert_file: cert,
+            key_file: key,
+            ca_file: self.server_tls_ca.clone(),
+            verify: self.server_tls_verify,
+        })
+    }
+}
+
 /// Where the store and the master key are.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
@@ -266,6 +341,8 @@ pub struct InitArgs {
     /// Do not seal callout requests with an xkey (new trust chains only).
     #[arg(long)]
     pub no_xkey: bool,
+    #[command(flatten)]
+    pub server_tls: ServerTlsArgs,
 }
 
 /// `up` arguments.
@@ -276,6 +353,9 @@ pub struct UpArgs {
     /// nats-server binary [default: search PATH].
     #[arg(long, env = "NATS_SERVER_BIN")]
     pub nats_server: Option<PathBuf>,
+    /// TLS files of the service's own connection (--tlsca defaults to --server-tls-ca).
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[command(flatten)]
     pub publisher: PublisherArgs,
     #[command(flatten)]
@@ -393,6 +473,9 @@ pub struct ServeArgs {
     /// Time-out of requests the service makes to the servers, in seconds.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = secs)]
     pub request_timeout: Duration,
+    /// TLS files of the service's connection.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[command(flatten)]
     pub publisher: PublisherArgs,
     #[command(flatten)]
@@ -437,9 +520,15 @@ impl InitArgs {
 }
 
 impl ServeArgs {
-    /// Service settings.
-    pub fn settings(&self) -> app::Settings {
-        app::Settings {
+    /// Service settings, TLS files taken from `env` where no flag gives them.
+    ///
+    /// # Errors
+    /// [`CliError::HalfTlsPair`] for a client certificate without its key or the reverse.
+    pub fn settings(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<app::Settings, CliError> {
+        Ok(app::Settings {
             connection: ConnectionSettings {
                 urls: self.nats_urls.clone(),
                 primary_retries: self.primary_retries as usize,
@@ -450,10 +539,11 @@ impl ServeArgs {
                 connect_timeout: self.connect_timeout,
                 request_timeout: self.request_timeout,
                 require_nats: self.require_nats,
+                tls: self.tls.files(env, Default::default())?,
             },
             publisher: self.publisher.settings(),
             callout: self.callout.settings(),
-        }
+        })
     }
 }
 
@@ -508,7 +598,7 @@ pub(crate) mod tests {
         ])
         .unwrap();
         let Command::Serve(args) = cli.command else { panic!("not serve") };
-        let conn = args.settings().connection;
+        let conn = args.settings(&|_| None).unwrap().connection;
         assert_eq!(conn.urls, ["nats://a:4222", "nats://b:4222"]);
         assert!(conn.require_nats);
         assert_eq!(conn.connect_timeout, Duration::from_millis(500));
