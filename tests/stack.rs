@@ -55,19 +55,12 @@ async fn varz(port: u16) -> serde_json::Value {
 async fn every_local_snippet_passes_the_servers_config_check() {
     let stack = Stack::init().await;
     let tmp = stack.dir.path();
-    // The TLS snippet names certificate files: make real ones for the check.
+    // The TLS snippet names certificate files (ca.pem, server.pem, server-key.pem, as the
+    // private CA of tests/common/certs.rs names them): make real ones for the check.
     let certs = tmp.join("etc");
-    std::fs::create_dir_all(&certs).unwrap();
-    let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
-        .args(["-days", "1", "-subj", "/CN=localhost", "-keyout"])
-        .arg(certs.join("server-key.pem"))
-        .arg("-out")
-        .arg(certs.join("server.pem"))
-        .output();
-    let have_openssl = made.is_ok_and(|o| o.status.success());
+    let have_openssl = common::certs::have_openssl();
     if have_openssl {
-        std::fs::copy(certs.join("server.pem"), certs.join("ca.pem")).unwrap();
+        common::certs::make(&certs);
     }
     let snippets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("nats-config/local");
     let mut checked = 0;

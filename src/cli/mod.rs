@@ -605,6 +605,53 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn serve_takes_tls_files_from_flags_then_the_environment() {
+        let Command::Serve(args) =
+            parse(&["serve", "--tlscert", "c.pem", "--tlskey", "k.pem"]).unwrap()
+        else {
+            panic!("not serve")
+        };
+        let env = |name: &str| (name == "NATS_CA").then(|| "env-ca.pem".to_string());
+        let tls = args.settings(&env).unwrap().connection.tls;
+        assert_eq!(tls.ca, Some(PathBuf::from("env-ca.pem")));
+        assert_eq!(tls.client, Some(("c.pem".into(), "k.pem".into())));
+        assert_eq!(args.settings(&|_| None).unwrap().connection.tls.ca, None);
+        let Command::Serve(args) = parse(&["serve"]).unwrap() else { panic!("not serve") };
+        let half = |name: &str| (name == "NATS_CERT").then(|| "c.pem".to_string());
+        assert!(matches!(args.settings(&half), Err(CliError::HalfTlsPair)));
+        assert!(parse(&["serve", "--tlscert", "c.pem"]).is_err(), "a cert needs its key");
+    }
+
+    #[test]
+    fn server_tls_flags_need_their_partners() {
+        let Command::Init(args) = parse(&[
+            "init",
+            "--server-tls-cert",
+            "s.pem",
+            "--server-tls-key",
+            "s-key.pem",
+            "--server-tls-ca",
+            "ca.pem",
+            "--server-tls-verify",
+        ])
+        .unwrap() else {
+            panic!("not init")
+        };
+        let tls = args.server_tls.settings().unwrap();
+        assert_eq!((tls.ca_file, tls.verify), (Some(PathBuf::from("ca.pem")), true));
+        let Command::Init(args) = parse(&["init"]).unwrap() else { panic!("not init") };
+        assert_eq!(args.server_tls.settings(), None);
+        for bad in [
+            &["init", "--server-tls-cert", "s.pem"][..],
+            &["init", "--server-tls-key", "k.pem"],
+            &["init", "--server-tls-ca", "ca.pem"],
+            &["up", "--server-tls-cert", "s.pem", "--server-tls-key", "k", "--server-tls-verify"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn no_log_filter_lets_async_nats_print_message_bodies() {
         use tracing::Level;
         let safe = secret_safe_filter();
