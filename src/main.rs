@@ -171,7 +171,7 @@ async fn run(command: Command) -> Result<()> {
 }
 
 async fn init(args: &InitArgs, env_key: Option<String>) -> Result<InitOutcome> {
-    bootstrap::init(&args.options(env_key), model::now())
+    bootstrap::init_with_store(&args.options(env_key), args.store_request(), model::now())
         .await
         .with_context(|| format!("init in {}", args.store.data_dir.display()))
 }
@@ -192,6 +192,7 @@ fn print_init(outcome: &InitOutcome) {
         );
     }
     let o = &outcome.outputs;
+    println!("  store:           {}", outcome.store);
     println!("  server config:   {}", o.config.display());
     println!("  operator JWT:    {}", o.operator_jwt.display());
     println!("  admin creds:     {}", o.admin_creds.display());
@@ -236,6 +237,7 @@ async fn up(args: UpArgs, env_key: Option<String>, signal: impl Future<Output = 
         connection: ConnectionSettings { urls: vec![url], ..ConnectionSettings::default() },
         publisher: args.publisher.settings(),
         callout: args.callout.settings(),
+        store: outcome.store.clone(),
     };
     let result = app::run(outcome.authority, settings, shutdown).await;
     let server_status = server.stop(Duration::from_secs(10)).await;
@@ -251,10 +253,15 @@ async fn serve(
     env_key: Option<String>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let authority = bootstrap::open(&args.store.data_dir, &args.store.master_key(env_key))
+    let data_dir = &args.store.data_dir;
+    let authority = bootstrap::open(data_dir, &args.store.master_key(env_key))
         .await
-        .with_context(|| format!("opening {}", args.store.data_dir.display()))?;
-    app::run(authority, args.settings(), shutdown).await?;
+        .with_context(|| format!("opening {}", data_dir.display()))?;
+    let mut settings = args.settings();
+    settings.store = bootstrap::store_choice(data_dir)
+        .with_context(|| format!("opening {}", data_dir.display()))?;
+    tracing::info!(store = %settings.store, "starting");
+    app::run(authority, settings, shutdown).await?;
     Ok(())
 }
 

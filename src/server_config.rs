@@ -86,6 +86,24 @@ pub fn render(inputs: &ConfigInputs<'_>) -> String {
     .fold(TEMPLATE.to_string(), |text, (placeholder, value)| text.replace(placeholder, value))
 }
 
+/// A `jetstream` block storing in `store_dir`, for `local.conf` (JetStream mode).
+pub fn jetstream_block(store_dir: &Path) -> String {
+    format!(
+        "\n# nats-authd keeps its records in a JetStream stream of the AUTH account (init --store\n\
+         # jetstream). Every server of a cluster needs JetStream on, each with its own store_dir.\n\
+         jetstream {{\n  store_dir: \"{}\"\n}}\n",
+        quote_safe(&store_dir.display().to_string())
+    )
+}
+
+/// Whether a config text turns JetStream on (a `jetstream` setting outside comments).
+pub fn has_jetstream_block(text: &str) -> bool {
+    text.lines().any(|line| {
+        let line = line.trim_start();
+        !line.starts_with('#') && !line.starts_with("//") && line.to_lowercase().starts_with("jetstream")
+    })
+}
+
 /// Escapes what would end or break a double-quoted config string.
 fn quote_safe(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"")
@@ -113,5 +131,14 @@ mod tests {
         assert!(text.contains("operator: \"/tmp/a dir/operator.jwt\""));
         assert!(text.contains("  AKEY: \"eyJ.x.y\""));
         assert_eq!(settings.client_url(), "nats://127.0.0.1:4222");
+    }
+
+    #[test]
+    fn jetstream_blocks_are_found_outside_comments() {
+        let block = jetstream_block(Path::new("/tmp/a \"dir\"/js"));
+        assert!(block.contains("store_dir: \"/tmp/a \\\"dir\\\"/js\""), "{block}");
+        assert!(has_jetstream_block(&block));
+        assert!(!has_jetstream_block("# jetstream { store_dir: x }\n"));
+        assert!(has_jetstream_block("  jetstream: enabled\n"));
     }
 }
