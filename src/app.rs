@@ -69,8 +69,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
     tokio::pin!(shutdown);
-    let connection = match connection::connect(&seed, &settings.connection, &mut shutdown).await
-    {
+    let connection = match connection::connect(&seed, &settings.connection, &mut shutdown).await {
         Ok(connection) => connection,
         Err(ConnectionError::Cancelled) => {
             seed.db().store().flush().await?;
@@ -92,7 +91,8 @@ pub async fn run(
             return Ok(());
         };
         let follower = tokio::spawn({
-            let (db, client, link) = (shared.db().clone(), client.clone(), connection.state.clone());
+            let (db, client, link) =
+                (shared.db().clone(), client.clone(), connection.state.clone());
             let stop = stop.clone();
             async move {
                 if let Err(e) = shared::follow(db, client, link, stop).await {
@@ -274,7 +274,7 @@ async fn open_shared(
             Err(e) if e.is_transient() => {
                 failures += 1;
                 // Once, then every 10th: a cluster coming up fails a few times.
-                if failures == 1 || failures % 10 == 0 {
+                if failures == 1 || failures.is_multiple_of(10) {
                     tracing::warn!(error = %causes(&e), stream = %options.stream, failures, "the shared store is not available yet; retrying");
                 }
             }

@@ -100,7 +100,9 @@ pub fn jetstream_block(store_dir: &Path) -> String {
 pub fn has_jetstream_block(text: &str) -> bool {
     text.lines().any(|line| {
         let line = line.trim_start();
-        !line.starts_with('#') && !line.starts_with("//") && line.to_lowercase().starts_with("jetstream")
+        !line.starts_with('#')
+            && !line.starts_with("//")
+            && line.to_lowercase().starts_with("jetstream")
     })
 }
 

@@ -22,8 +22,7 @@ use crate::store::jetstream::{
     JetStreamOptions, JetStreamStore, MAX_BATCH_MESSAGES, SUBJECT_PREFIX,
 };
 use crate::store::{
-    Batch, ConflictKind, Db, Expect, Op, StoreError, Tree, OPERATOR_KEY, SCHEMA_KEY,
-    SCHEMA_VERSION,
+    Batch, ConflictKind, Db, Expect, Op, StoreError, Tree, OPERATOR_KEY, SCHEMA_KEY, SCHEMA_VERSION,
 };
 
 /// Why the shared store cannot be used.
@@ -45,7 +44,9 @@ pub enum SharedStoreError {
     #[error("stream {stream} has no {what}; it is damaged or was written by something else")]
     Incomplete { stream: String, what: &'static str },
     /// The stream was written by a newer nats-authd.
-    #[error("stream {stream} has schema version {found}, newer than this build supports ({supported})")]
+    #[error(
+        "stream {stream} has schema version {found}, newer than this build supports ({supported})"
+    )]
     SchemaTooNew { stream: String, found: u32, supported: u32 },
 }
 
@@ -54,7 +55,10 @@ impl SharedStoreError {
     /// time-out), as opposed to a stream that will never do.
     pub fn is_transient(&self) -> bool {
         matches!(self, SharedStoreError::Store(StoreError::Backend(_)))
-            || matches!(self, SharedStoreError::Authority(AuthorityError::Store(StoreError::Backend(_))))
+            || matches!(
+                self,
+                SharedStoreError::Authority(AuthorityError::Store(StoreError::Backend(_)))
+            )
     }
 }
 
@@ -89,7 +93,10 @@ pub async fn open(
         Some(bytes) => {
             let found = std::str::from_utf8(&bytes).ok().and_then(|s| s.parse::<u32>().ok());
             let Some(found) = found else {
-                return Err(SharedStoreError::Incomplete { stream, what: "readable schema version" });
+                return Err(SharedStoreError::Incomplete {
+                    stream,
+                    what: "readable schema version",
+                });
             };
             if found > SCHEMA_VERSION {
                 return Err(SharedStoreError::SchemaTooNew {

@@ -195,8 +195,9 @@ mod tests {
         let have = StoreChoice::jetstream(3);
         assert!(none.agrees_with(&have));
         assert!(js3.agrees_with(&have));
-        assert!(StoreRequest { backend: Some(Backend::Jetstream), replicas: None }
-            .agrees_with(&have));
+        assert!(
+            StoreRequest { backend: Some(Backend::Jetstream), replicas: None }.agrees_with(&have)
+        );
         assert!(!StoreRequest { backend: Some(Backend::Sled), replicas: None }.agrees_with(&have));
         assert!(!StoreRequest { backend: None, replicas: Some(1) }.agrees_with(&have));
         assert!(!sled_replicas.agrees_with(&StoreChoice::default()));
