@@ -178,3 +178,146 @@ async fn callout_logins_go_on_through_the_other_instance_when_one_is_killed() {
     assert_eq!(failed, 0, "logins failed after the kill");
     assert!(slowest < Duration::from_secs(2), "a login waited out the callout time-out");
 }
+
+#[tokio::test]
+async fn init_in_jetstream_mode_records_the_choice_and_serve_runs_on_the_stream() {
+    use nats_authd::app;
+    use nats_authd::bootstrap::{self, BootstrapError, InitOptions, Layout, MasterKeyOptions};
+    use nats_authd::connection::ConnectionSettings;
+    use nats_authd::model::{self, AccountName, AccountRecord};
+    use nats_authd::nats_server::{self, NatsServer};
+    use nats_authd::server_config::ServerSettings;
+    use nats_authd::store::choice::{self, Backend, StoreChoice, StoreRequest};
+    use nats_authd::store::jetstream::{JetStreamOptions, JetStreamStore};
+    use nats_authd::store::Db;
+
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout { data_dir: dir.path().join("data"), out_dir: dir.path().join("out") };
+    let settings = ServerSettings {
+        host: "127.0.0.1".into(),
+        port: common::free_port(),
+        http_port: common::free_port(),
+        server_name: "js-single".into(),
+    };
+    let options = InitOptions {
+        layout: layout.clone(),
+        master_key: MasterKeyOptions::default(),
+        server: settings.clone(),
+        operator_name: "js-operator".into(),
+        xkey: true,
+    };
+    let js = StoreRequest { backend: Some(Backend::Jetstream), replicas: None };
+    let outcome = bootstrap::init_with_store(&options, js, model::now()).await.unwrap();
+    assert_eq!(outcome.store, StoreChoice::jetstream(1));
+    assert_eq!(choice::read(&layout.data_dir).unwrap(), Some(StoreChoice::jetstream(1)));
+    // AUTH (and only AUTH) may use JetStream.
+    let limits = |name: &str| {
+        let authority = outcome.authority.clone();
+        let name = AccountName::new(name).unwrap();
+        async move { authority.account(&name).await.unwrap().limits }
+    };
+    let auth = limits("auth").await;
+    assert_eq!(
+        (auth.memory_storage, auth.disk_storage, auth.streams, auth.consumer),
+        (-1, -1, -1, -1)
+    );
+    assert_eq!(limits("admin").await.disk_storage, 0);
+    let local = std::fs::read_to_string(layout.local_config_file()).unwrap();
+    assert!(local.contains("jetstream {"), "{local}");
+    nats_server::check_config(&common::nats_server_bin(), &layout.config_file()).await.unwrap();
+    drop(outcome);
+
+    // The choice is kept: a conflicting --store is refused, none (or the same) is fine.
+    let sled = StoreRequest { backend: Some(Backend::Sled), replicas: None };
+    let refused = bootstrap::init_with_store(&options, sled, model::now()).await.unwrap_err();
+    assert!(matches!(refused, BootstrapError::StoreConflict { .. }), "{refused}");
+    let three = StoreRequest { backend: None, replicas: Some(3) };
+    assert!(bootstrap::init_with_store(&options, three, model::now()).await.is_err());
+    let kept = bootstrap::init(&options, model::now()).await.unwrap();
+    assert_eq!(kept.store, StoreChoice::jetstream(1));
+
+    // The generated config and local.conf run a server on which serve uses the stream.
+    let _server = NatsServer::start(
+        &common::nats_server_bin(),
+        &layout.config_file(),
+        &dir.path().join("nats.log"),
+        &settings.listen_addr(),
+        &[],
+        Duration::from_secs(15),
+    )
+    .await
+    .unwrap();
+    let seed = kept.authority.clone();
+    let app_settings = app::Settings {
+        connection: ConnectionSettings { urls: vec![settings.client_url()], ..Default::default() },
+        store: kept.store.clone(),
+        ..app::Settings::default()
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running =
+        tokio::spawn(app::run(kept.authority, app_settings, stop.clone().cancelled_owned()));
+    let creds = std::fs::read_to_string(layout.admin_creds()).unwrap();
+    let client = ConnectOptions::with_credentials(&creds)
+        .unwrap()
+        .connect(settings.client_url())
+        .await
+        .unwrap();
+    let admin = nats_authd::client::AdminClient::new(client, "authd", Duration::from_secs(10));
+    eventually(Duration::from_secs(15), "the service to answer", || async {
+        admin.send(&GetStatus {}).await.is_ok()
+    })
+    .await;
+    admin.call("account.create", &json!({ "name": "acme" })).await.unwrap();
+
+    // acme is in the stream, not in the local seed.
+    let service = {
+        let settings = ConnectionSettings {
+            urls: vec![settings.client_url()],
+            require_nats: true,
+            ..Default::default()
+        };
+        nats_authd::connection::connect(&seed, &settings, std::future::pending())
+            .await
+            .unwrap()
+            .client
+    };
+    let stream = Db::new(Arc::new(
+        JetStreamStore::open(service, &JetStreamOptions::default()).await.unwrap(),
+    ));
+    assert!(stream.get::<AccountRecord>("acme").await.unwrap().is_some());
+    assert!(seed.db().get::<AccountRecord>("acme").await.unwrap().is_none());
+    stop.cancel();
+    running.await.unwrap().unwrap();
+}
+
+/// Not a check: prints what a read costs through the stream leader vs any replica, from each
+/// server (`cargo test --test cluster read_paths -- --ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn read_paths() {
+    use nats_authd::store::jetstream::{JetStreamOptions, JetStreamStore, ReadPath};
+    use nats_authd::store::{Batch, Expect, Op, Store, Tree};
+
+    let cluster = Cluster::start().await;
+    let authority = cluster.authority().await;
+    let options = JetStreamOptions { replicas: 3, ..JetStreamOptions::default() };
+    for node in 0..3 {
+        let client = cluster.service_client(&authority, node).await;
+        let store = JetStreamStore::open(client, &options).await.unwrap();
+        let mut batch = Batch::new();
+        let value = vec![b'x'; 300];
+        batch.push(Op::Put { tree: Tree::Users, key: "a/b".into(), value, expect: Expect::Any });
+        store.commit(batch).await.unwrap();
+        for path in [ReadPath::Direct, ReadPath::Leader] {
+            let store = store.clone().with_read_path(path);
+            let mut took = Vec::new();
+            for _ in 0..300 {
+                let t = Instant::now();
+                store.get(Tree::Users, "a/b").await.unwrap().unwrap();
+                took.push(t.elapsed());
+            }
+            took.sort();
+            eprintln!("server c{node} {path:?}: median {:?}, p99 {:?}", took[150], took[297]);
+        }
+    }
+}
