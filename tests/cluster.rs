@@ -72,6 +72,7 @@ async fn a_change_acknowledged_by_one_instance_survives_its_crash_and_reaches_ev
         .call("account.update", &json!({ "name": "acme", "description": "by b" }))
         .await
         .unwrap();
+    common::drained(&through_b).await;
     assert!(b.log_text().contains("opened the shared store"), "{}", b.log_text());
 }
 
@@ -189,7 +190,7 @@ async fn init_in_jetstream_mode_records_the_choice_and_serve_runs_on_the_stream(
     use nats_authd::server_config::ServerSettings;
     use nats_authd::store::choice::{self, Backend, StoreChoice, StoreRequest};
     use nats_authd::store::jetstream::{JetStreamOptions, JetStreamStore};
-    use nats_authd::store::Db;
+    use nats_authd::store::{Batch, Db, Expect, Op, Tree};
 
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout { data_dir: dir.path().join("data"), out_dir: dir.path().join("out") };
@@ -286,6 +287,53 @@ async fn init_in_jetstream_mode_records_the_choice_and_serve_runs_on_the_stream(
     ));
     assert!(stream.get::<AccountRecord>("acme").await.unwrap().is_some());
     assert!(seed.db().get::<AccountRecord>("acme").await.unwrap().is_none());
+
+    // Another handle's commit wakes whoever waits on the tree here (the change follower).
+    let other = {
+        let client = nats_authd::connection::connect(
+            &seed,
+            &ConnectionSettings {
+                urls: vec![settings.client_url()],
+                require_nats: true,
+                ..Default::default()
+            },
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+        let db = Db::new(Arc::new(
+            JetStreamStore::open(client.client.clone(), &JetStreamOptions::default())
+                .await
+                .unwrap(),
+        ));
+        (db, client)
+    };
+    let (followed, connection) = other;
+    let mut woken = followed.changes(Tree::Meta);
+    let follow_stop = tokio_util::sync::CancellationToken::new();
+    let follower = tokio::spawn(nats_authd::shared::follow(
+        followed.clone(),
+        connection.client.clone(),
+        connection.state.clone(),
+        follow_stop.clone(),
+    ));
+    // The follower subscribes in its own task: commit until it has seen one (bounded).
+    woken.borrow_and_update();
+    let mut seen = false;
+    for n in 0..20u32 {
+        let mut batch = Batch::new();
+        let value = n.to_string().into_bytes();
+        batch.push(Op::Put { tree: Tree::Meta, key: "probe".into(), value, expect: Expect::Any });
+        stream.commit(batch).await.unwrap();
+        if tokio::time::timeout(Duration::from_millis(250), woken.changed()).await.is_ok() {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "another handle's commit never woke this one");
+    assert!(followed.meta("probe").await.unwrap().is_some());
+    follow_stop.cancel();
+    follower.await.unwrap().unwrap();
     stop.cancel();
     running.await.unwrap().unwrap();
 }
