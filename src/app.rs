@@ -22,6 +22,8 @@ use crate::publisher::{Publisher, PublisherSettings, PublisherStats};
 use crate::server_api::ServerApi;
 use crate::service::dedup::Dedup;
 use crate::service::{self, reply, Context};
+use crate::shared::{self, SharedStoreError};
+use crate::store::choice::StoreChoice;
 use crate::store::StoreError;
 
 /// How long shutdown waits for requests already being handled.
@@ -37,6 +39,9 @@ pub enum AppError {
     /// Registering the micro service failed.
     #[error("cannot start the NATS service: {0}")]
     Service(String),
+    /// The shared (JetStream) store cannot be used.
+    #[error(transparent)]
+    Shared(#[from] SharedStoreError),
 }
 
 /// Everything `run` needs besides the store.
@@ -45,36 +50,63 @@ pub struct Settings {
     pub connection: ConnectionSettings,
     pub publisher: PublisherSettings,
     pub callout: LoginSettings,
+    /// The store to serve from: sled (the data dir's own) or the shared JetStream stream.
+    pub store: StoreChoice,
 }
 
 /// Runs the service until `shutdown` completes; then stops taking requests, finishes the ones
 /// in flight (bounded by [`IN_FLIGHT_GRACE`]), stops the publisher, drains the connection and
 /// flushes the store.
 ///
+/// `seed` is the data dir's own store and key: the service connects with it, and serves from
+/// it (sled) or from the shared stream it seeds (JetStream, [`Settings::store`]).
+///
 /// # Errors
 /// [`AppError::Connection`] in fail-fast mode when no server answers, service or store errors.
 pub async fn run(
-    authority: Authority,
+    seed: Authority,
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
     tokio::pin!(shutdown);
-    let connection =
-        match connection::connect(&authority, &settings.connection, &mut shutdown).await {
-            Ok(connection) => connection,
-            Err(ConnectionError::Cancelled) => {
-                authority.db().store().flush().await?;
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
-        };
+    let connection = match connection::connect(&seed, &settings.connection, &mut shutdown).await {
+        Ok(connection) => connection,
+        Err(ConnectionError::Cancelled) => {
+            seed.db().store().flush().await?;
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let client = connection.client.clone();
-    let hasher = PasswordHasher::default();
-    let manager = Manager::new(authority.clone(), hasher.clone()).with_push_wait(PUSH_WAIT);
-    let stats = Arc::new(PublisherStats::default());
     let stop = CancellationToken::new();
     // Every task started below watches `stop`; an early error return cancels it too.
     let _stop_on_exit = stop.clone().drop_guard();
+    // The seed stays open in JetStream mode too: its lock keeps a second process off this
+    // data dir.
+    let (authority, follower) = if settings.store.is_jetstream() {
+        let Some(shared) = open_shared(&seed, &client, &settings.store, &mut shutdown).await?
+        else {
+            connection.close().await;
+            seed.db().store().flush().await?;
+            return Ok(());
+        };
+        let follower = tokio::spawn({
+            let (db, client, link) =
+                (shared.db().clone(), client.clone(), connection.state.clone());
+            let stop = stop.clone();
+            async move {
+                if let Err(e) = shared::follow(db, client, link, stop).await {
+                    tracing::error!(error = %e, "cannot follow the shared store's changes");
+                }
+            }
+        });
+        (shared, Some(follower))
+    } else {
+        (seed.clone(), None)
+    };
+    let hasher = PasswordHasher::default();
+    let manager = Manager::new(authority.clone(), hasher.clone()).with_push_wait(PUSH_WAIT);
+    let stats = Arc::new(PublisherStats::default());
     let gate = Arc::new(ApiGate::default());
     let dedup = Dedup::default();
 
@@ -199,7 +231,59 @@ pub async fn run(
             Err(e) => tracing::error!(error = %e, "the callout responder failed"),
         }
     }
+    if let Some(follower) = follower {
+        let _ = follower.await;
+    }
     connection.close().await;
     authority.db().store().flush().await?;
+    seed.db().store().flush().await?;
     failure.map_or(Ok(()), Err)
+}
+
+/// An error with its causes, `a: b: c` (a backend error's own text is in its source).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Opens the shared store, retrying while JetStream is not ready (a cluster still electing
+/// its meta leader, the AUTH account's JetStream limits not yet applied) until `shutdown`.
+/// `None` when shut down first.
+async fn open_shared(
+    seed: &Authority,
+    client: &async_nats::Client,
+    choice: &StoreChoice,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Result<Option<Authority>, AppError> {
+    let options = choice.jetstream_options();
+    let mut delay = Duration::from_millis(100);
+    let mut failures = 0u32;
+    loop {
+        let attempt = tokio::select! {
+            () = &mut *shutdown => return Ok(None),
+            attempt = shared::open(seed, client.clone(), &options) => attempt,
+        };
+        match attempt {
+            Ok(authority) => return Ok(Some(authority)),
+            Err(e) if e.is_transient() => {
+                failures += 1;
+                // Once, then every 10th: a cluster coming up fails a few times.
+                if failures == 1 || failures.is_multiple_of(10) {
+                    tracing::warn!(error = %causes(&e), stream = %options.stream, failures, "the shared store is not available yet; retrying");
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tokio::select! {
+            () = &mut *shutdown => return Ok(None),
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
 }

@@ -82,6 +82,20 @@ impl Authority {
         Ok(Authority { db, master: Arc::new(master) })
     }
 
+    /// The same master key over another store (the shared JetStream one), checked like
+    /// [`Authority::open`] checks it.
+    ///
+    /// # Errors
+    /// As [`Authority::open`].
+    pub async fn with_db(&self, db: Db) -> Result<Self, AuthorityError> {
+        let Some(check) = db.meta(KEY_CHECK).await? else {
+            return Err(AuthorityError::NotInitialized);
+        };
+        let sealed = serde_json::from_slice(&check).map_err(|_| VaultError::Malformed)?;
+        self.master.open(&sealed, KEY_CHECK.as_bytes()).map_err(|_| VaultError::WrongMasterKey)?;
+        Ok(Authority { db, master: Arc::clone(&self.master) })
+    }
+
     /// The store.
     pub fn db(&self) -> &Db {
         &self.db

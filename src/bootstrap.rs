@@ -23,12 +23,18 @@ use crate::names::{
     SYS_SERVICES,
 };
 use crate::server_config::{self, ConfigInputs, ServerSettings, ServerTls};
+use crate::store::choice::{self, ChoiceError, StoreChoice, StoreRequest};
 use crate::store::sled::{self, OpenMode, SledStore, StoreLock};
 use crate::store::{Batch, Db, Expect, Op, StoreError, Tree, OPERATOR_KEY};
 use crate::vault::{self, Access, Existing, MasterKey, MasterKeySource, VaultError};
 
 /// The file the generated config includes at its end (see `nats-config/local/`).
 pub const LOCAL_CONFIG: &str = "local.conf";
+
+/// The server's JetStream store dir that a new `local.conf` names in JetStream mode, in the
+/// out dir: server state like the resolver dir, not nats-authd's (a copy of the data dir for
+/// another instance must not carry a server's stream files along).
+pub const JETSTREAM_DIR: &str = "jetstream";
 
 /// What `init` puts into a new `local.conf`: nothing but how to use it.
 const LOCAL_CONFIG_START: &str = "\
@@ -46,6 +52,16 @@ pub enum BootstrapError {
     Vault(#[from] VaultError),
     #[error(transparent)]
     Authority(#[from] AuthorityError),
+    /// The data dir's store choice is unreadable, or the request is contradictory.
+    #[error(transparent)]
+    Choice(#[from] ChoiceError),
+    /// `init` was asked for another store than the data dir already runs on. Nothing was
+    /// changed: a deployment's store is chosen once.
+    #[error(
+        "{} runs on the {have} store; `init` cannot change it to {asked} (leave out --store and          --replicas to keep it, or init a new data dir)",
+        data_dir.display()
+    )]
+    StoreConflict { data_dir: PathBuf, have: StoreChoice, asked: String },
     /// Writing an output file failed.
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
@@ -245,6 +261,8 @@ pub struct InitOutcome {
     pub operator_public_key: String,
     pub outputs: Outputs,
     pub authority: Authority,
+    /// The store the deployment runs on.
+    pub store: StoreChoice,
 }
 
 /// Files written for the server and the operators.
@@ -268,27 +286,56 @@ pub struct Outputs {
 /// [`VaultError::WrongMasterKey`] for an existing store without its key (nothing is changed),
 /// [`StoreError::Locked`] if the service is running on it, I/O errors writing outputs.
 pub async fn init(opts: &InitOptions, now: UnixTime) -> Result<InitOutcome, BootstrapError> {
-    init_with_tls(opts, None, now).await
+    init_with(opts, &InitExtras::default(), now).await
 }
 
-/// [`init`], writing `tls` into the server config (`--server-tls-*`).
+/// What `init` may be told beyond [`InitOptions`]: flags that only the command line sets.
+#[derive(Debug, Clone, Default)]
+pub struct InitExtras {
+    /// A client TLS block for the server config (`--server-tls-*`).
+    pub tls: Option<ServerTls>,
+    /// The store of a new data dir (`--store`, `--replicas`); on an existing one it must
+    /// agree with the choice recorded there.
+    pub store: StoreRequest,
+}
+
+/// [`init`] with [`InitExtras`].
 ///
 /// # Errors
 /// As [`init`]; [`BootstrapError::TlsFile`] for a TLS file that is not there,
-/// [`BootstrapError::TlsConflict`] if `local.conf` sets TLS too.
-pub async fn init_with_tls(
+/// [`BootstrapError::TlsConflict`] if `local.conf` sets TLS too,
+/// [`BootstrapError::StoreConflict`] when `extras.store` disagrees with an existing data
+/// dir's choice, [`BootstrapError::Choice`] for a contradictory request.
+pub async fn init_with(
     opts: &InitOptions,
-    tls: Option<&ServerTls>,
+    extras: &InitExtras,
     now: UnixTime,
 ) -> Result<InitOutcome, BootstrapError> {
     let layout = &opts.layout;
     // Before anything is made: a typo in a path must not leave a half-written out dir.
-    let tls = absolute_tls(tls).await?;
+    let tls = absolute_tls(extras.tls.as_ref()).await?;
+    let store = extras.store;
     let source = opts.master_key.source(&layout.data_dir);
-    let (created, created_master_key) = match survey(&layout.data_dir)? {
+    let (created, created_master_key, store) = match survey(&layout.data_dir)? {
         Found::Damaged(damage) => return Err(damaged(&layout.data_dir, damage)),
-        Found::Nothing => (true, create(opts, &source, now).await?),
-        Found::Store => (false, None),
+        Found::Nothing => {
+            let choice = store.for_new()?;
+            (true, create(opts, &choice, &source, now).await?, choice)
+        }
+        Found::Store => {
+            let have = choice::current(&layout.data_dir)?;
+            if !store.agrees_with(&have) {
+                let asked = match (store.backend, store.replicas) {
+                    (Some(b), Some(r)) => format!("{b} with {r} replicas"),
+                    (Some(b), None) => b.to_string(),
+                    (None, Some(r)) => format!("{r} replicas"),
+                    (None, None) => unreachable!("an empty request agrees with anything"),
+                };
+                let data_dir = layout.data_dir.clone();
+                return Err(BootstrapError::StoreConflict { data_dir, have, asked });
+            }
+            (false, None, have)
+        }
     };
     // A store this run did not make is checked on a copy first: sled rewrites its files
     // whenever it opens them, and a damaged store must be left byte for byte as it was found,
@@ -297,7 +344,15 @@ pub async fn init_with_tls(
     let outputs =
         write_outputs_with_tls(&authority, layout, &opts.server, tls.as_ref(), now).await?;
     let operator_public_key = authority.operator().await?.identity.public;
-    Ok(InitOutcome { created, created_master_key, operator_public_key, outputs, authority })
+    Ok(InitOutcome { created, created_master_key, operator_public_key, outputs, authority, store })
+}
+
+/// The store a data dir's deployment runs on (sled when `init` recorded none).
+///
+/// # Errors
+/// [`BootstrapError::Choice`] when the record is unreadable.
+pub fn store_choice(data_dir: &Path) -> Result<StoreChoice, BootstrapError> {
+    Ok(choice::current(data_dir)?)
 }
 
 /// Makes a new trust chain in an empty data dir: the master key if it is to be a new file,
@@ -305,6 +360,7 @@ pub async fn init_with_tls(
 /// master key file it created, if any.
 async fn create(
     opts: &InitOptions,
+    store: &StoreChoice,
     source: &MasterKeySource,
     now: UnixTime,
 ) -> Result<Option<PathBuf>, BootstrapError> {
@@ -338,9 +394,17 @@ async fn create(
     };
     {
         let db = Db::new(Arc::new(open_store(staging.clone(), OpenMode::CreateIfMissing).await?));
-        db.commit(topology(&master, &opts.operator_name, opts.xkey, now)).await?;
+        let jetstream = store.is_jetstream();
+        db.commit(topology(&master, &opts.operator_name, opts.xkey, jetstream, now)).await?;
         // Dropped here: the store is closed (and its lock released) before it is moved.
     }
+    // Before the store is renamed into place (which makes the data dir initialized), so an
+    // initialized data dir always has its choice; an interrupted init rewrites it.
+    blocking(&choice::file(&data_dir), {
+        let (data_dir, store) = (data_dir.clone(), store.clone());
+        move || choice::write(&data_dir, &store)
+    })
+    .await?;
     let store = store_dir(&data_dir);
     blocking(&store, {
         let store = store.clone();
@@ -467,6 +531,11 @@ fn copy_store(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+fn read_text(path: &Path) -> Result<String, BootstrapError> {
+    std::fs::read_to_string(path)
+        .map_err(|source| BootstrapError::Write { path: path.to_path_buf(), source })
+}
+
 /// Runs file-system work on the blocking pool; an I/O error is reported against `path`.
 async fn blocking<T: Send + 'static>(
     path: &Path,
@@ -494,8 +563,16 @@ fn user(
 
 /// Every record of a fresh trust chain, as one batch: operator, SYS/AUTH/ADMIN, the service,
 /// sentinel and admin users, and the master-key check. One batch, so a crash mid-init leaves
-/// nothing half-made.
-fn topology(master: &MasterKey, operator_name: &str, xkey: bool, now: UnixTime) -> Batch {
+/// nothing half-made. With `jetstream`, AUTH may use JetStream without limits: the shared
+/// store's stream lives there, where only the service user (which bypasses the callout) can
+/// reach it. Fixed at init, so AUTH's JWT still never changes as tenants come and go.
+fn topology(
+    master: &MasterKey,
+    operator_name: &str,
+    xkey: bool,
+    jetstream: bool,
+    now: UnixTime,
+) -> Batch {
     let mut sys = account(SYS_ACCOUNT, AccountKind::System, master, now);
     sys.exports = SYS_SERVICES.iter().map(|s| Export::service(s, s)).collect();
 
@@ -514,6 +591,14 @@ fn topology(master: &MasterKey, operator_name: &str, xkey: bool, now: UnixTime) 
         .push(Export { kind: ExportType::Stream, ..Export::service("nats-authd events", &events) });
     if xkey {
         auth.xkey = Some(SealedKey::generate(KeyRole::Curve, master));
+    }
+    if jetstream {
+        // -1: unlimited; a non-zero memory or disk limit is what turns JetStream on for an
+        // account.
+        auth.limits.memory_storage = -1;
+        auth.limits.disk_storage = -1;
+        auth.limits.streams = -1;
+        auth.limits.consumer = -1;
     }
 
     let mut admin = account(ADMIN_ACCOUNT, AccountKind::Admin, master, now);
@@ -602,6 +687,7 @@ pub async fn write_outputs_with_tls(
         preload.push((account.public_key().to_string(), jwt));
     }
     let default_sentinel = default_sentinel_jwt(authority, now).await?;
+    let jetstream = choice::current(&layout.data_dir)?.is_jetstream();
     let mut creds = Vec::new();
     for (account, user, path) in [
         (AUTH_ACCOUNT, SENTINEL_USER, &outputs.sentinel_creds),
@@ -646,15 +732,24 @@ pub async fn write_outputs_with_tls(
         });
         write_file(&outputs.config, config.as_bytes(), false)?;
         let local = out_dir.join(LOCAL_CONFIG);
+        let mut start = LOCAL_CONFIG_START.to_string();
+        if jetstream {
+            start.push_str(&server_config::jetstream_block(&out_dir.join(JETSTREAM_DIR)));
+        }
         // Created once; from then on it is the operator's.
-        match vault::write_file(
-            &local,
-            LOCAL_CONFIG_START.as_bytes(),
-            Access::Public,
-            Existing::Refuse,
-        ) {
+        match vault::write_file(&local, start.as_bytes(), Access::Public, Existing::Refuse) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if jetstream && !server_config::has_jetstream_block(&read_text(&local)?) {
+                    tracing::warn!(
+                        path = %local.display(),
+                        "this deployment stores its records in JetStream, but {} has no \
+                         `jetstream {{ store_dir: ... }}` block: add one (see \
+                         nats-config/local/jetstream.conf), or the server cannot hold them",
+                        local.display()
+                    );
+                }
+            }
             Err(source) => return Err(BootstrapError::Write { path: local, source }),
         }
         for (path, text) in &creds {

@@ -16,7 +16,7 @@
 //! | [`vault`] | the master key, XChaCha20-Poly1305 sealing at rest, the private-file writer |
 //! | [`keys`] | nkeys by role; sealed seeds; a `Seed` type that never prints |
 //! | [`token`] | API tokens: the `authd_<id>_<secret>` format and minting |
-//! | [`store`] | the `Store` boundary and its sled backend; atomic, durable batches |
+//! | [`store`] | the `Store` boundary, its sled and JetStream backends, the deployment's choice; atomic, durable batches |
 //! | [`queue`] | the durable queue of account-JWT pushes, its one owner |
 //! | [`password`] | argon2id hashing on a bounded blocking pool |
 //! | [`policy`] | pure: user + role -> permissions, role templates |
@@ -26,6 +26,7 @@
 //! | [`manage`] | the management domain: accounts, users, roles, tokens as plain functions |
 //! | [`server_api`] | a client of nats-server's own requests: claims update/delete/lookup/list, kick |
 //! | [`connection`] | the service's one NATS connection: failover, failback, state |
+//! | [`shared`] | JetStream mode: seeds the shared stream, follows other instances' changes |
 //! | [`api_gate`] | keeps management replies and the rare AUTH push apart |
 //! | [`publisher`] | drains the push queue to the servers: bursts, backoff, reconcile |
 //! | [`callout`] | auth callout: the login decision, sessions to kick, audit, the NATS side |
@@ -63,6 +64,7 @@ pub mod queue;
 pub mod server_api;
 pub mod server_config;
 pub mod service;
+pub mod shared;
 pub mod store;
 pub mod token;
 pub mod trust;

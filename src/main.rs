@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use nats_authd::api::ops::{GetOperator, GetStatus, ListPending, SysCreds};
 use nats_authd::api::ApiRequest;
-use nats_authd::bootstrap::{self, InitOutcome};
+use nats_authd::bootstrap::{self, InitExtras, InitOutcome};
 use nats_authd::cli::{
     output, read_password_stdin, secret_safe_filter, Cli, CliError, ClientArgs, Command, Dispatch,
     InitArgs, OutFile, Sender, ServeArgs, UpArgs, CLIENT_LOG, DEFAULT_LOG, MASTER_KEY_ENV,
@@ -176,8 +176,8 @@ async fn run(command: Command) -> Result<()> {
 }
 
 async fn init(args: &InitArgs, env_key: Option<String>) -> Result<InitOutcome> {
-    let tls = args.server_tls.settings();
-    bootstrap::init_with_tls(&args.options(env_key), tls.as_ref(), model::now())
+    let extras = InitExtras { tls: args.server_tls.settings(), store: args.store_request() };
+    bootstrap::init_with(&args.options(env_key), &extras, model::now())
         .await
         .with_context(|| format!("init in {}", args.store.data_dir.display()))
 }
@@ -225,6 +225,7 @@ fn print_init(outcome: &InitOutcome) {
         );
     }
     let o = &outcome.outputs;
+    println!("  store:           {}", outcome.store);
     println!("  server config:   {}", o.config.display());
     println!("  operator JWT:    {}", o.operator_jwt.display());
     println!("  admin creds:     {}", o.admin_creds.display());
@@ -288,6 +289,7 @@ async fn up(args: UpArgs, env_key: Option<String>, signal: impl Future<Output = 
         },
         publisher: args.publisher.settings(),
         callout: args.callout.settings(),
+        store: outcome.store.clone(),
     };
     let result = app::run(outcome.authority, settings, shutdown).await;
     let server_status = server.stop(Duration::from_secs(10)).await;
@@ -303,10 +305,14 @@ async fn serve(
     env_key: Option<String>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let settings = args.settings(&|name| std::env::var(name).ok())?;
-    let authority = bootstrap::open(&args.store.data_dir, &args.store.master_key(env_key))
+    let mut settings = args.settings(&|name| std::env::var(name).ok())?;
+    let data_dir = &args.store.data_dir;
+    let authority = bootstrap::open(data_dir, &args.store.master_key(env_key))
         .await
-        .with_context(|| format!("opening {}", args.store.data_dir.display()))?;
+        .with_context(|| format!("opening {}", data_dir.display()))?;
+    settings.store = bootstrap::store_choice(data_dir)
+        .with_context(|| format!("opening {}", data_dir.display()))?;
+    tracing::info!(store = %settings.store, "starting");
     app::run(authority, settings, shutdown).await?;
     Ok(())
 }

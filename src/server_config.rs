@@ -132,6 +132,12 @@ fn tls_block(tls: &ServerTls) -> String {
 /// so one in `local.conf` would silently replace the generated one: `init` refuses the pair.
 /// Files that `local.conf` itself includes are not looked into.
 pub fn has_top_level_tls(text: &str) -> bool {
+    has_top_level_key(text, "tls")
+}
+
+/// Whether a config text sets `key` (any case) at its top level, outside comments, strings
+/// and nested blocks.
+fn has_top_level_key(text: &str, key: &str) -> bool {
     let bytes = text.as_bytes();
     let mut depth = 0usize;
     let mut i = 0;
@@ -159,7 +165,7 @@ pub fn has_top_level_tls(text: &str) -> bool {
                     i += if bytes[i] == b'\\' { 2 } else { 1 };
                 }
                 let quoted = &text[start..i.min(text.len())];
-                if depth == 0 && key_may_start && quoted.eq_ignore_ascii_case("tls") {
+                if depth == 0 && key_may_start && quoted.eq_ignore_ascii_case(key) {
                     return true;
                 }
                 key_may_start = false;
@@ -183,7 +189,7 @@ pub fn has_top_level_tls(text: &str) -> bool {
                 {
                     i += 1;
                 }
-                if depth == 0 && key_may_start && text[start..i].eq_ignore_ascii_case("tls") {
+                if depth == 0 && key_may_start && text[start..i].eq_ignore_ascii_case(key) {
                     return true;
                 }
                 key_may_start = false;
@@ -194,6 +200,21 @@ pub fn has_top_level_tls(text: &str) -> bool {
         i += 1;
     }
     false
+}
+
+/// A `jetstream` block storing in `store_dir`, for `local.conf` (JetStream mode).
+pub fn jetstream_block(store_dir: &Path) -> String {
+    format!(
+        "\n# nats-authd keeps its records in a JetStream stream of the AUTH account (init --store\n\
+         # jetstream). Every server of a cluster needs JetStream on, each with its own store_dir.\n\
+         jetstream {{\n  store_dir: \"{}\"\n}}\n",
+        quote_safe(&store_dir.display().to_string())
+    )
+}
+
+/// Whether a config text turns JetStream on (a top-level `jetstream` setting).
+pub fn has_jetstream_block(text: &str) -> bool {
+    has_top_level_key(text, "jetstream")
 }
 
 /// Escapes what would end or break a double-quoted config string.
@@ -274,5 +295,14 @@ mod tests {
         ] {
             assert!(!has_top_level_tls(text), "{text:?}");
         }
+    }
+
+    #[test]
+    fn jetstream_blocks_are_found_outside_comments() {
+        let block = jetstream_block(Path::new("/tmp/a \"dir\"/js"));
+        assert!(block.contains("store_dir: \"/tmp/a \\\"dir\\\"/js\""), "{block}");
+        assert!(has_jetstream_block(&block));
+        assert!(!has_jetstream_block("# jetstream { store_dir: x }\n"));
+        assert!(has_jetstream_block("  jetstream: enabled\n"));
     }
 }

@@ -13,6 +13,7 @@ use crate::callout::limiter::Limits;
 use crate::connection::{ConnectionSettings, TlsFiles};
 use crate::publisher::PublisherSettings;
 use crate::server_config::{ServerSettings, ServerTls};
+use crate::store::choice::{Backend, StoreChoice, StoreRequest};
 
 /// A noun's request enum: one variant per subcommand, each holding that endpoint's typed
 /// request, and its [`Dispatch`] handing the variant's request, as its own type, to a sender.
@@ -343,6 +344,14 @@ pub struct InitArgs {
     pub no_xkey: bool,
     #[command(flatten)]
     pub server_tls: ServerTlsArgs,
+    /// Where the records live: `sled` (this data dir, one instance) or `jetstream` (a stream
+    /// in the AUTH account, shared by several instances) [default: sled]. Chosen by the first
+    /// init and kept in DATA_DIR/store.json; a later init may only repeat it.
+    #[arg(long = "store", value_enum)]
+    pub backend: Option<Backend>,
+    /// Copies of the JetStream stream in a cluster (1-5; `--store jetstream` only) [default: 1].
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: Option<u8>,
 }
 
 /// `up` arguments.
@@ -507,6 +516,11 @@ impl InitArgs {
         Layout { data_dir: self.store.data_dir.clone(), out_dir: self.server.out_dir.clone() }
     }
 
+    /// The store asked for.
+    pub fn store_request(&self) -> StoreRequest {
+        StoreRequest { backend: self.backend, replicas: self.replicas.map(usize::from) }
+    }
+
     /// Library options for `init`.
     pub fn options(&self, env_key: Option<String>) -> InitOptions {
         InitOptions {
@@ -543,6 +557,8 @@ impl ServeArgs {
             },
             publisher: self.publisher.settings(),
             callout: self.callout.settings(),
+            // The data dir's, read when it is opened.
+            store: StoreChoice::default(),
         })
     }
 }

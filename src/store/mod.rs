@@ -6,6 +6,7 @@
 //! the trait is async and speaks in keys, revision-free conditions and batches so that a NATS
 //! JetStream KV backend (atomic batch publish, per-key expected state) can implement it too.
 
+pub mod choice;
 pub mod jetstream;
 pub mod sled;
 
@@ -21,6 +22,9 @@ use crate::model::{AccountRecord, OperatorRecord, RoleRecord, TokenRecord, UserR
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// Meta key of the schema version (decimal text).
+pub const SCHEMA_KEY: &str = "schema_version";
 
 /// A named collection of records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -64,6 +68,11 @@ impl Tree {
             Tree::Tokens => "tokens",
             Tree::Sessions => "sessions",
         }
+    }
+
+    /// The tree a backend name stands for.
+    pub fn from_name(name: &str) -> Option<Tree> {
+        Tree::ALL.into_iter().find(|t| t.name() == name)
     }
 }
 
@@ -308,6 +317,13 @@ impl Db {
         self.changes[&tree].subscribe()
     }
 
+    /// Signals a change of `tree` that another process committed (seen on the wire): whoever
+    /// waits on [`Db::changes`] wakes as for a local commit. A signal with no change behind it
+    /// only costs the waiter a look.
+    pub fn bump(&self, tree: Tree) {
+        self.changes[&tree].send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// The backend.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
@@ -363,7 +379,7 @@ impl Db {
             .collect();
         self.store.commit(batch).await?;
         for tree in written {
-            self.changes[&tree].send_modify(|n| *n = n.wrapping_add(1));
+            self.bump(tree);
         }
         Ok(())
     }

@@ -8,13 +8,12 @@ use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
-use super::{Batch, ConflictKind, Expect, Op, Store, StoreError, Tree, SCHEMA_VERSION};
+use super::{Batch, ConflictKind, Expect, Op, Store, StoreError, Tree, SCHEMA_KEY, SCHEMA_VERSION};
 
 /// The lock file a running nats-authd holds in the store dir.
 pub const LOCK_FILE: &str = "nats-authd.lock";
 /// sled's main file; a store without it has lost its data (sled would start an empty one).
 pub const DB_FILE: &str = "db";
-const SCHEMA_KEY: &str = "schema_version";
 
 /// Whether [`SledStore::open`] may create a new store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
