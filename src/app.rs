@@ -14,6 +14,8 @@ use crate::callout::authorize::{Authorizer, LoginSettings};
 use crate::callout::directory::StoreDirectory;
 use crate::callout::{Callout, CalloutStats};
 use crate::connection::{self, ConnectionError, ConnectionSettings};
+use crate::instance::InstanceId;
+use crate::lease::{Lease, LeaseSettings};
 use crate::manage::{Manager, PUSH_WAIT};
 use crate::model::AccountName;
 use crate::names::{API_PREFIX, AUTH_ACCOUNT};
@@ -45,6 +47,8 @@ pub struct Settings {
     pub connection: ConnectionSettings,
     pub publisher: PublisherSettings,
     pub callout: LoginSettings,
+    /// The publisher lease among instances sharing the store.
+    pub lease: LeaseSettings,
 }
 
 /// Runs the service until `shutdown` completes; then stops taking requests, finishes the ones
@@ -78,6 +82,16 @@ pub async fn run(
     let gate = Arc::new(ApiGate::default());
     let dedup = Dedup::default();
 
+    // Multi-instance: this process's id, and the lease that lets one instance publish.
+    let instance = InstanceId::generate();
+    tracing::info!(%instance, "instance");
+    let (lease, lease_held) =
+        Lease::new(authority.db().clone(), instance.clone(), settings.lease.clone());
+    let lease = tokio::spawn({
+        let stop = stop.clone();
+        async move { lease.run(stop.cancelled_owned()).await }
+    });
+
     let publisher = Publisher::new(
         authority.clone(),
         ServerApi::new(client.clone()),
@@ -85,7 +99,8 @@ pub async fn run(
         settings.publisher.clone(),
         Arc::clone(&stats),
         Arc::clone(&gate),
-    );
+    )
+    .with_lease(lease_held.clone());
     let publisher = tokio::spawn({
         let stop = stop.clone();
         async move { publisher.run(stop.cancelled_owned()).await }
@@ -191,6 +206,10 @@ pub async fn run(
     stop.cancel();
     if let Err(e) = publisher.await {
         tracing::error!(error = %e, "the claims publisher failed");
+    }
+    // After the publisher: the lease is released only once nothing here pushes any more.
+    if let Err(e) = lease.await {
+        tracing::error!(error = %e, "the publisher lease task failed");
     }
     if failure.is_none() {
         match callout.await {

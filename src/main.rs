@@ -236,6 +236,7 @@ async fn up(args: UpArgs, env_key: Option<String>, signal: impl Future<Output = 
         connection: ConnectionSettings { urls: vec![url], ..ConnectionSettings::default() },
         publisher: args.publisher.settings(),
         callout: args.callout.settings(),
+        ..app::Settings::default()
     };
     let result = app::run(outcome.authority, settings, shutdown).await;
     let server_status = server.stop(Duration::from_secs(10)).await;

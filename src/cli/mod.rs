@@ -453,6 +453,7 @@ impl ServeArgs {
             },
             publisher: self.publisher.settings(),
             callout: self.callout.settings(),
+            ..app::Settings::default()
         }
     }
 }

@@ -237,6 +237,12 @@ pub trait Store: Send + Sync + 'static {
     async fn commit(&self, batch: Batch) -> Result<(), StoreError>;
     /// Makes everything written so far durable.
     async fn flush(&self) -> Result<(), StoreError>;
+    /// Whether other processes may write this store at the same time (several instances over
+    /// one shared store). A store only this process opens (sled locks its dir) says `false`,
+    /// so anything found in it that names another process was left by an earlier run.
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 /// A type kept in one tree, under a key derived from its content.

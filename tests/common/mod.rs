@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod multi;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
