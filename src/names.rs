@@ -32,6 +32,17 @@ pub const SYS_SERVICES: [&str; 5] = [
     "$SYS.REQ.SERVER.*.KICK",
 ];
 
+/// The [`SYS_SERVICES`] that every server of a cluster answers (the full resolver's claims
+/// API). SYS exports them with the `Stream` response type, or an importer would get only the
+/// first server's answer (a `Singleton` response mapping is removed after one reply).
+pub const SYS_FAN_OUT_SERVICES: [&str; 4] =
+    [CLAIMS_UPDATE, CLAIMS_DELETE, CLAIMS_LIST, "$SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP"];
+
+/// How long (nanoseconds, as the JWT wants it) the answers of every server to one
+/// [`SYS_FAN_OUT_SERVICES`] request are let through to the importer: far longer than servers
+/// take, and short so that the response mappings of many requests do not pile up.
+pub const SYS_FAN_OUT_THRESHOLD_NS: i64 = 10_000_000_000;
+
 /// Stores an account JWT on every server of a full resolver (answers 200 even for a JWT the
 /// operator did not sign: validate before pushing).
 pub const CLAIMS_UPDATE: &str = "$SYS.REQ.CLAIMS.UPDATE";

@@ -360,7 +360,9 @@ impl Publisher {
         // The export map is rebuilt by now; requests may flow again during the lookup.
         drop(quiet);
         sent?;
-        if self.server.lookup(&entry.account_key).await?.as_deref() != Some(token.as_str()) {
+        // Every server that answers must hold it: one with an older JWT fails the push.
+        let held = self.server.lookup(&entry.account_key).await?;
+        if held.iter().any(|h| h.as_deref() != Some(token.as_str())) {
             return Err(PushError::NotHeld);
         }
         tracing::info!(account = %entry.account, "account JWT pushed");
@@ -389,7 +391,7 @@ impl Publisher {
                 tracing::debug!(account = %entry.account, error = %e, "claims delete answered with an error")
             }
         }
-        if self.server.lookup(&entry.account_key).await?.is_some() {
+        if self.server.lookup(&entry.account_key).await?.iter().any(Option::is_some) {
             return Err(PushError::StillHeld);
         }
         tracing::info!(account = %entry.account, "account removed from the server");
@@ -412,10 +414,15 @@ impl Publisher {
                 (account.kind == AccountKind::Auth).then_some(&callout),
             );
             let Ok(held) = self.server.lookup(account.public_key()).await else { return Ok(()) };
-            let current = held
-                .and_then(|t| claims::decode::<claims::Account>(&t, &Validation::at(now)).ok())
-                .filter(|c| c.nats == want && c.name.as_deref() == Some(account.name.as_str()));
-            if current.is_none()
+            // Current only if every server that answered holds what the records say.
+            let current = held.iter().all(|h| {
+                h.as_deref()
+                    .and_then(|t| claims::decode::<claims::Account>(t, &Validation::at(now)).ok())
+                    .is_some_and(|c| {
+                        c.nats == want && c.name.as_deref() == Some(account.name.as_str())
+                    })
+            });
+            if !current
                 && self
                     .queue
                     .enqueue_if_idle(account.public_key(), &account.name, false, now)

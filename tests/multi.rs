@@ -79,6 +79,17 @@ fn instance_settings(stack: &common::Stack) -> nats_authd::app::Settings {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_server_is_counted_as_one_without_asking() {
+    let stack = common::Stack::start().await;
+    let api = nats_authd::server_api::ServerApi::new(stack.service_client().await);
+    assert_eq!(api.server_count().await, 1);
+    let auth = stack.authority().account(&common::account_name("auth")).await.unwrap();
+    let held = api.lookup(auth.public_key()).await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert!(held[0].is_some(), "the server holds AUTH");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_go_out_from_whichever_instance_holds_the_lease() {
     let stack = common::Stack::start().await;
     let js = JsServer::start().await;
@@ -108,4 +119,71 @@ async fn pushes_go_out_from_whichever_instance_holds_the_lease() {
 
 fn common_account(name: &str) -> nats_authd::api::account::CreateAccount {
     nats_authd::api::account::CreateAccount::new(common::account_name(name))
+}
+
+/// Every answer to one request that every server of the cluster answers, within a second.
+async fn all_answers(client: &async_nats::Client, subject: String) -> Vec<String> {
+    use futures::StreamExt;
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+    client.publish_with_reply(subject, inbox, "".into()).await.unwrap();
+    let mut out = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), sub.next()).await {
+        out.push(String::from_utf8_lossy(&m.payload).into_owned());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_a_push_reaches_every_server_and_a_kick_finds_the_admitting_one() {
+    let mut stack = common::Stack::init().await;
+    let cluster = common::multi::Cluster::start(&mut stack, 3).await;
+    let service = stack.service_client().await;
+    common::eventually(Duration::from_secs(15), "the cluster to form", || async {
+        all_answers(&service, "$SYS.REQ.CLAIMS.LIST".into()).await.len() == 3
+    })
+    .await;
+    let running = stack.serve();
+    let admin = stack.admin().await;
+    let tenant = common::tenant(&admin, "acme").await;
+    tenant.role("dev", &["acme.>"], &["acme.>", "_INBOX.>"]).await;
+    tenant.user("dev1", "dev", Some("correct horse battery")).await;
+    common::drained(&admin).await;
+
+    // Every server holds the JWT the last push confirmed: in its resolver dir and by lookup.
+    let key = tenant.account.public_key.clone();
+    let held = all_answers(&service, format!("$SYS.REQ.ACCOUNT.{key}.CLAIMS.LOOKUP")).await;
+    assert_eq!(held.len(), 3, "every server answers the lookup");
+    assert!(held.iter().all(|jwt| *jwt == held[0] && !jwt.is_empty()), "one JWT everywhere");
+    // The service's client of the claims API counts the servers and reads every answer.
+    let api = nats_authd::server_api::ServerApi::new(service.clone());
+    assert_eq!(api.server_count().await, 3);
+    let looked_up = api.lookup(&key).await.unwrap();
+    assert_eq!(looked_up, vec![Some(held[0].clone()); 3]);
+    assert!(api.list().await.unwrap().contains(&key));
+    let refused = api.update("not-a-jwt").await.unwrap_err();
+    assert!(matches!(refused, nats_authd::server_api::ServerApiError::Refused { .. }), "{refused}");
+    let mut dirs = vec![stack.layout.resolver_dir()];
+    dirs.extend((1..3).map(|i| stack.dir.path().join(format!("out-{i}")).join("jwt")));
+    for dir in dirs {
+        let file = std::fs::read_to_string(dir.join(format!("{key}.jwt"))).unwrap();
+        assert_eq!(file.trim(), held[0], "{} holds the pushed JWT", dir.display());
+    }
+
+    // A login admitted by the third server is kicked there when its user is disabled.
+    let options = async_nats::ConnectOptions::with_user_and_password(
+        "dev1".into(),
+        "correct horse battery".into(),
+    );
+    let (client, mut events) = stack.login_at(&cluster.urls[2], options).await.unwrap();
+    client.flush().await.unwrap();
+    admin
+        .call(
+            "user.update",
+            &serde_json::json!({ "account": "acme", "name": "dev1", "active": false }),
+        )
+        .await
+        .unwrap();
+    common::disconnected_within(&mut events, Duration::from_secs(2)).await;
+    running.stop().await.unwrap();
 }
