@@ -26,6 +26,9 @@ use crate::service::dedup::Dedup;
 use crate::service::{self, reply, Context};
 use crate::store::StoreError;
 
+/// How often the lease holder removes expired request records (see `service::dedup`).
+const DEDUP_PRUNE_EVERY: Duration = Duration::from_secs(60);
+
 /// How long shutdown waits for requests already being handled.
 pub const IN_FLIGHT_GRACE: Duration = Duration::from_secs(10);
 
@@ -80,7 +83,6 @@ pub async fn run(
     // Every task started below watches `stop`; an early error return cancels it too.
     let _stop_on_exit = stop.clone().drop_guard();
     let gate = Arc::new(ApiGate::default());
-    let dedup = Dedup::default();
 
     // Multi-instance: this process's id, and the lease that lets one instance publish.
     let instance = InstanceId::generate();
@@ -91,6 +93,15 @@ pub async fn run(
         let stop = stop.clone();
         async move { lease.run(stop.cancelled_owned()).await }
     });
+
+    // Retried requests are answered once across the instances sharing the store; the lease
+    // holder removes expired records.
+    let dedup = Dedup::with_store(authority.clone(), instance.clone());
+    let pruner = tokio::spawn(dedup.clone().run_pruner(
+        lease_held.clone(),
+        DEDUP_PRUNE_EVERY,
+        stop.clone().cancelled_owned(),
+    ));
 
     let publisher = Publisher::new(
         authority.clone(),
@@ -206,6 +217,9 @@ pub async fn run(
     stop.cancel();
     if let Err(e) = publisher.await {
         tracing::error!(error = %e, "the claims publisher failed");
+    }
+    if let Err(e) = pruner.await {
+        tracing::error!(error = %e, "the request record pruner failed");
     }
     // After the publisher: the lease is released only once nothing here pushes any more.
     if let Err(e) = lease.await {

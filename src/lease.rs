@@ -1,6 +1,6 @@
 //! One claims publisher at a time among instances sharing a store: a lease record.
 //!
-//! The lease is one record in [`Tree::Meta`] under [`LEASE_KEY`]: who holds it and until when
+//! The lease is one record in [`Tree::Runtime`] under [`LEASE_KEY`]: who holds it and until when
 //! (unix milliseconds, wall clock). [`Lease::run`] tries about every `renew_every`: it creates
 //! the record if there is none ([`Expect::Absent`]), renews its own, or takes over one whose
 //! expiry has passed, each with compare-and-swap ([`Expect::Value`] of the bytes it read), so
@@ -36,8 +36,8 @@ use tokio::time::Instant;
 use crate::instance::InstanceId;
 use crate::store::{Batch, Db, Expect, Op, Record, StoreError, Tree};
 
-/// The lease record's key in [`Tree::Meta`].
-pub const LEASE_KEY: &str = "publisher.lease";
+/// The lease record's key in [`Tree::Runtime`].
+pub const LEASE_KEY: &str = "lease/publisher";
 
 /// The stored lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,7 +51,7 @@ pub struct LeaseRecord {
 }
 
 impl Record for LeaseRecord {
-    const TREE: Tree = Tree::Meta;
+    const TREE: Tree = Tree::Runtime;
     fn key(&self) -> String {
         LEASE_KEY.to_string()
     }
@@ -91,7 +91,11 @@ pub fn now_ms() -> i64 {
 /// # Errors
 /// Store failures; a record that does not decode reads as none.
 pub async fn current(db: &Db) -> Result<Option<LeaseRecord>, StoreError> {
-    Ok(db.meta(LEASE_KEY).await?.and_then(|raw| serde_json::from_slice(&raw).ok()))
+    Ok(db
+        .store()
+        .get(Tree::Runtime, LEASE_KEY)
+        .await?
+        .and_then(|raw| serde_json::from_slice(&raw).ok()))
 }
 
 /// What one try found.
@@ -194,7 +198,7 @@ impl Lease {
     /// One try: create, renew or take over the lease.
     async fn attempt(&self, take_any: bool) -> Result<Outcome, StoreError> {
         let now = now_ms();
-        let raw = self.db.meta(LEASE_KEY).await?;
+        let raw = self.db.store().get(Tree::Runtime, LEASE_KEY).await?;
         let found = raw.as_deref().and_then(|r| serde_json::from_slice::<LeaseRecord>(r).ok());
         let since = match &found {
             Some(l) if l.holder == self.id => l.since_ms,
@@ -214,7 +218,7 @@ impl Lease {
         };
         let mut batch = Batch::new();
         batch.push(Op::Put {
-            tree: Tree::Meta,
+            tree: Tree::Runtime,
             key: LEASE_KEY.into(),
             value: value.clone(),
             expect,
@@ -232,7 +236,7 @@ impl Lease {
         let Some(raw) = mine else { return };
         let mut batch = Batch::new();
         batch.push(Op::Delete {
-            tree: Tree::Meta,
+            tree: Tree::Runtime,
             key: LEASE_KEY.into(),
             expect: Expect::Value(raw),
         });

@@ -187,3 +187,112 @@ async fn in_a_cluster_a_push_reaches_every_server_and_a_kick_finds_the_admitting
     common::disconnected_within(&mut events, Duration::from_secs(2)).await;
     running.stop().await.unwrap();
 }
+
+mod dedup {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use nats_authd::authority::Authority;
+    use nats_authd::instance::InstanceId;
+    use nats_authd::service::dedup::{record_key, Dedup, KEY_PREFIX};
+    use nats_authd::service::reply::Reply;
+    use nats_authd::store::{Batch, Expect, Op, Tree};
+
+    use super::common;
+    use super::JsServer;
+
+    const SECRET: &str = "SUAJUSTASECRETLOOKINGSEEDTHATMUSTNOTBESTOREDPLAIN";
+
+    fn reply(text: &str) -> Reply {
+        Reply { body: bytes::Bytes::from(text.to_string()), error: None }
+    }
+
+    /// Two instances over one store: a retry reaching the other instance while the first
+    /// attempt runs waits for it and gets its reply; later retries too; the reply is sealed.
+    async fn retries_are_answered_once_across_instances(a: Authority, b: Authority) {
+        let (da, db) = (
+            Dedup::with_store(a.clone(), InstanceId::generate()),
+            Dedup::with_store(b, InstanceId::generate()),
+        );
+        let applied = Arc::new(AtomicUsize::new(0));
+        let run = |dedup: &Dedup, text: &'static str| {
+            let (dedup, applied) = (dedup.clone(), applied.clone());
+            async move {
+                dedup
+                    .run(Some("req-1"), || async move {
+                        applied.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        reply(text)
+                    })
+                    .await
+            }
+        };
+        let run_as = |dedup: &Dedup, id: &'static str, text: &'static str| {
+            let (dedup, applied) = (dedup.clone(), applied.clone());
+            async move {
+                dedup
+                    .run(Some(id), || async move {
+                        applied.fetch_add(1, Ordering::SeqCst);
+                        reply(text)
+                    })
+                    .await
+            }
+        };
+        let first = tokio::spawn(run(&da, SECRET));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let retry = run(&db, "second").await;
+        assert_eq!(first.await.unwrap(), reply(SECRET));
+        assert_eq!(retry, reply(SECRET), "the retry on the other instance got the first reply");
+        assert_eq!(run(&db, "third").await, reply(SECRET));
+        assert_eq!(applied.load(Ordering::SeqCst), 1, "applied once");
+
+        let rows = a.db().store().scan(Tree::Runtime, KEY_PREFIX).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        let stored = String::from_utf8_lossy(&rows[0].1);
+        assert!(!stored.contains(SECRET) && !stored.contains("req-1"), "sealed, id hashed");
+
+        // A claim whose instance died (no reply, claimed long ago) is taken over by a retry;
+        // an expired record is pruned.
+        let dead = serde_json::json!({ "created_at_ms": 1_000, "by": "dead/00000000" });
+        let key = record_key("req-2");
+        let mut batch = Batch::new();
+        batch.push(Op::Put {
+            tree: Tree::Runtime,
+            key: key.clone(),
+            value: serde_json::to_vec(&dead).unwrap(),
+            expect: Expect::Any,
+        });
+        a.db().commit(batch).await.unwrap();
+        assert_eq!(run_as(&db, "req-2", "taken over").await, reply("taken over"));
+        assert_eq!(applied.load(Ordering::SeqCst), 2, "a dead claim does not block a retry");
+        // Expired: made long ago again, then pruned.
+        let mut batch = Batch::new();
+        batch.push(Op::Put {
+            tree: Tree::Runtime,
+            key: key.clone(),
+            value: serde_json::to_vec(&dead).unwrap(),
+            expect: Expect::Any,
+        });
+        a.db().commit(batch).await.unwrap();
+        assert_eq!(da.prune().await.unwrap(), 1);
+        assert!(a.db().store().get(Tree::Runtime, &key).await.unwrap().is_none());
+        assert_eq!(da.prune().await.unwrap(), 0, "the fresh record stays");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_jetstream() {
+        let stack = common::Stack::init().await;
+        let js = JsServer::start().await;
+        let mut auths = js.shared_authorities(&stack, 2).await;
+        let b = auths.pop().unwrap();
+        retries_are_answered_once_across_instances(auths.pop().unwrap(), b).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_sled() {
+        let stack = common::Stack::init().await;
+        let a = stack.authority().clone();
+        retries_are_answered_once_across_instances(a.clone(), a).await;
+    }
+}
