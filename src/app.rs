@@ -118,7 +118,7 @@ pub async fn run(
     });
 
     let callout_stats = Arc::new(CalloutStats::default());
-    let mut callout = {
+    let (mut callout, limits) = {
         let directory = Arc::new(StoreDirectory::new(authority.clone()));
         let authorizer = Authorizer::new(directory, hasher, settings.callout.clone())
             .await
@@ -137,8 +137,16 @@ pub async fn run(
             .map(|k| k.xkey(authority.master()))
             .transpose()
             .map_err(|e| AppError::Service(e.to_string()))?;
+        let authorizer = Arc::new(authorizer);
+        // The brute-force limits hold across instances: outcomes are shared over NATS.
+        let limits = tokio::spawn(crate::callout::shared_limits::run(
+            client.clone(),
+            instance.clone(),
+            Arc::clone(&authorizer),
+            stop.clone().cancelled_owned(),
+        ));
         let callout = Callout::new(
-            Arc::new(authorizer),
+            authorizer,
             authority.clone(),
             client.clone(),
             signer,
@@ -146,7 +154,9 @@ pub async fn run(
             Arc::clone(&callout_stats),
         );
         let (revocations, stop) = (manager.revocations(), stop.clone());
-        tokio::spawn(async move { callout.run(revocations, stop.cancelled_owned()).await })
+        let callout =
+            tokio::spawn(async move { callout.run(revocations, stop.cancelled_owned()).await });
+        (callout, limits)
     };
 
     let mut api = service::start(&client, API_PREFIX).await.map_err(AppError::Service)?;
@@ -217,6 +227,11 @@ pub async fn run(
     stop.cancel();
     if let Err(e) = publisher.await {
         tracing::error!(error = %e, "the claims publisher failed");
+    }
+    match limits.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "sharing brute-force limits could not subscribe"),
+        Err(e) => tracing::error!(error = %e, "sharing brute-force limits failed"),
     }
     if let Err(e) = pruner.await {
         tracing::error!(error = %e, "the request record pruner failed");

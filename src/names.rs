@@ -61,6 +61,13 @@ pub fn kick(server_id: &str) -> String {
     format!("$SYS.REQ.SERVER.{server_id}.KICK")
 }
 
+/// Where instances tell each other the login failures and successes their brute-force
+/// limiters count, in AUTH. Outside `authd.>` on purpose: ADMIN imports that whole space
+/// as a service, so an admin could publish into it; this subject is in no export, so only
+/// AUTH's own users reach it (the service user; the sentinel may do nothing) and no tenant
+/// ever can (tenants are never in AUTH).
+pub const LIMITER_SUBJECT: &str = "authd_internal.limiter";
+
 /// Subjects no tenant may export or import: the server's own requests, our API and the
 /// micro-service discovery. An export covering `$SYS.>` would hand the exporter's
 /// connection list to whoever imports it.

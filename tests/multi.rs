@@ -296,3 +296,96 @@ mod dedup {
         retries_are_answered_once_across_instances(a.clone(), a).await;
     }
 }
+
+mod limits {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures::StreamExt;
+    use nats_authd::callout::limiter::{Limiter, Limits};
+    use nats_authd::callout::shared_limits;
+    use nats_authd::instance::InstanceId;
+    use nats_authd::names::LIMITER_SUBJECT;
+    use tokio_util::sync::CancellationToken;
+
+    use super::common;
+    use super::JsServer;
+
+    const LOGIN: &str = "acme/dev1";
+    const HOST: &str = "10.0.0.7";
+
+    async fn counted(limiter: &Limiter, n: u32) {
+        common::eventually(Duration::from_secs(5), "the failure to be counted", || async {
+            limiter.failures(LOGIN, HOST) == n
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failures_alternating_between_two_instances_are_limited_as_if_one_saw_them() {
+        let server = JsServer::start().await;
+        let stop = CancellationToken::new();
+        let limits = Limits { per_login: 5, per_host: 50, window: Duration::from_secs(60) };
+        let mut limiters = Vec::new();
+        let mut tasks = Vec::new();
+        for _ in 0..2 {
+            let limiter = Arc::new(Limiter::new(limits));
+            tasks.push(tokio::spawn(shared_limits::run(
+                server.client().await,
+                InstanceId::generate(),
+                Arc::clone(&limiter),
+                stop.clone().cancelled_owned(),
+            )));
+            limiters.push(limiter);
+        }
+        // Both subscribed before the first outcome goes out.
+        let probe = server.client().await;
+        probe.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        for i in 0..5u32 {
+            let here = &limiters[(i % 2) as usize];
+            assert!(here.allows(LOGIN, HOST), "attempt {} is allowed", i + 1);
+            here.failed(here.reserve(LOGIN, HOST).unwrap());
+            for limiter in &limiters {
+                counted(limiter, i + 1).await;
+            }
+        }
+        for (n, limiter) in limiters.iter().enumerate() {
+            assert!(!limiter.allows(LOGIN, HOST), "the 6th attempt is refused on instance {n}");
+            assert!(limiter.reserve(LOGIN, HOST).is_none());
+            assert!(limiter.allows(LOGIN, "10.0.0.8"), "another address keeps its allowance");
+        }
+
+        // The owner gets in on one instance (say, after the window): the count clears on both.
+        limiters[0].succeeded_uncharged(LOGIN, HOST);
+        for limiter in &limiters {
+            counted(limiter, 0).await;
+        }
+        stop.cancel();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    /// The subject lives in AUTH, where the service may use it; an admin publishing the same
+    /// subject in ADMIN does not reach it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_the_service_user_reaches_the_limiter_subject() {
+        let stack = common::Stack::start().await;
+        let listener = stack.service_client().await;
+        let mut sub = listener.subscribe(LIMITER_SUBJECT).await.unwrap();
+        listener.flush().await.unwrap();
+        let creds = std::fs::read_to_string(stack.layout.admin_creds()).unwrap();
+        let (admin, _events) = stack.connect_creds(&creds).await;
+        admin.publish(LIMITER_SUBJECT, "from admin".into()).await.unwrap();
+        admin.flush().await.unwrap();
+        let other = stack.service_client().await;
+        other.publish(LIMITER_SUBJECT, "from a service instance".into()).await.unwrap();
+        other.flush().await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
+        assert_eq!(&got.payload[..], b"from a service instance");
+        let more = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
+        assert!(more.is_err(), "nothing from ADMIN arrived in AUTH");
+    }
+}
