@@ -159,7 +159,8 @@ pub async fn run(
         (callout, limits)
     };
 
-    let mut api = service::start(&client, API_PREFIX).await.map_err(AppError::Service)?;
+    let mut api =
+        service::start_as(&client, API_PREFIX, Some(&instance)).await.map_err(AppError::Service)?;
     let ctx = Context {
         callout: callout_stats,
         manager,
@@ -169,6 +170,7 @@ pub async fn run(
         stats,
         errors: Arc::default(),
         started: Instant::now(),
+        instance: instance.clone(),
     };
     tracing::info!(prefix = API_PREFIX, "serving");
 

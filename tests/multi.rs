@@ -102,6 +102,16 @@ async fn pushes_go_out_from_whichever_instance_holds_the_lease() {
     let acme = admin.send(&common_account("acme")).await.unwrap();
     await_held(&service, &acme.public_key, true, Duration::from_secs(20)).await;
 
+    // status names both instances, the one that answered, and the one that publishes.
+    common::eventually(Duration::from_secs(10), "status to list both instances", || async {
+        let status = admin.send(&nats_authd::api::ops::GetStatus {}).await.unwrap();
+        let ids: Vec<&str> = status.instances.iter().map(|i| i.id.as_str()).collect();
+        ids.len() == 2
+            && ids.contains(&status.instance.as_str())
+            && status.publisher.as_deref().is_some_and(|p| ids.contains(&p))
+    })
+    .await;
+
     // The holder stops cleanly: the other instance pushes the next change.
     a.stop().await.unwrap();
     let beta = admin.send(&common_account("beta")).await.unwrap();
