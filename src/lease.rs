@@ -231,9 +231,22 @@ impl Lease {
     }
 
     /// Deletes our lease record so that another instance need not wait for it to expire.
+    /// `mine` is what we last wrote; the record is read again too, since a try cut short by
+    /// the shutdown may have written one we never heard back about.
     async fn release(&self, mine: Option<Vec<u8>>) {
         self.set_held(false);
-        let Some(raw) = mine else { return };
+        let current = match self.db.store().get(Tree::Runtime, LEASE_KEY).await {
+            Ok(current) => current,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the publisher lease to release it failed");
+                mine
+            }
+        };
+        let Some(raw) = current else { return };
+        let ours = serde_json::from_slice::<LeaseRecord>(&raw).is_ok_and(|l| l.holder == self.id);
+        if !ours {
+            return;
+        }
         let mut batch = Batch::new();
         batch.push(Op::Delete {
             tree: Tree::Runtime,
