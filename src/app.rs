@@ -14,6 +14,8 @@ use crate::callout::authorize::{Authorizer, LoginSettings};
 use crate::callout::directory::StoreDirectory;
 use crate::callout::{Callout, CalloutStats};
 use crate::connection::{self, ConnectionError, ConnectionSettings};
+use crate::instance::InstanceId;
+use crate::lease::{Lease, LeaseSettings};
 use crate::manage::{Manager, PUSH_WAIT};
 use crate::model::AccountName;
 use crate::names::{API_PREFIX, AUTH_ACCOUNT};
@@ -25,6 +27,9 @@ use crate::service::{self, reply, Context};
 use crate::shared::{self, SharedStoreError};
 use crate::store::choice::StoreChoice;
 use crate::store::StoreError;
+
+/// How often the lease holder removes expired request records (see `service::dedup`).
+const DEDUP_PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// How long shutdown waits for requests already being handled.
 pub const IN_FLIGHT_GRACE: Duration = Duration::from_secs(10);
@@ -52,6 +57,8 @@ pub struct Settings {
     pub callout: LoginSettings,
     /// The store to serve from: sled (the data dir's own) or the shared JetStream stream.
     pub store: StoreChoice,
+    /// The publisher lease among instances sharing the store.
+    pub lease: LeaseSettings,
 }
 
 /// Runs the service until `shutdown` completes; then stops taking requests, finishes the ones
@@ -108,7 +115,25 @@ pub async fn run(
     let manager = Manager::new(authority.clone(), hasher.clone()).with_push_wait(PUSH_WAIT);
     let stats = Arc::new(PublisherStats::default());
     let gate = Arc::new(ApiGate::default());
-    let dedup = Dedup::default();
+
+    // Multi-instance: this process's id, and the lease that lets one instance publish.
+    let instance = InstanceId::generate();
+    tracing::info!(%instance, "instance");
+    let (lease, lease_held) =
+        Lease::new(authority.db().clone(), instance.clone(), settings.lease.clone());
+    let lease = tokio::spawn({
+        let stop = stop.clone();
+        async move { lease.run(stop.cancelled_owned()).await }
+    });
+
+    // Retried requests are answered once across the instances sharing the store; the lease
+    // holder removes expired records.
+    let dedup = Dedup::with_store(authority.clone(), instance.clone());
+    let pruner = tokio::spawn(dedup.clone().run_pruner(
+        lease_held.clone(),
+        DEDUP_PRUNE_EVERY,
+        stop.clone().cancelled_owned(),
+    ));
 
     let publisher = Publisher::new(
         authority.clone(),
@@ -117,14 +142,15 @@ pub async fn run(
         settings.publisher.clone(),
         Arc::clone(&stats),
         Arc::clone(&gate),
-    );
+    )
+    .with_lease(lease_held.clone());
     let publisher = tokio::spawn({
         let stop = stop.clone();
         async move { publisher.run(stop.cancelled_owned()).await }
     });
 
     let callout_stats = Arc::new(CalloutStats::default());
-    let mut callout = {
+    let (mut callout, limits) = {
         let directory = Arc::new(StoreDirectory::new(authority.clone()));
         let authorizer = Authorizer::new(directory, hasher, settings.callout.clone())
             .await
@@ -143,8 +169,16 @@ pub async fn run(
             .map(|k| k.xkey(authority.master()))
             .transpose()
             .map_err(|e| AppError::Service(e.to_string()))?;
+        let authorizer = Arc::new(authorizer);
+        // The brute-force limits hold across instances: outcomes are shared over NATS.
+        let limits = tokio::spawn(crate::callout::shared_limits::run(
+            client.clone(),
+            instance.clone(),
+            Arc::clone(&authorizer),
+            stop.clone().cancelled_owned(),
+        ));
         let callout = Callout::new(
-            Arc::new(authorizer),
+            authorizer,
             authority.clone(),
             client.clone(),
             signer,
@@ -152,10 +186,13 @@ pub async fn run(
             Arc::clone(&callout_stats),
         );
         let (revocations, stop) = (manager.revocations(), stop.clone());
-        tokio::spawn(async move { callout.run(revocations, stop.cancelled_owned()).await })
+        let callout =
+            tokio::spawn(async move { callout.run(revocations, stop.cancelled_owned()).await });
+        (callout, limits)
     };
 
-    let mut api = service::start(&client, API_PREFIX).await.map_err(AppError::Service)?;
+    let mut api =
+        service::start_as(&client, API_PREFIX, Some(&instance)).await.map_err(AppError::Service)?;
     let ctx = Context {
         callout: callout_stats,
         manager,
@@ -165,6 +202,7 @@ pub async fn run(
         stats,
         errors: Arc::default(),
         started: Instant::now(),
+        instance: instance.clone(),
     };
     tracing::info!(prefix = API_PREFIX, "serving");
 
@@ -223,6 +261,18 @@ pub async fn run(
     stop.cancel();
     if let Err(e) = publisher.await {
         tracing::error!(error = %e, "the claims publisher failed");
+    }
+    match limits.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "sharing brute-force limits could not subscribe"),
+        Err(e) => tracing::error!(error = %e, "sharing brute-force limits failed"),
+    }
+    if let Err(e) = pruner.await {
+        tracing::error!(error = %e, "the request record pruner failed");
+    }
+    // After the publisher: the lease is released only once nothing here pushes any more.
+    if let Err(e) = lease.await {
+        tracing::error!(error = %e, "the publisher lease task failed");
     }
     if failure.is_none() {
         match callout.await {

@@ -561,6 +561,17 @@ fn user(
     UserRecord::new(account.name.clone(), name, kind, master, now)
 }
 
+/// SYS's export of server request `subject`: every server answers the claims API, so those
+/// answers must all reach AUTH (see [`crate::names::SYS_FAN_OUT_SERVICES`]).
+fn sys_export(subject: &str) -> Export {
+    let mut export = Export::service(subject, subject);
+    if crate::names::SYS_FAN_OUT_SERVICES.contains(&subject) {
+        export.response_type = Some(ResponseType::Stream);
+        export.response_threshold = crate::names::SYS_FAN_OUT_THRESHOLD_NS;
+    }
+    export
+}
+
 /// Every record of a fresh trust chain, as one batch: operator, SYS/AUTH/ADMIN, the service,
 /// sentinel and admin users, and the master-key check. One batch, so a crash mid-init leaves
 /// nothing half-made. With `jetstream`, AUTH may use JetStream without limits: the shared
@@ -574,7 +585,7 @@ fn topology(
     now: UnixTime,
 ) -> Batch {
     let mut sys = account(SYS_ACCOUNT, AccountKind::System, master, now);
-    sys.exports = SYS_SERVICES.iter().map(|s| Export::service(s, s)).collect();
+    sys.exports = SYS_SERVICES.iter().map(|s| sys_export(s)).collect();
 
     let mut auth = account(AUTH_ACCOUNT, AccountKind::Auth, master, now);
     auth.description = "nats-authd callout and management service".into();

@@ -18,6 +18,8 @@
 //! | [`token`] | API tokens: the `authd_<id>_<secret>` format and minting |
 //! | [`store`] | the `Store` boundary, its sled and JetStream backends, the deployment's choice; atomic, durable batches |
 //! | [`queue`] | the durable queue of account-JWT pushes, its one owner |
+//! | [`instance`] | this process's id among instances sharing a store |
+//! | [`lease`] | one claims publisher at a time among instances: a lease record in the store |
 //! | [`password`] | argon2id hashing on a bounded blocking pool |
 //! | [`policy`] | pure: user + role -> permissions, role templates |
 //! | [`trust`] | pure: records -> signed operator, account, user JWTs |
@@ -52,7 +54,9 @@ pub mod claims;
 pub mod cli;
 pub mod client;
 pub mod connection;
+pub mod instance;
 pub mod keys;
+pub mod lease;
 pub mod manage;
 pub mod model;
 pub mod names;

@@ -290,6 +290,7 @@ async fn up(args: UpArgs, env_key: Option<String>, signal: impl Future<Output = 
         publisher: args.publisher.settings(),
         callout: args.callout.settings(),
         store: outcome.store.clone(),
+        ..app::Settings::default()
     };
     let result = app::run(outcome.authority, settings, shutdown).await;
     let server_status = server.stop(Duration::from_secs(10)).await;

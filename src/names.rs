@@ -32,6 +32,17 @@ pub const SYS_SERVICES: [&str; 5] = [
     "$SYS.REQ.SERVER.*.KICK",
 ];
 
+/// The [`SYS_SERVICES`] that every server of a cluster answers (the full resolver's claims
+/// API). SYS exports them with the `Stream` response type, or an importer would get only the
+/// first server's answer (a `Singleton` response mapping is removed after one reply).
+pub const SYS_FAN_OUT_SERVICES: [&str; 4] =
+    [CLAIMS_UPDATE, CLAIMS_DELETE, CLAIMS_LIST, "$SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP"];
+
+/// How long (nanoseconds, as the JWT wants it) the answers of every server to one
+/// [`SYS_FAN_OUT_SERVICES`] request are let through to the importer: far longer than servers
+/// take, and short so that the response mappings of many requests do not pile up.
+pub const SYS_FAN_OUT_THRESHOLD_NS: i64 = 10_000_000_000;
+
 /// Stores an account JWT on every server of a full resolver (answers 200 even for a JWT the
 /// operator did not sign: validate before pushing).
 pub const CLAIMS_UPDATE: &str = "$SYS.REQ.CLAIMS.UPDATE";
@@ -49,6 +60,13 @@ pub fn claims_lookup(account_key: &str) -> String {
 pub fn kick(server_id: &str) -> String {
     format!("$SYS.REQ.SERVER.{server_id}.KICK")
 }
+
+/// Where instances tell each other the login failures and successes their brute-force
+/// limiters count, in AUTH. Outside `authd.>` on purpose: ADMIN imports that whole space
+/// as a service, so an admin could publish into it; this subject is in no export, so only
+/// AUTH's own users reach it (the service user; the sentinel may do nothing) and no tenant
+/// ever can (tenants are never in AUTH).
+pub const LIMITER_SUBJECT: &str = "authd_internal.limiter";
 
 /// Subjects no tenant may export or import: the server's own requests, our API and the
 /// micro-service discovery. An export covering `$SYS.>` would hand the exporter's

@@ -14,6 +14,13 @@
 //! exponentially and, after `max_attempts`, are marked failed with the reason and kept for
 //! `retention`. While the connection is down nothing is attempted and no retry is spent; on
 //! every (re)connect every account is reconciled against what the server holds.
+//!
+//! With several instances over one store, only the holder of the publisher lease
+//! ([`crate::lease`], [`Publisher::with_lease`]) drains and reconciles; the others wait. A
+//! handover mid-push is harmless: the queue settles entries by compare-and-swap, so a push
+//! done by both is done twice with the same JWT, a completed entry never comes back and a
+//! newer one is never cleared. On a shared store commits by other instances do not wake this
+//! one, so the holder also looks at the queue every `poll_interval`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -54,6 +61,9 @@ pub struct PublisherSettings {
     pub quiet_period: Duration,
     /// ...or when it has been held this long, whichever is first.
     pub max_defer: Duration,
+    /// On a shared store, how often the queue is read even without a local change signal
+    /// (other instances' commits do not wake this one).
+    pub poll_interval: Duration,
 }
 
 impl Default for PublisherSettings {
@@ -67,6 +77,7 @@ impl Default for PublisherSettings {
             burst_window: Duration::from_secs(1),
             quiet_period: Duration::from_millis(50),
             max_defer: Duration::from_secs(1),
+            poll_interval: Duration::from_secs(1),
         }
     }
 }
@@ -152,6 +163,8 @@ pub struct Publisher {
     bursts: HashMap<String, Burst>,
     /// AUTH's public key, once known.
     auth_key: Option<String>,
+    /// "This instance holds the publisher lease"; `None`: always (a lone publisher).
+    lease: Option<watch::Receiver<bool>>,
 }
 
 impl Publisher {
@@ -174,7 +187,18 @@ impl Publisher {
             gate,
             bursts: HashMap::new(),
             auth_key: None,
+            lease: None,
         }
+    }
+
+    /// Drains only while `lease` says this instance holds the publisher lease.
+    pub fn with_lease(mut self, lease: watch::Receiver<bool>) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    fn holds_lease(&self) -> bool {
+        self.lease.as_ref().is_none_or(|l| *l.borrow())
     }
 
     /// Runs until `shutdown`. Whatever is still queued then stays in the store for next time.
@@ -188,12 +212,21 @@ impl Publisher {
         // JWTs: reconcile once per epoch, even one that came and went during a push.
         let mut reconciled_epoch = 0;
         let mut next_cleanup = Instant::now();
+        let poll = self.authority.db().store().is_shared().then_some(self.settings.poll_interval);
         loop {
             let link = *self.connected.borrow_and_update();
-            if !link.up {
-                // Circuit open: wait for the connection instead of burning retries.
+            if let Some(lease) = self.lease.as_mut() {
+                lease.borrow_and_update();
+            }
+            if !link.up || !self.holds_lease() {
+                if !self.holds_lease() {
+                    // Whoever holds it now may have missed changes: reconcile when it is ours.
+                    reconciled_epoch = 0;
+                }
+                // Circuit open or another instance publishes: wait instead of burning retries.
                 tokio::select! {
                     r = self.connected.changed() => if r.is_err() { return },
+                    () = lease_changed(&mut self.lease) => {}
                     () = &mut shutdown => return,
                 }
                 continue;
@@ -218,10 +251,12 @@ impl Publisher {
                     Instant::now() + self.settings.initial_backoff
                 }
             };
+            let wake = poll.map_or(wake, |p| wake.min(Instant::now() + p));
             tokio::select! {
                 r = changes.changed() => if r.is_err() { return },
                 () = tokio::time::sleep_until(wake.min(next_cleanup)) => {}
                 r = self.connected.changed() => if r.is_err() { return },
+                () = lease_changed(&mut self.lease) => {}
                 () = &mut shutdown => return,
             }
         }
@@ -260,7 +295,7 @@ impl Publisher {
                 wake_at(until);
                 continue;
             }
-            if !self.connected.borrow().up {
+            if !self.connected.borrow().up || !self.holds_lease() {
                 return Ok(None);
             }
             let result = self.push(entry, now).await;
@@ -325,7 +360,9 @@ impl Publisher {
         // The export map is rebuilt by now; requests may flow again during the lookup.
         drop(quiet);
         sent?;
-        if self.server.lookup(&entry.account_key).await?.as_deref() != Some(token.as_str()) {
+        // Every server that answers must hold it: one with an older JWT fails the push.
+        let held = self.server.lookup(&entry.account_key).await?;
+        if held.iter().any(|h| h.as_deref() != Some(token.as_str())) {
             return Err(PushError::NotHeld);
         }
         tracing::info!(account = %entry.account, "account JWT pushed");
@@ -354,7 +391,7 @@ impl Publisher {
                 tracing::debug!(account = %entry.account, error = %e, "claims delete answered with an error")
             }
         }
-        if self.server.lookup(&entry.account_key).await?.is_some() {
+        if self.server.lookup(&entry.account_key).await?.iter().any(Option::is_some) {
             return Err(PushError::StillHeld);
         }
         tracing::info!(account = %entry.account, "account removed from the server");
@@ -377,10 +414,15 @@ impl Publisher {
                 (account.kind == AccountKind::Auth).then_some(&callout),
             );
             let Ok(held) = self.server.lookup(account.public_key()).await else { return Ok(()) };
-            let current = held
-                .and_then(|t| claims::decode::<claims::Account>(&t, &Validation::at(now)).ok())
-                .filter(|c| c.nats == want && c.name.as_deref() == Some(account.name.as_str()));
-            if current.is_none()
+            // Current only if every server that answered holds what the records say.
+            let current = held.iter().all(|h| {
+                h.as_deref()
+                    .and_then(|t| claims::decode::<claims::Account>(t, &Validation::at(now)).ok())
+                    .is_some_and(|c| {
+                        c.nats == want && c.name.as_deref() == Some(account.name.as_str())
+                    })
+            });
+            if !current
                 && self
                     .queue
                     .enqueue_if_idle(account.public_key(), &account.name, false, now)
@@ -415,6 +457,16 @@ impl Publisher {
             tracing::warn!(error = %e, "removing expired failed pushes failed");
         }
     }
+}
+
+/// Completes when the lease signal changes; never if there is none (or its task is gone).
+async fn lease_changed(lease: &mut Option<watch::Receiver<bool>>) {
+    if let Some(rx) = lease {
+        if rx.changed().await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
 }
 
 #[cfg(test)]

@@ -18,6 +18,9 @@ use tokio::sync::watch;
 use crate::model::{AccountName, AccountRecord, UnixTime};
 use crate::store::{Batch, ConflictKind, Db, Expect, Record, StoreError, Tree};
 
+/// How often [`ClaimsQueue::settled`] reads a shared store again.
+const SHARED_POLL: Duration = Duration::from_millis(200);
+
 /// State of a queued push.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -324,9 +327,16 @@ impl ClaimsQueue {
                 Some(e) if !e.is_pending() || e.attempts > 0 => return Ok(false),
                 Some(_) => {}
             }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
+            // Another instance's publisher clears entries without waking us: look again soon.
+            let look = match self.db.store().is_shared() {
+                true => deadline.min(tokio::time::Instant::now() + SHARED_POLL),
+                false => deadline,
+            };
+            match tokio::time::timeout_at(look, changes.changed()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => return Ok(false),
+                Ok(Err(_)) => return Ok(false),
+                Err(_) if look >= deadline => return Ok(false),
+                Err(_) => {}
             }
         }
     }
@@ -429,5 +439,32 @@ mod tests {
         q.complete(&entry).await.unwrap();
         assert!(waiter.await.unwrap(), "the waiter saw the push go through");
         assert!(q.settled("ANOKEY", Duration::ZERO).await.unwrap(), "nothing queued: settled");
+    }
+
+    #[tokio::test]
+    async fn two_publishers_racing_at_a_handover_never_resurrect_nor_clear_a_newer_entry() {
+        let q = queue();
+        let other = ClaimsQueue::new(q.db.clone());
+        let acme = account("acme");
+        enqueue(&q, &acme, 100).await;
+        // Both read the same entry (the old holder mid-push, the new one at takeover).
+        let old = q.entries().await.unwrap().remove(0);
+        let new = other.entries().await.unwrap().remove(0);
+        assert_eq!(other.complete(&new).await.unwrap(), Settled::Done);
+        // The old holder's late failure must not bring the completed entry back.
+        assert_eq!(
+            q.fail(&old, "timed out", Retry::At(200), 100).await.unwrap(),
+            Settled::Superseded
+        );
+        assert_eq!(q.counts().await.unwrap(), QueueCounts::default());
+
+        // A newer change queued after both read: neither a completion nor a failure clears it.
+        enqueue(&q, &acme, 101).await;
+        let stale = old;
+        assert_eq!(q.complete(&stale).await.unwrap(), Settled::Superseded);
+        assert_eq!(q.fail(&stale, "x", Retry::GiveUp, 101).await.unwrap(), Settled::Superseded);
+        let left = q.list().await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert!(left[0].is_pending() && left[0].attempts == 0);
     }
 }

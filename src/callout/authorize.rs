@@ -184,6 +184,12 @@ fn internal<E>(_: E) -> Refusal {
     Refusal::Internal
 }
 
+impl AsRef<Limiter> for Authorizer {
+    fn as_ref(&self) -> &Limiter {
+        &self.limiter
+    }
+}
+
 impl Authorizer {
     /// An authorizer over `directory`.
     ///

@@ -23,11 +23,16 @@
 //! not add up.
 //!
 //! State is in memory and per process: a restart forgets it (attackers gain one window).
+//! Instances sharing the load tell each other every charged failure and every success over
+//! NATS ([`Limiter::share`], [`super::shared_limits`]) and apply the others' with
+//! [`Limiter::apply`], so the limits hold across instances as if one saw every attempt.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// Limits; a limit of 0 switches that check off.
@@ -109,11 +114,35 @@ pub struct Reservation {
     host: String,
 }
 
+/// One outcome another instance should count: what [`Limiter::share`] hands out and
+/// [`Limiter::apply`] takes in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The login's canonical key.
+    pub login: String,
+    /// The client's address.
+    pub host: String,
+    /// A charged failure (`true`) or a success (`false`).
+    pub failed: bool,
+}
+
+/// How many outcomes wait to be sent at most; past that they are dropped (and counted only
+/// here) rather than ever slowing a login down.
+pub const SHARE_BACKLOG: usize = 4096;
+
 /// Failure counters; see the module docs for the rules.
 #[derive(Debug, Default)]
 pub struct Limiter {
     limits: Limits,
     state: Mutex<State>,
+    /// Where outcomes go for the other instances, once [`Limiter::share`] was called.
+    outbox: Mutex<Option<mpsc::Sender<Outcome>>>,
+}
+
+impl AsRef<Limiter> for Limiter {
+    fn as_ref(&self) -> &Limiter {
+        self
+    }
 }
 
 fn pair(login: &str, host: &str) -> String {
@@ -123,7 +152,44 @@ fn pair(login: &str, host: &str) -> String {
 impl Limiter {
     /// A limiter with `limits`.
     pub fn new(limits: Limits) -> Self {
-        Limiter { limits, state: Mutex::default() }
+        Limiter { limits, state: Mutex::default(), outbox: Mutex::default() }
+    }
+
+    /// From now on, every charged failure and every success is also sent to the returned
+    /// receiver (at most [`SHARE_BACKLOG`] waiting; never blocks a login).
+    pub fn share(&self) -> mpsc::Receiver<Outcome> {
+        let (tx, rx) = mpsc::channel(SHARE_BACKLOG);
+        *self.outbox.lock().expect("limiter outbox lock") = Some(tx);
+        rx
+    }
+
+    fn tell(&self, login: &str, host: &str, failed: bool) {
+        if let Some(tx) = self.outbox.lock().expect("limiter outbox lock").as_ref() {
+            let outcome = Outcome { login: login.to_string(), host: host.to_string(), failed };
+            if tx.try_send(outcome).is_err() {
+                tracing::debug!("limiter outcome not shared: backlog full or sharing stopped");
+            }
+        }
+    }
+
+    /// Counts an outcome another instance saw: a failure is charged here as if it happened
+    /// here; a success clears the (login, address) count and marks the address known.
+    pub fn apply(&self, outcome: &Outcome) {
+        let mut state = self.state.lock().expect("limiter lock");
+        if outcome.failed {
+            let window = self.limits.window;
+            state.hosts.add(&outcome.host, window);
+            state.logins.add(&outcome.login, window);
+            state.pairs.add(&pair(&outcome.login, &outcome.host), window);
+        } else {
+            Self::known_locked(&mut state, &outcome.login, &outcome.host);
+        }
+    }
+
+    /// Failures counted for `login` from `host` in the current window.
+    pub fn failures(&self, login: &str, host: &str) -> u32 {
+        let state = self.state.lock().expect("limiter lock");
+        state.pairs.count(&pair(login, host), self.limits.window)
     }
 
     fn allows_locked(&self, state: &State, login: &str, host: &str) -> bool {
@@ -161,9 +227,9 @@ impl Limiter {
         Some(Reservation { login: login.to_string(), host: host.to_string() })
     }
 
-    /// The attempt failed: its charge stays.
+    /// The attempt failed: its charge stays (and is told to the other instances).
     pub fn failed(&self, reservation: Reservation) {
-        drop(reservation);
+        self.tell(&reservation.login, &reservation.host, true);
     }
 
     /// The attempt was never decided (expired before hashing): its charge is taken back.
@@ -182,20 +248,32 @@ impl Limiter {
         let Reservation { login, host } = reservation;
         state.hosts.take_back(&host);
         state.logins.take_back(&login);
-        Self::known_locked(&mut state, &login, &host);
+        let news = Self::known_locked(&mut state, &login, &host);
+        drop(state);
+        if news {
+            self.tell(&login, &host, false);
+        }
     }
 
     /// A success that was never charged (the cache vouched for the secret).
     pub fn succeeded_uncharged(&self, login: &str, host: &str) {
         let mut state = self.state.lock().expect("limiter lock");
-        Self::known_locked(&mut state, login, host);
+        let news = Self::known_locked(&mut state, login, host);
+        drop(state);
+        if news {
+            self.tell(login, host, false);
+        }
     }
 
-    fn known_locked(state: &mut State, login: &str, host: &str) {
+    /// Clears the pair's failures and marks the address known. Returns whether the others
+    /// need to hear of it: there were failures, or the address was not known recently (so a
+    /// reconnect storm of known logins sends nothing).
+    fn known_locked(state: &mut State, login: &str, host: &str) -> bool {
         let key = pair(login, host);
-        state.pairs.0.remove(&key);
+        let had_failures = state.pairs.0.remove(&key).is_some();
         bound(&mut state.known, |at| at.elapsed() < KNOWN_ADDRESS_TTL);
-        state.known.insert(key, Instant::now());
+        let previous = state.known.insert(key, Instant::now());
+        had_failures || previous.is_none_or(|at| at.elapsed() >= KNOWN_ADDRESS_TTL / 2)
     }
 }
 

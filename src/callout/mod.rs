@@ -13,6 +13,7 @@ pub mod credential;
 pub mod directory;
 pub mod limiter;
 pub mod sessions;
+pub mod shared_limits;
 
 use std::collections::HashMap;
 use std::future::Future;

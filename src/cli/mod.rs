@@ -559,6 +559,7 @@ impl ServeArgs {
             callout: self.callout.settings(),
             // The data dir's, read when it is opened.
             store: StoreChoice::default(),
+            ..app::Settings::default()
         })
     }
 }

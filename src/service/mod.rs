@@ -10,7 +10,7 @@ pub mod selfservice;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_nats::service::{Request, Service, ServiceExt};
 use async_nats::Client;
@@ -23,6 +23,8 @@ use tokio::sync::watch;
 use crate::api::Endpoint;
 use crate::callout::{CalloutCounts, CalloutStats};
 use crate::connection::{Link, StatusHandle};
+use crate::instance::InstanceId;
+use crate::lease;
 use crate::manage::{parse, ManageError, Manager};
 use crate::model::{self, AccountRecord, RoleRecord, UserRecord};
 use crate::publisher::PublisherStats;
@@ -31,6 +33,12 @@ use reply::Reply;
 
 /// Name of the micro service, as `$SRV.PING` shows it.
 pub const SERVICE_NAME: &str = "nats-authd";
+/// The service metadata key holding the instance id.
+pub const INSTANCE_METADATA: &str = "instance";
+/// `status` gathers `$SRV.PING` answers until none came for this long...
+const PING_QUIET: Duration = Duration::from_millis(100);
+/// ...or for this long in all.
+const PING_MAX: Duration = Duration::from_millis(750);
 
 /// What handlers need besides the request.
 #[derive(Clone)]
@@ -44,6 +52,8 @@ pub struct Context {
     /// Error replies per endpoint, for `status`.
     pub errors: Arc<ErrorCounts>,
     pub started: Instant,
+    /// This process among the instances sharing the store.
+    pub instance: InstanceId,
 }
 
 /// Error replies counted per endpoint subject (`$SRV.STATS` counts them too, per service
@@ -78,12 +88,28 @@ pub struct Api {
 /// # Errors
 /// The registration error, as text.
 pub async fn start(client: &Client, prefix: &str) -> Result<Api, String> {
-    let service = client
+    start_as(client, prefix, None).await
+}
+
+/// As [`start`], with this process's instance id in the service metadata
+/// ([`INSTANCE_METADATA`]), where `$SRV.PING` and `status` show it.
+///
+/// # Errors
+/// The registration error, as text.
+pub async fn start_as(
+    client: &Client,
+    prefix: &str,
+    instance: Option<&InstanceId>,
+) -> Result<Api, String> {
+    let mut builder = client
         .service_builder()
-        .description("nats-authd: accounts, users, roles and auth callout for NATS")
-        .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
-        .await
-        .map_err(|e| e.to_string())?;
+        .description("nats-authd: accounts, users, roles and auth callout for NATS");
+    if let Some(instance) = instance {
+        builder = builder
+            .metadata(HashMap::from([(INSTANCE_METADATA.to_string(), instance.to_string())]));
+    }
+    let service =
+        builder.start(SERVICE_NAME, env!("CARGO_PKG_VERSION")).await.map_err(|e| e.to_string())?;
     let group = service.group(prefix);
     let mut requests = SelectAll::new();
     for endpoint in Endpoint::ALL {
@@ -142,6 +168,26 @@ pub struct Status {
     /// Error replies since start, by endpoint subject.
     #[serde(default)]
     pub errors: BTreeMap<String, u64>,
+    /// The instance that answered.
+    #[serde(default)]
+    pub instance: String,
+    /// The instance holding the publisher lease (the one pushing account JWTs), if any
+    /// holds an unexpired one.
+    #[serde(default)]
+    pub publisher: Option<String>,
+    /// Every instance answering `$SRV.PING.nats-authd` within a short window.
+    #[serde(default)]
+    pub instances: Vec<InstanceView>,
+}
+
+/// One running instance as `$SRV.PING` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceView {
+    /// Its instance id (host and random suffix); empty for a build that does not say.
+    pub id: String,
+    /// Its micro-service id.
+    pub service_id: String,
+    pub version: String,
 }
 
 /// Handles one request: changes carrying a request id are applied once across retries.
@@ -289,5 +335,45 @@ async fn status(ctx: &Context) -> Result<Status, ManageError> {
         reconciliations: ctx.stats.reconciliations.load(Ordering::Relaxed),
         callout: ctx.callout.counts(),
         errors: ctx.errors.snapshot(),
+        instance: ctx.instance.to_string(),
+        publisher: lease::current(db)
+            .await?
+            .filter(|l| l.expires_at_ms >= lease::now_ms())
+            .map(|l| l.holder.to_string()),
+        instances: instances(&ctx.client).await,
     })
+}
+
+/// The instances answering `$SRV.PING.nats-authd` (each instance's service answers; the
+/// number is not known in advance, hence the quiet window). Chosen over heartbeat records
+/// in the store: it shows what serves on NATS right now, at no cost between status calls.
+async fn instances(client: &Client) -> Vec<InstanceView> {
+    let inbox = client.new_inbox();
+    let Ok(mut answers) = client.subscribe(inbox.clone()).await else { return Vec::new() };
+    let subject = format!("$SRV.PING.{SERVICE_NAME}");
+    if client.publish_with_reply(subject, inbox, Bytes::new()).await.is_err() {
+        return Vec::new();
+    }
+    let end = tokio::time::Instant::now() + PING_MAX;
+    let mut out = Vec::new();
+    loop {
+        let until = end.min(tokio::time::Instant::now() + PING_QUIET);
+        match tokio::time::timeout_at(until, answers.next()).await {
+            Ok(Some(msg)) => {
+                if let Ok(ping) =
+                    serde_json::from_slice::<async_nats::service::PingResponse>(&msg.payload)
+                {
+                    out.push(InstanceView {
+                        id: ping.metadata.get(INSTANCE_METADATA).cloned().unwrap_or_default(),
+                        service_id: ping.id,
+                        version: ping.version,
+                    });
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let _ = answers.unsubscribe().await;
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
 }

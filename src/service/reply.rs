@@ -33,6 +33,19 @@ pub struct WireError {
 }
 
 impl WireError {
+    /// Every `kind` a wire error can have.
+    pub const KINDS: [&'static str; 9] = [
+        "invalid",
+        "not_found",
+        "already_exists",
+        "in_use",
+        "changed",
+        "inactive",
+        "refused",
+        "forbidden",
+        "internal",
+    ];
+
     /// The one mapping from domain errors to wire errors.
     pub fn of(error: &ManageError) -> WireError {
         let (code, kind) = match error {

@@ -396,6 +396,10 @@ impl Store for JetStreamStore {
         // A publish ack means the stream stored the message (on every replica's quorum).
         Ok(())
     }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
 }
 
 /// A batch read and checked locally but not yet published: [`Store::commit`] is

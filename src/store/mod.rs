@@ -41,11 +41,14 @@ pub enum Tree {
     Tokens,
     /// Connections admitted through the callout, kept so they can be kicked after a restart.
     Sessions,
+    /// Coordination between running instances (the publisher lease, replies kept for
+    /// retried requests): short-lived, rewritten all the time, left out of [`Db::export`].
+    Runtime,
 }
 
 impl Tree {
     /// Every tree, in a fixed order.
-    pub const ALL: [Tree; 8] = [
+    pub const ALL: [Tree; 9] = [
         Tree::Meta,
         Tree::Operator,
         Tree::Accounts,
@@ -54,6 +57,7 @@ impl Tree {
         Tree::Pending,
         Tree::Tokens,
         Tree::Sessions,
+        Tree::Runtime,
     ];
 
     /// The backend's name for the tree.
@@ -67,6 +71,7 @@ impl Tree {
             Tree::Pending => "pending",
             Tree::Tokens => "tokens",
             Tree::Sessions => "sessions",
+            Tree::Runtime => "runtime",
         }
     }
 
@@ -246,6 +251,12 @@ pub trait Store: Send + Sync + 'static {
     async fn commit(&self, batch: Batch) -> Result<(), StoreError>;
     /// Makes everything written so far durable.
     async fn flush(&self) -> Result<(), StoreError>;
+    /// Whether other processes may write this store at the same time (several instances over
+    /// one shared store). A store only this process opens (sled locks its dir) says `false`,
+    /// so anything found in it that names another process was left by an earlier run.
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 /// A type kept in one tree, under a key derived from its content.
@@ -392,14 +403,15 @@ impl Db {
         Ok(self.store.scan(R::TREE, "").await?.len())
     }
 
-    /// Every key and value of every tree: for backups, and for tests that prove a failed
-    /// request changed nothing.
+    /// Every key and value of every tree but [`Tree::Runtime`] (which running instances
+    /// rewrite every second and which means nothing to a restore): for backups, and for tests
+    /// that prove a failed request changed nothing.
     ///
     /// # Errors
     /// Backend failures.
     pub async fn export(&self) -> Result<Vec<(Tree, String, Vec<u8>)>, StoreError> {
         let mut rows = Vec::new();
-        for tree in Tree::ALL {
+        for tree in Tree::ALL.into_iter().filter(|t| *t != Tree::Runtime) {
             for (key, value) in self.store.scan(tree, "").await? {
                 rows.push((tree, key, value));
             }

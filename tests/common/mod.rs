@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod multi;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
