@@ -350,30 +350,36 @@ async fn http_get(addr: &str, path: &str) -> Option<String> {
 /// [`LocalClusterError::CopyInUse`] if a process holds `to`; I/O errors.
 pub async fn refresh_copy(from: &Path, to: &Path) -> Result<(), LocalClusterError> {
     let (from, to) = (from.to_path_buf(), to.to_path_buf());
-    tokio::task::spawn_blocking(move || {
-        let staging = staging_of(&to);
-        if staging.exists() {
-            std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
-        }
-        copy_dir(&from, &staging).map_err(io(&staging))?;
-        if to.exists() {
-            let store = bootstrap::store_dir(&to);
-            // Held while the old copy is removed: no instance can start on it meanwhile.
-            let _lock =
-                if store.exists() {
-                    Some(StoreLock::take(&store).map_err(|source| {
-                        LocalClusterError::CopyInUse { path: to.clone(), source }
-                    })?)
-                } else {
-                    None
-                };
-            std::fs::remove_dir_all(&to).map_err(io(&to))?;
-        }
-        std::fs::rename(&staging, &to).map_err(io(&to))?;
-        Ok(())
-    })
-    .await
-    .map_err(|e| io(Path::new(""))(std::io::Error::other(e)))?
+    tokio::task::spawn_blocking(move || refresh_copy_blocking(&from, &to))
+        .await
+        .map_err(|e| io(Path::new(""))(std::io::Error::other(e)))?
+}
+
+/// [`refresh_copy`] on the calling thread, for callers outside an async runtime.
+///
+/// # Errors
+/// As [`refresh_copy`].
+pub fn refresh_copy_blocking(from: &Path, to: &Path) -> Result<(), LocalClusterError> {
+    let staging = staging_of(to);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+    }
+    copy_dir(from, &staging).map_err(io(&staging))?;
+    if to.exists() {
+        let store = bootstrap::store_dir(to);
+        // Held while the old copy is removed: no instance can start on it meanwhile.
+        let _lock = if store.exists() {
+            Some(StoreLock::take(&store).map_err(|source| LocalClusterError::CopyInUse {
+                path: to.to_path_buf(),
+                source,
+            })?)
+        } else {
+            None
+        };
+        std::fs::remove_dir_all(to).map_err(io(to))?;
+    }
+    std::fs::rename(&staging, to).map_err(io(to))?;
+    Ok(())
 }
 
 /// Starts `exe serve --data-dir data_dir --nats-url urls` plus `extra` as a [`Supervised`]
