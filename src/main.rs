@@ -479,8 +479,9 @@ fn cluster_store(init: &InitArgs, servers: usize) -> Result<Option<u8>> {
             data_dir.display()
         );
     }
-    // On an existing data dir, init is asked for nothing it could disagree with.
-    Ok((!have_store).then_some(replicas as u8))
+    // On an existing data dir, only what was asked for: init refuses a --replicas that
+    // disagrees with the data dir's.
+    Ok(if have_store { init.replicas } else { Some(replicas as u8) })
 }
 
 /// Where instance `i` (from 1) of `up --cluster` keeps its copy of the data dir: `DATA_DIR-i`.
