@@ -37,6 +37,7 @@
 //! | [`server_config`] | renders `nats-config/nats-server.conf` |
 //! | [`bootstrap`] | `init`: the topology, the files for the server and the operators |
 //! | [`nats_server`] | finds and runs a local nats-server (`up`, tests) |
+//! | [`local_cluster`] | `up --cluster` and the tests: N servers on one host with routes and JetStream |
 //! | [`app`] | `serve`: runs every task until shutdown and waits for them |
 //! | [`cli`] | the command line (the binary in `main.rs` only wires it up) |
 //!
@@ -57,6 +58,7 @@ pub mod connection;
 pub mod instance;
 pub mod keys;
 pub mod lease;
+pub mod local_cluster;
 pub mod manage;
 pub mod model;
 pub mod names;

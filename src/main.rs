@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
 use nats_authd::api::ops::{GetOperator, GetStatus, ListPending, SysCreds};
 use nats_authd::api::ApiRequest;
 use nats_authd::bootstrap::{self, InitExtras, InitOutcome};
@@ -16,9 +18,11 @@ use nats_authd::cli::{
 };
 use nats_authd::client::{AdminClient, ClientError, ConnectFailure, NoAnswer};
 use nats_authd::connection::ConnectionSettings;
+use nats_authd::local_cluster::{self, ClusterPlan, FirstPorts};
 use nats_authd::names::API_PREFIX;
 use nats_authd::queue::PendingState;
 use nats_authd::server_config::ServerTls;
+use nats_authd::store::choice::Backend;
 use nats_authd::vault::{self, Existing};
 use nats_authd::{app, model, nats_server};
 use tracing_subscriber::filter::FilterExt;
@@ -233,6 +237,9 @@ fn print_init(outcome: &InitOutcome) {
 }
 
 async fn up(args: UpArgs, env_key: Option<String>, signal: impl Future<Output = ()>) -> Result<()> {
+    if let Some(servers) = args.cluster {
+        return up_cluster(args, usize::from(servers), env_key, signal).await;
+    }
     let bin = nats_server::find(args.nats_server.as_deref())?;
     // The service's own TLS, settled before anything is written or started.
     let server_tls = args.init.server_tls.settings();
@@ -299,6 +306,210 @@ async fn up(args: UpArgs, env_key: Option<String>, signal: impl Future<Output = 
         anyhow::bail!("nats-server exited on its own ({status}); see {}", log.display());
     }
     Ok(())
+}
+
+/// `up --cluster N`: N servers with routes and JetStream, then M instances as processes of
+/// this binary, each on its own copy of the data dir. Runs until a signal; an instance or a
+/// server that dies is reported and the rest keep running (that is what the cluster is for).
+async fn up_cluster(
+    args: UpArgs,
+    servers: usize,
+    env_key: Option<String>,
+    signal: impl Future<Output = ()>,
+) -> Result<()> {
+    let bin = nats_server::find(args.nats_server.as_deref())?;
+    if args.init.server_tls.settings().is_some() {
+        anyhow::bail!(
+            "--cluster does not take --server-tls-*: the local cluster is plain loopback (see \
+             nats-config/cluster/ for a production cluster with TLS)"
+        );
+    }
+    let data_dir = args.init.store.data_dir.clone();
+    let store = cluster_store(&args.init, servers)?;
+    let instances = usize::from(args.instances.unwrap_or(2));
+    let server = &args.init.server;
+    let first = (server.port != 0).then_some(FirstPorts {
+        client: server.port,
+        http: server.http_port,
+        route: args.cluster_port,
+    });
+    let plan = ClusterPlan::new(&server.out_dir, &server.host, servers, first)?;
+    // init's own outputs go to the first server's dir; the others get theirs below.
+    let mut init_args = args.init.clone();
+    init_args.server.out_dir = plan.nodes[0].out_dir.clone();
+    init_args.server.server_name = plan.nodes[0].settings.server_name.clone();
+    init_args.server.port = plan.nodes[0].settings.port;
+    init_args.server.http_port = plan.nodes[0].settings.http_port;
+    init_args.backend = Some(Backend::Jetstream);
+    init_args.replicas = store;
+    // The local.conf files first: init writes a jetstream-only one where there is none.
+    local_cluster::write_local_confs(&plan).await?;
+    let outcome = init(&init_args, env_key).await?;
+    local_cluster::write_configs(&outcome.authority, &data_dir, &plan, &bin).await?;
+    print_init(&outcome);
+    let admin_creds = outcome.outputs.admin_creds.clone();
+    // Closed before it is copied: instances run on copies, never on the original.
+    drop(outcome);
+
+    let servers = local_cluster::start_servers(&bin, &plan, Duration::from_secs(15))
+        .await
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let leader = local_cluster::await_meta_leader(&plan, Duration::from_secs(30)).await?;
+
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let extra = serve_flags(&args);
+    let mut running = Vec::new();
+    for i in 0..instances {
+        let copy = instance_data_dir(&data_dir, i + 1);
+        local_cluster::refresh_copy(&data_dir, &copy).await?;
+        let log = server.out_dir.join(format!("instance-{}.log", i + 1));
+        let urls = plan.urls_from(i);
+        let child = local_cluster::spawn_instance(&exe, &copy, &urls, &extra, &log)?;
+        running.push((
+            format!("instance {}", i + 1),
+            child,
+            log,
+            plan.nodes[i % plan.nodes.len()].settings.server_name.clone(),
+        ));
+    }
+
+    let urls = plan.urls().join(",");
+    let creds = admin_creds.display();
+    println!(
+        "\nJetStream cluster {} is up: {} servers, meta leader {leader}.",
+        local_cluster::CLUSTER_NAME,
+        plan.nodes.len()
+    );
+    for (node, server) in plan.nodes.iter().zip(&servers) {
+        println!(
+            "  {}  {}  pid {}  log {}",
+            node.settings.server_name,
+            node.url(),
+            server.pid().unwrap_or_default(),
+            node.log_file().display()
+        );
+    }
+    println!("Instances (nats-authd serve, each on its own copy of the data dir):");
+    for (name, child, log, primary) in &running {
+        println!(
+            "  {name}  pid {}  primary {primary}  log {}",
+            child.pid().unwrap_or_default(),
+            log.display()
+        );
+    }
+    println!("Admins connect with {creds}:");
+    println!("  nats-authd status --creds {creds} --nats-url {urls}");
+    println!("Try failover (README: Deployment):");
+    if let Some((name, child, _, _)) = running.first() {
+        println!(
+            "  kill {}    # {name}: logins and changes go on through the other instances",
+            child.pid().unwrap_or_default()
+        );
+    }
+    if let Some(server) = servers.first() {
+        println!(
+            "  kill {}    # {}: clients and instances move to the other servers",
+            server.pid().unwrap_or_default(),
+            plan.nodes[0].settings.server_name
+        );
+    }
+    println!("  kill two of three servers: JetStream loses quorum and the store stops answering");
+    println!("Ctrl-C stops every instance and server.\n");
+
+    // Every child's exit, labelled, until the signal.
+    let mut exits: FuturesUnordered<BoxFuture<'static, (String, String)>> = FuturesUnordered::new();
+    for (name, child, log, _) in &running {
+        let (name, log, exited) = (name.clone(), log.clone(), child.exited());
+        exits.push(Box::pin(
+            async move { (format!("{name} (log {})", log.display()), exited.await) },
+        ));
+    }
+    for (node, server) in plan.nodes.iter().zip(&servers) {
+        let name = format!(
+            "nats-server {} (log {})",
+            node.settings.server_name,
+            node.log_file().display()
+        );
+        let exited = server.exited();
+        exits.push(Box::pin(async move { (name, exited.await) }));
+    }
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            () = &mut signal => break,
+            Some((name, status)) = exits.next(), if !exits.is_empty() => {
+                eprintln!("nats-authd up: {name} exited ({status}); the others keep running");
+            }
+        }
+    }
+    drop(exits);
+    println!("Stopping {} instances, then {} servers...", running.len(), servers.len());
+    let grace = Duration::from_secs(10);
+    futures::future::join_all(running.into_iter().map(|(_, child, _, _)| child.stop(grace))).await;
+    futures::future::join_all(servers.into_iter().map(|s| s.stop(grace))).await;
+    Ok(())
+}
+
+/// The replicas to ask `init` for with `--cluster N`: for a new data dir, `--replicas` or
+/// min(N, 3); for an existing JetStream one, what it has (checked to fit N servers).
+fn cluster_store(init: &InitArgs, servers: usize) -> Result<Option<u8>> {
+    let data_dir = &init.store.data_dir;
+    if init.backend == Some(Backend::Sled) {
+        anyhow::bail!("--cluster runs on the JetStream store; leave out --store sled");
+    }
+    let have_store =
+        bootstrap::store_dir(data_dir).read_dir().is_ok_and(|mut d| d.next().is_some());
+    let choice = bootstrap::store_choice(data_dir)?;
+    if have_store && !choice.is_jetstream() {
+        anyhow::bail!(
+            "{} runs on the single-node sled store, and --cluster needs a JetStream one (a \
+             deployment's store is chosen once, at its first init). Give the cluster its own \
+             dirs, e.g. `up --cluster 3 --data-dir authd-cluster/data --out-dir authd-cluster`",
+            data_dir.display()
+        );
+    }
+    let replicas = if have_store {
+        choice.replicas
+    } else {
+        init.replicas.map_or(servers.min(3), usize::from)
+    };
+    if replicas > servers {
+        anyhow::bail!(
+            "the store of {} keeps {replicas} replicas, more than the {servers} servers of \
+             --cluster {servers}",
+            data_dir.display()
+        );
+    }
+    // On an existing data dir, only what was asked for: init refuses a --replicas that
+    // disagrees with the data dir's.
+    Ok(if have_store { init.replicas } else { Some(replicas as u8) })
+}
+
+/// Where instance `i` (from 1) of `up --cluster` keeps its copy of the data dir: `DATA_DIR-i`.
+fn instance_data_dir(data_dir: &Path, i: usize) -> PathBuf {
+    let mut name = data_dir.file_name().unwrap_or_default().to_os_string();
+    name.push(format!("-{i}"));
+    data_dir.with_file_name(name)
+}
+
+/// The `serve` flags an instance of `up --cluster` inherits from `up`'s own.
+fn serve_flags(args: &UpArgs) -> Vec<String> {
+    let (p, c) = (&args.publisher, &args.callout);
+    let mut flags = vec![
+        format!("--push-max-attempts={}", p.push_max_attempts),
+        format!("--push-retention={}", p.push_retention),
+        format!("--callout-jwt-ttl={}", c.callout_jwt_ttl),
+        format!("--callout-cache-ttl={}", c.callout_cache_ttl),
+        format!("--login-failures-per-user={}", c.login_failures_per_user),
+        format!("--login-failures-per-host={}", c.login_failures_per_host),
+        format!("--login-failure-window={}", c.login_failure_window),
+    ];
+    if let Some(file) = &args.init.store.master_key_file {
+        // Absolute: the instance may resolve it from another dir one day; today from ours.
+        let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+        flags.push(format!("--master-key-file={}", file.display()));
+    }
+    flags
 }
 
 async fn serve(

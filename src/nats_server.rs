@@ -111,22 +111,107 @@ enum Stop {
     Kill,
 }
 
-/// A nats-server child process, watched by a task that owns it. Killed when dropped, so a
-/// panicking test leaves none behind.
-pub struct NatsServer {
+/// A child process watched by a task that owns it: the task notices when it exits on its own,
+/// and stops it (SIGTERM, then SIGKILL after a grace period) when asked or when this handle is
+/// dropped, so a panicking caller leaves no process behind.
+pub struct Supervised {
     pid: Option<u32>,
-    log: PathBuf,
-    addr: String,
     stop_tx: Option<oneshot::Sender<Stop>>,
     /// `Some(status)` once the process has exited on its own.
     died: watch::Receiver<Option<String>>,
     task: Option<JoinHandle<()>>,
 }
 
+impl std::fmt::Debug for Supervised {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervised").field("pid", &self.pid).finish_non_exhaustive()
+    }
+}
+
+impl Supervised {
+    /// Takes ownership of `child` (spawned with `kill_on_drop`) and starts its watcher task.
+    pub fn watch(mut child: Child) -> Self {
+        let pid = child.id();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (died_tx, died) = watch::channel(None);
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                status = child.wait() => {
+                    let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                    died_tx.send_replace(Some(status));
+                }
+                stop = stop_rx => match stop {
+                    Ok(Stop::Term(grace)) => {
+                        if let Some(pid) = child.id() {
+                            let pid = nix::unistd::Pid::from_raw(pid as i32);
+                            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                        }
+                        if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                            let _ = child.kill().await;
+                        }
+                    }
+                    // Asked to, or the handle was dropped.
+                    Ok(Stop::Kill) | Err(_) => {
+                        let _ = child.kill().await;
+                    }
+                },
+            }
+        });
+        Supervised { pid, stop_tx: Some(stop_tx), died, task: Some(task) }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// Completes with the exit status if the process exits on its own.
+    pub fn exited(&self) -> impl Future<Output = String> + Send + 'static {
+        let mut died = self.died.clone();
+        async move {
+            let status =
+                died.wait_for(Option::is_some).await.map(|s| s.clone().unwrap_or_default());
+            match status {
+                Ok(status) => status,
+                // The watcher is gone: the process was stopped on purpose; never complete.
+                Err(_) => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits up to `grace` before killing it.
+    /// Returns the exit status if it had already exited on its own.
+    pub async fn stop(mut self, grace: Duration) -> Option<String> {
+        self.finish(Stop::Term(grace)).await
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub async fn kill(mut self) {
+        self.finish(Stop::Kill).await;
+    }
+
+    async fn finish(&mut self, how: Stop) -> Option<String> {
+        if let Some(tx) = self.stop_tx.take() {
+            let _ = tx.send(how);
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.died.borrow().clone()
+    }
+}
+
+/// A nats-server child process, [`Supervised`]: killed when dropped.
+pub struct NatsServer {
+    process: Supervised,
+    log: PathBuf,
+    addr: String,
+}
+
 impl std::fmt::Debug for NatsServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsServer")
-            .field("pid", &self.pid)
+            .field("pid", &self.process.pid())
             .field("addr", &self.addr)
             .finish_non_exhaustive()
     }
@@ -168,40 +253,10 @@ impl NatsServer {
             .spawn()
             .map_err(spawn_err)?;
         wait_ready(&mut child, log, addr, ready_within).await?;
-
-        let pid = child.id();
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let (died_tx, died) = watch::channel(None);
-        let task = tokio::spawn(async move {
-            tokio::select! {
-                status = child.wait() => {
-                    let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                    died_tx.send_replace(Some(status));
-                }
-                stop = stop_rx => match stop {
-                    Ok(Stop::Term(grace)) => {
-                        if let Some(pid) = child.id() {
-                            let pid = nix::unistd::Pid::from_raw(pid as i32);
-                            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-                        }
-                        if tokio::time::timeout(grace, child.wait()).await.is_err() {
-                            let _ = child.kill().await;
-                        }
-                    }
-                    // Asked to, or the handle was dropped.
-                    Ok(Stop::Kill) | Err(_) => {
-                        let _ = child.kill().await;
-                    }
-                },
-            }
-        });
         Ok(NatsServer {
-            pid,
+            process: Supervised::watch(child),
             log: log.to_path_buf(),
             addr: addr.to_string(),
-            stop_tx: Some(stop_tx),
-            died,
-            task: Some(task),
         })
     }
 
@@ -212,7 +267,7 @@ impl NatsServer {
 
     /// The process id.
     pub fn pid(&self) -> Option<u32> {
-        self.pid
+        self.process.pid()
     }
 
     /// The log file.
@@ -222,37 +277,18 @@ impl NatsServer {
 
     /// Completes with the exit status if the server exits on its own.
     pub fn exited(&self) -> impl Future<Output = String> + Send + 'static {
-        let mut died = self.died.clone();
-        async move {
-            let status =
-                died.wait_for(Option::is_some).await.map(|s| s.clone().unwrap_or_default());
-            match status {
-                Ok(status) => status,
-                // The watcher is gone: the server was stopped on purpose; never complete.
-                Err(_) => std::future::pending().await,
-            }
-        }
+        self.process.exited()
     }
 
     /// Asks the server to shut down (SIGTERM) and waits up to `grace` before killing it.
     /// Returns the exit status if it had already exited on its own.
-    pub async fn stop(mut self, grace: Duration) -> Option<String> {
-        self.finish(Stop::Term(grace)).await
+    pub async fn stop(self, grace: Duration) -> Option<String> {
+        self.process.stop(grace).await
     }
 
     /// Kills the server at once (SIGKILL), as a crash would.
-    pub async fn kill(mut self) {
-        self.finish(Stop::Kill).await;
-    }
-
-    async fn finish(&mut self, how: Stop) -> Option<String> {
-        if let Some(tx) = self.stop_tx.take() {
-            let _ = tx.send(how);
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-        self.died.borrow().clone()
+    pub async fn kill(self) {
+        self.process.kill().await;
     }
 }
 

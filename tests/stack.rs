@@ -62,10 +62,16 @@ async fn every_local_snippet_passes_the_servers_config_check() {
     if have_openssl {
         common::certs::make(&certs);
     }
-    let snippets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("nats-config/local");
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("nats-config");
+    // The snippets, and each server's local.conf of the production cluster.
+    let mut files: Vec<_> = ["local", "cluster"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(config.join(d)).unwrap())
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
     let mut checked = 0;
-    for entry in std::fs::read_dir(&snippets).unwrap() {
-        let path = entry.unwrap().path();
+    for path in files {
         if path.extension().is_none_or(|e| e != "conf") {
             continue;
         }
@@ -83,7 +89,7 @@ async fn every_local_snippet_passes_the_servers_config_check() {
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         checked += 1;
     }
-    assert!(checked >= 5, "only {checked} snippets checked");
+    assert!(checked >= 8, "only {checked} snippets checked");
 }
 
 #[tokio::test]

@@ -369,6 +369,19 @@ pub struct UpArgs {
     pub publisher: PublisherArgs,
     #[command(flatten)]
     pub callout: CalloutArgs,
+    /// Start N nats-servers on this host as one cluster with JetStream (3 or more for
+    /// failover), init with `--store jetstream --replicas min(N,3)`, and run several
+    /// instances. Ports count up from --port, --http-port and --cluster-port (`--port 0`:
+    /// free ports); each server gets OUT_DIR/authd-<i>.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=9))]
+    pub cluster: Option<u8>,
+    /// Instances of the service with --cluster, each a `serve` process on its own copy of
+    /// the data dir (DATA_DIR-<i>) [default: 2].
+    #[arg(long, value_name = "M", requires = "cluster", value_parser = clap::value_parser!(u8).range(1..=9))]
+    pub instances: Option<u8>,
+    /// Route port of the first server with --cluster (the others count up from it).
+    #[arg(long, default_value_t = 6222, requires = "cluster")]
+    pub cluster_port: u16,
 }
 
 /// Auth callout tuning.

@@ -7,25 +7,25 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::Client;
 use nats_authd::api::ops::GetStatus;
 use nats_authd::authority::Authority;
-use nats_authd::bootstrap::{self, InitExtras, InitOptions, Layout, MasterKeyOptions};
+use nats_authd::bootstrap::{self, InitExtras, InitOptions, MasterKeyOptions};
 use nats_authd::client::AdminClient;
 use nats_authd::connection::{self, ConnectionSettings};
+use nats_authd::local_cluster::{self, ClusterPlan};
 use nats_authd::model;
 use nats_authd::names::API_PREFIX;
-use nats_authd::nats_server::{self, NatsServer};
+use nats_authd::nats_server::NatsServer;
 use nats_authd::server_config::ServerSettings;
 use nats_authd::store::choice::{Backend, StoreRequest};
 use tempfile::TempDir;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{free_port, nats_authd, nats_server_bin};
+use crate::common::{nats_authd, nats_server_bin};
 
 /// One server of the cluster.
 pub struct Node {
@@ -52,15 +52,17 @@ pub struct Cluster {
     pub dir: TempDir,
     /// The init'd data dir; instances run on copies.
     pub data_dir: PathBuf,
+    /// Names, ports and dirs of the servers (what `up --cluster` uses too).
+    pub plan: ClusterPlan,
     pub nodes: Vec<Node>,
     /// Admin creds (the same admin for every server).
     pub admin_creds: PathBuf,
 }
 
 impl Cluster {
-    /// `init --store jetstream --replicas 3`, a config per server (own ports, server name,
-    /// resolver and JetStream dirs, routes to the others), checked with `nats-server -t`,
-    /// then all three started; returns once JetStream has a meta leader.
+    /// `init --store jetstream --replicas 3` and the servers of a [`ClusterPlan`] on free
+    /// ports, configured and started by `nats_authd::local_cluster` as `up --cluster 3`
+    /// does; returns once JetStream has a meta leader.
     pub async fn start() -> Cluster {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -68,19 +70,13 @@ impl Cluster {
             .try_init();
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
-        let settings: Vec<ServerSettings> = (0..3)
-            .map(|i| ServerSettings {
-                host: "127.0.0.1".into(),
-                port: free_port(),
-                http_port: free_port(),
-                server_name: format!("c{i}"),
-            })
-            .collect();
-        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let plan = ClusterPlan::new(dir.path(), "127.0.0.1", 3, None).unwrap();
+        // Before init, which would write a local.conf with JetStream only.
+        local_cluster::write_local_confs(&plan).await.unwrap();
         let options = InitOptions {
-            layout: Layout { data_dir: data_dir.clone(), out_dir: dir.path().join("c0") },
+            layout: plan.nodes[0].layout(&data_dir),
             master_key: MasterKeyOptions::default(),
-            server: settings[0].clone(),
+            server: plan.nodes[0].settings.clone(),
             operator_name: "cluster-operator".into(),
             xkey: true,
         };
@@ -92,75 +88,33 @@ impl Cluster {
         )
         .await
         .unwrap();
-        let authority = outcome.authority;
-        let mut nodes = Vec::new();
-        for (i, settings) in settings.into_iter().enumerate() {
-            let out_dir = dir.path().join(format!("c{i}"));
-            std::fs::create_dir_all(&out_dir).unwrap();
-            let others: Vec<String> = routes
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, p)| format!("\"nats-route://127.0.0.1:{p}\""))
-                .collect();
-            // Written before the outputs: init never overwrites a local.conf.
-            let local = format!(
-                "jetstream {{ store_dir: \"{}\" }}\ncluster {{\n  name: \"authd-test\"\n  \
-                 listen: \"127.0.0.1:{}\"\n  routes: [{}]\n}}\n",
-                out_dir.join("jetstream").display(),
-                routes[i],
-                others.join(", ")
-            );
-            // Server 0's out dir is init's: its local.conf (a jetstream block only) is replaced.
-            std::fs::write(out_dir.join(bootstrap::LOCAL_CONFIG), &local).unwrap();
-            let layout = Layout { data_dir: data_dir.clone(), out_dir: out_dir.clone() };
-            bootstrap::write_outputs(&authority, &layout, &settings, model::now()).await.unwrap();
-            nats_server::check_config(&nats_server_bin(), &layout.config_file()).await.unwrap();
-            nodes.push(Node { settings, out_dir, server: None });
-        }
-        drop(authority);
-        let started = futures::future::join_all(nodes.iter().enumerate().map(|(i, node)| {
-            let log = dir.path().join(format!("nats-c{i}.log"));
-            let config = node.out_dir.join("nats-server.conf");
-            let addr = node.settings.listen_addr();
-            async move {
-                NatsServer::start(
-                    &nats_server_bin(),
-                    &config,
-                    &log,
-                    &addr,
-                    &[],
-                    Duration::from_secs(15),
-                )
+        local_cluster::write_configs(&outcome.authority, &data_dir, &plan, &nats_server_bin())
+            .await
+            .unwrap();
+        drop(outcome);
+        let servers =
+            local_cluster::start_servers(&nats_server_bin(), &plan, Duration::from_secs(15))
                 .await
-                .unwrap()
-            }
-        }))
-        .await;
-        for (node, server) in nodes.iter_mut().zip(started) {
-            node.server = Some(server);
-        }
-        let admin_creds = dir.path().join("c0").join("admin.creds");
-        let cluster = Cluster { dir, data_dir, nodes, admin_creds };
+                .unwrap();
+        let nodes = plan
+            .nodes
+            .iter()
+            .zip(servers)
+            .map(|(node, server)| Node {
+                settings: node.settings.clone(),
+                out_dir: node.out_dir.clone(),
+                server: Some(server),
+            })
+            .collect();
+        let admin_creds = plan.nodes[0].out_dir.join("admin.creds");
+        let cluster = Cluster { dir, data_dir, plan, nodes, admin_creds };
         cluster.await_meta_leader(Duration::from_secs(20)).await;
         cluster
     }
 
-    /// Polls every server's `/jsz` until each names a meta leader.
+    /// Waits until every server names a JetStream meta leader.
     pub async fn await_meta_leader(&self, within: Duration) {
-        let deadline = Instant::now() + within;
-        for node in &self.nodes {
-            let addr = format!("127.0.0.1:{}", node.settings.http_port);
-            loop {
-                if http_get(&addr, "/jsz").await.is_some_and(|body| {
-                    body.split("\"meta_cluster\"").nth(1).is_some_and(|m| m.contains("\"leader\""))
-                }) {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "no JetStream meta leader at {addr}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        local_cluster::await_meta_leader(&self.plan, within).await.unwrap();
     }
 
     /// Every server's client URL, in order.
@@ -177,9 +131,8 @@ impl Cluster {
     /// As [`Cluster::instance`], with more `serve` flags.
     pub fn instance_with(&self, name: &str, primary: usize, flags: &[&str]) -> Instance {
         let data_dir = self.dir.path().join(format!("instance-{name}"));
-        copy_dir(&self.data_dir, &data_dir);
-        let mut urls = self.urls();
-        urls.rotate_left(primary);
+        local_cluster::refresh_copy_blocking(&self.data_dir, &data_dir).unwrap();
+        let urls = self.plan.urls_from(primary);
         let log = self.dir.path().join(format!("instance-{name}.log"));
         let child = nats_authd(self.dir.path())
             .arg("--log")
@@ -256,32 +209,4 @@ impl Drop for Instance {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// Copies a data dir (store, master key, store.json) as an operator would to another host;
-/// sled's lock file is left behind.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else if entry.file_name() != nats_authd::store::sled::LOCK_FILE {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
-/// The body of `GET path` on the monitoring port at `addr`, if it answers.
-async fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut body = String::new();
-    tokio::time::timeout(Duration::from_secs(2), stream.read_to_string(&mut body))
-        .await
-        .ok()?
-        .ok()?;
-    Some(body)
 }
