@@ -1,6 +1,9 @@
 //! Several nats-authd instances on one JetStream store, in a 3-server cluster: a change
 //! acknowledged by one instance survives its crash and reaches every server; callout logins
-//! go on through the other instance when one is killed.
+//! go on through the other instance when one is killed; a login admitted by one instance is
+//! kicked when the other disables its user; wrong passwords spread over both instances are
+//! limited as if one saw them; pushes queued when the pushing instance dies are pushed by the
+//! other.
 
 #[path = "common/cluster.rs"]
 mod cluster;
@@ -9,33 +12,72 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::ConnectOptions;
+use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event};
 use cluster::Cluster;
 use common::{eventually, held_jwt};
 use nats_authd::api::ops::GetStatus;
+use nats_authd::client::AdminClient;
 use serde_json::json;
+use tokio::sync::mpsc;
 
-/// Waits until requests sent through server `node` are answered by the instance attached to
-/// that server (nats-server hands a request to a queue subscriber on its own server first).
-async fn answered_locally(cluster: &Cluster, node: usize) -> nats_authd::client::AdminClient {
-    let admin = cluster.admin(node).await;
-    let name = cluster.nodes[node].settings.server_name.clone();
-    eventually(Duration::from_secs(30), "the local instance to answer", || async {
-        admin.send(&GetStatus {}).await.is_ok_and(|s| s.server_name == name)
-    })
-    .await;
-    admin
+const PASSWORD: &str = "correct horse battery";
+
+/// acme with role `r` (replies only) and users dev1..=dev`users` with [`PASSWORD`], known to
+/// every server; returns acme's public key.
+async fn tenant(cluster: &Cluster, admin: &AdminClient, users: usize) -> String {
+    let account = admin.call("account.create", &json!({ "name": "acme" })).await.unwrap();
+    let subscribe = json!({ "allow": ["_INBOX.>"] });
+    let role = json!({ "account": "acme", "name": "r", "subscribe": subscribe });
+    admin.call("role.create", &role).await.unwrap();
+    for i in 1..=users {
+        let name = format!("dev{i}");
+        let user = json!({ "account": "acme", "name": name, "role": "r", "password": PASSWORD });
+        admin.call("user.create", &user).await.unwrap();
+    }
+    let key = account["public_key"].as_str().unwrap().to_string();
+    held_everywhere(cluster, &key).await;
+    key
+}
+
+/// Waits until every server of the cluster has stored account `key` in its resolver dir.
+async fn held_everywhere(cluster: &Cluster, key: &str) {
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let file = node.resolver_dir().join(format!("{key}.jwt"));
+        eventually(Duration::from_secs(20), &format!("server {i} to store {key}"), || async {
+            file.exists()
+        })
+        .await;
+    }
+}
+
+/// A user/password login (no creds: the server's default sentinel) on server `node`, with
+/// its connection events.
+async fn login(
+    cluster: &Cluster,
+    node: usize,
+    user: &str,
+    password: &str,
+) -> Result<(Client, mpsc::UnboundedReceiver<Event>), async_nats::ConnectError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let client = ConnectOptions::with_user_and_password(user.into(), password.into())
+        .max_reconnects(Some(0))
+        .event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(event);
+            }
+        })
+        .connect(cluster.nodes[node].url())
+        .await?;
+    Ok((client, rx))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_acknowledged_by_one_instance_survives_its_crash_and_reaches_every_server() {
     let cluster = Cluster::start().await;
+    // The servers spread API requests over the instances at random: A alone acknowledges.
     let mut a = cluster.instance("a", 0);
-    let b = cluster.instance("b", 1);
-    let through_a = answered_locally(&cluster, 0).await;
-    let through_b = answered_locally(&cluster, 1).await;
-
-    // Acknowledged by A (its server's requests go to it), then A dies at once.
+    let through_a = cluster.admin(0).await;
     let account = through_a.call("account.create", &json!({ "name": "acme" })).await.unwrap();
     let key = account["public_key"].as_str().unwrap().to_string();
     through_a.call("role.create", &json!({ "account": "acme", "name": "r" })).await.unwrap();
@@ -43,7 +85,11 @@ async fn a_change_acknowledged_by_one_instance_survives_its_crash_and_reaches_ev
         .call("user.create", &json!({ "account": "acme", "name": "dev1", "role": "r" }))
         .await
         .unwrap();
+    // B joins; then A dies at once.
+    let b = cluster.instance("b", 1);
+    b.serving().await;
     a.kill();
+    let through_b = cluster.admin(1).await;
 
     // B reads what A wrote, from the shared stream.
     let got =
@@ -84,8 +130,9 @@ async fn callout_logins_go_on_through_the_other_instance_when_one_is_killed() {
     let no_limits = ["--login-failures-per-user", "0", "--login-failures-per-host", "0"];
     let mut a = cluster.instance_with("a", 0, &no_limits);
     let b = cluster.instance_with("b", 1, &no_limits);
-    let admin = answered_locally(&cluster, 0).await;
-    answered_locally(&cluster, 1).await;
+    a.serving().await;
+    b.serving().await;
+    let admin = cluster.admin(0).await;
     admin.call("account.create", &json!({ "name": "acme" })).await.unwrap();
     admin
         .call(
@@ -388,4 +435,158 @@ async fn read_paths() {
             eprintln!("server c{node} {path:?}: median {:?}, p99 {:?}", took[150], took[297]);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_admitted_by_one_instance_is_kicked_when_the_other_disables_its_user() {
+    let cluster = Cluster::start().await;
+    let mut instances = [cluster.instance("a", 0), cluster.instance("b", 1)];
+    for instance in &instances {
+        instance.serving().await;
+    }
+    let admin = cluster.admin(1).await;
+    tenant(&cluster, &admin, 1).await;
+
+    // The servers pick an instance per login: see which one admitted it.
+    let (client, mut events) = login(&cluster, 0, "dev1", PASSWORD).await.unwrap();
+    client.flush().await.unwrap();
+    eventually(Duration::from_secs(2), "an instance to log its decision", || async {
+        instances.iter().map(|i| i.decisions()).sum::<usize>() == 1
+    })
+    .await;
+    let admitter = instances.iter().position(|i| i.decisions() == 1).unwrap();
+    let other = 1 - admitter;
+
+    // The admitter dies; the other handles the deactivation (it is the only one left) and
+    // kicks the session the admitter recorded in the shared store.
+    instances[admitter].kill();
+    admin
+        .call("user.update", &json!({ "account": "acme", "name": "dev1", "active": false }))
+        .await
+        .unwrap();
+    common::disconnected_within(&mut events, Duration::from_secs(1)).await;
+    // Logged once the server confirms the kick, which may be after the client hears of it.
+    eventually(Duration::from_secs(2), "the other instance to log the kick", || async {
+        instances[other].log_text().contains("kicked a revoked connection")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_passwords_spread_over_both_instances_are_limited_as_if_one_saw_them() {
+    // The default limits: 5 failures per login and address per minute.
+    let cluster = Cluster::start().await;
+    let instances = [cluster.instance("a", 0), cluster.instance("b", 1)];
+    for instance in &instances {
+        instance.serving().await;
+    }
+    let admin = cluster.admin(0).await;
+    const USERS: usize = 6;
+    tenant(&cluster, &admin, USERS).await;
+    let decided = || instances.iter().map(|i| i.decisions()).collect::<Vec<_>>();
+
+    // The servers pick an instance per login at random. Five wrong passwords from
+    // 127.0.0.1: when both instances decided some (each fewer than its limit of five), the
+    // right password must be refused too, by either instance. A user whose five all landed
+    // on one instance proves nothing: the next user is tried.
+    for user in (1..=USERS).map(|i| format!("dev{i}")) {
+        let before = decided();
+        for attempt in 0..5 {
+            let Err(e) = login(&cluster, attempt % 3, &user, "wrong password").await else {
+                panic!("a wrong password was let in");
+            };
+            assert_eq!(e.kind(), ConnectErrorKind::AuthorizationViolation, "{e}");
+            let total: usize = before.iter().sum::<usize>() + attempt + 1;
+            eventually(Duration::from_secs(2), "the decision to be logged", || async {
+                decided().iter().sum::<usize>() == total
+            })
+            .await;
+        }
+        let after = decided();
+        let per_instance: Vec<usize> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        if per_instance.contains(&0) {
+            eprintln!("{user}: all five on one instance ({per_instance:?}); next user");
+            continue;
+        }
+        eprintln!("{user}: the five failures were decided {per_instance:?} by the two instances");
+        for node in [0, 1, 2] {
+            let Err(e) = login(&cluster, node, &user, PASSWORD).await else {
+                panic!("{user} was let in on server {node} past the shared limit");
+            };
+            assert_eq!(e.kind(), ConnectErrorKind::AuthorizationViolation, "{e}");
+        }
+        let logs: String = instances.iter().map(|i| i.log_text()).collect();
+        assert!(logs.contains("rate_limited"), "{logs}");
+        return;
+    }
+    panic!("every user's failures landed on one instance");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_queued_when_the_pushing_instance_dies_are_pushed_by_the_other() {
+    use nats_authd::api::account::CreateAccount;
+    use nats_authd::lease;
+    use nats_authd::manage::Manager;
+    use nats_authd::model::{self, AccountName};
+    use nats_authd::password::PasswordHasher;
+    use nats_authd::queue::ClaimsQueue;
+    use nats_authd::store::jetstream::JetStreamOptions;
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    let cluster = Cluster::start().await;
+    let mut instances = [cluster.instance("a", 0), cluster.instance("b", 1)];
+    let ids = [instances[0].serving().await, instances[1].serving().await];
+
+    // The test's own view of the shared store (no publisher of its own).
+    let seed = cluster.authority().await;
+    let client = cluster.service_client(&seed, 2).await;
+    let options = JetStreamOptions { replicas: 3, ..JetStreamOptions::default() };
+    let shared = nats_authd::shared::open(&seed, client, &options).await.unwrap();
+    let db = shared.db().clone();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let holder = loop {
+        if let Some(lease) = lease::current(&db).await.unwrap() {
+            break lease.holder.to_string();
+        }
+        assert!(Instant::now() < deadline, "no instance holds the publisher lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let pusher = ids.iter().position(|id| *id == holder).unwrap_or_else(|| {
+        panic!("the lease holder {holder} is neither instance {ids:?}");
+    });
+    let other = 1 - pusher;
+
+    // Freeze the pusher, then queue pushes (written to the shared store, as any instance's
+    // change would be; API requests could be handed to the frozen instance).
+    kill(Pid::from_raw(instances[pusher].pid() as i32), Signal::SIGSTOP).unwrap();
+    let manager = Manager::new(shared.clone(), PasswordHasher::default());
+    let mut keys = Vec::new();
+    for i in 0..5 {
+        let request = CreateAccount {
+            name: AccountName::new(&format!("t{i}")).unwrap(),
+            description: None,
+            limits: None,
+            exports: Vec::new(),
+            imports: Vec::new(),
+        };
+        let view = manager.create_account(request, model::now()).await.unwrap();
+        keys.push(view.public_key);
+    }
+    let queue = ClaimsQueue::new(db.clone());
+    let queued = queue.counts().await.unwrap().pending;
+    assert!(queued >= keys.len(), "{queued} pushes queued");
+
+    // The pusher dies with them queued; the other takes the lease over and pushes them all.
+    instances[pusher].kill();
+    for key in &keys {
+        held_everywhere(&cluster, key).await;
+    }
+    eventually(Duration::from_secs(15), "the queue to drain", || async {
+        queue.counts().await.is_ok_and(|c| c.pending == 0 && c.failed == 0)
+    })
+    .await;
+    let lease = lease::current(&db).await.unwrap().unwrap();
+    assert_eq!(lease.holder.to_string(), ids[other]);
+    eprintln!("{queued} pushes queued when the pusher died; the other pushed them all");
 }

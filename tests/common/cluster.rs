@@ -193,6 +193,33 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until it logs that it serves; returns its instance id (from the log).
+    pub async fn serving(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.log_text();
+            if log.contains("serving prefix") {
+                let id = log
+                    .lines()
+                    .find_map(|line| line.split_once(" instance=").map(|(_, id)| id.trim()))
+                    .expect("an instance line before serving");
+                return id.to_string();
+            }
+            assert!(Instant::now() < deadline, "instance {} is not serving:\n{log}", self.name);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// How many callout decisions it has logged (at debug, just after each answer).
+    pub fn decisions(&self) -> usize {
+        self.log_text().matches("callout decided").count()
+    }
+
     /// SIGKILL, as a crash would; waits for the process to be gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
