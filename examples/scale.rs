@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Flags (defaults): `--users 10000 --accounts 100 --big USERS/10 --passwords 100 --tokens
-//! 100 --inflight 64 --gets 2000 --bin <next to this example>/nats-authd`.
+//! 100 --inflight 64 --gets 2000 --bin <next to this example>/nats-authd`; `--keep DIR` works
+//! in DIR (which must not exist) and leaves the stack's files there, for a closer look.
 //!
 //! What is created: `--accounts` tenants (`t0000` …). Account `t0000` gets `--big` users, the
 //! rest are spread evenly over the others. Users have no role; `--passwords` of them (spread
@@ -57,6 +58,7 @@ struct Args {
     inflight: usize,
     gets: usize,
     bin: Option<PathBuf>,
+    keep: Option<PathBuf>,
 }
 
 fn args() -> Result<Args> {
@@ -69,6 +71,7 @@ fn args() -> Result<Args> {
         inflight: 64,
         gets: 2000,
         bin: None,
+        keep: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -83,6 +86,7 @@ fn args() -> Result<Args> {
             "--inflight" => a.inflight = n()?.max(1),
             "--gets" => a.gets = n()?.max(1),
             "--bin" => a.bin = Some(PathBuf::from(value)),
+            "--keep" => a.keep = Some(PathBuf::from(value)),
             other => return Err(anyhow!("unknown flag {other}")),
         }
     }
@@ -140,7 +144,7 @@ impl Plan {
     /// Passwords on users 0, stride, 2·stride …; tokens half a stride later, where no
     /// password is.
     fn secret_of(&self, i: usize) -> Secret {
-        if self.password_stride.is_some_and(|s| i % s == 0) {
+        if self.password_stride.is_some_and(|s| i.is_multiple_of(s)) {
             Secret::Password
         } else if self.token_stride.is_some_and(|s| i % s == s / 2) {
             Secret::Token
@@ -337,9 +341,16 @@ async fn main() -> Result<()> {
 }
 
 async fn run(args: &Args, plan: &Plan, bin: &Path, table: &mut Table) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let data_dir = dir.path().join("data");
-    let out_dir = dir.path().join("out");
+    let temp = tempfile::tempdir()?;
+    let dir = match &args.keep {
+        Some(keep) => {
+            std::fs::create_dir(keep).with_context(|| format!("--keep {}", keep.display()))?;
+            keep.clone()
+        }
+        None => temp.path().to_path_buf(),
+    };
+    let data_dir = dir.join("data");
+    let out_dir = dir.join("out");
     let (port, http_port) = (free_port()?, free_port()?);
     let init = Command::new(bin)
         .arg("init")
@@ -365,13 +376,13 @@ async fn run(args: &Args, plan: &Plan, bin: &Path, table: &mut Table) -> Result<
     let server = NatsServer::start(
         &server_bin,
         &out_dir.join("nats-server.conf"),
-        &dir.path().join("nats.log"),
+        &dir.join("nats.log"),
         &addr,
         &[],
         Duration::from_secs(15),
     )
     .await?;
-    let log = dir.path().join("service.log");
+    let log = dir.join("service.log");
     let outcome = measure(args, plan, bin, &data_dir, &out_dir, &url, &log, table).await;
     if outcome.is_err() {
         if let Ok(text) = std::fs::read_to_string(&log) {
@@ -457,7 +468,7 @@ async fn measure(
                     }
                 }
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if n % (plan.users / 10).max(1) == 0 {
+                if n.is_multiple_of((plan.users / 10).max(1)) {
                     eprintln!("  … {n} users, {:.0} s", start.elapsed().as_secs_f64());
                 }
                 took
@@ -471,11 +482,18 @@ async fn measure(
     let took = start.elapsed();
     table.row(
         format!("create {} users ({} in flight)", plan.users, args.inflight),
-        format!("{:.1} s ({:.0} users/s)", took.as_secs_f64(), plan.users as f64 / took.as_secs_f64()),
+        format!(
+            "{:.1} s ({:.0} users/s)",
+            took.as_secs_f64(),
+            plan.users as f64 / took.as_secs_f64()
+        ),
     );
     table.row("user.create latency p50 / p99, under that load", p50_p99(latencies));
     let (rss, hwm) = memory(service.pid)?;
-    table.row("service RSS after the creates (peak during them)", format!("{rss:.1} MiB (peak {hwm:.1} MiB)"));
+    table.row(
+        "service RSS after the creates (peak during them)",
+        format!("{rss:.1} MiB (peak {hwm:.1} MiB)"),
+    );
 
     let (s, took) = status(&admin).await?;
     anyhow::ensure!(s.users >= plan.users, "status counts {} users", s.users);
@@ -488,8 +506,7 @@ async fn measure(
         async move {
             let mut times = Vec::with_capacity(n);
             for i in picks {
-                let body =
-                    json!({ "account": Plan::account_name(plan.account_of(i)), "name": Plan::user_name(i) });
+                let body = json!({ "account": Plan::account_name(plan.account_of(i)), "name": Plan::user_name(i) });
                 let t = Instant::now();
                 admin.call("user.get", &body).await?;
                 times.push(t.elapsed());
@@ -498,30 +515,49 @@ async fn measure(
         }
     };
     let times = gets(&admin, args.gets).await?;
-    table.row(format!("user.get p50 / p99, {} random users, one at a time", args.gets), p50_p99(times));
+    table.row(
+        format!("user.get p50 / p99, {} random users, one at a time", args.gets),
+        p50_p99(times),
+    );
     list_pages(&admin, plan, table).await?;
     let (rss, hwm) = memory(service.pid)?;
-    table.row("service RSS after gets and lists (peak so far)", format!("{rss:.1} MiB (peak {hwm:.1} MiB)"));
+    table.row(
+        "service RSS after gets and lists (peak so far)",
+        format!("{rss:.1} MiB (peak {hwm:.1} MiB)"),
+    );
     let (len, blocks) = disk(data_dir)?;
-    table.row("data dir on disk, serving (apparent / allocated)", format!("{} / {}", mib(len), mib(blocks)));
+    table.row(
+        "data dir on disk, serving (apparent / allocated)",
+        format!("{} / {}", mib(len), mib(blocks)),
+    );
 
     // Restart at this size.
     let stopped = service.stop().await?;
     table.row("shutdown (SIGTERM → exit 0)", ms(stopped));
     let (len, blocks) = disk(data_dir)?;
-    table.row("data dir on disk, stopped (apparent / allocated)", format!("{} / {}", mib(len), mib(blocks)));
+    table.row(
+        "data dir on disk, stopped (apparent / allocated)",
+        format!("{} / {}", mib(len), mib(blocks)),
+    );
     let mut service = Service::start(bin, data_dir, url, log)?;
     let started = wait_status(&admin, &mut service).await?;
     table.row("start-up at this size (spawn → status answers)", ms(started));
     let (rss, _) = memory(service.pid)?;
     table.row("service RSS right after start-up", format!("{rss:.1} MiB"));
     let times = gets(&admin, args.gets).await?;
-    table.row(format!("user.get p50 / p99 after the restart ({} random users)", args.gets), p50_p99(times));
+    table.row(
+        format!("user.get p50 / p99 after the restart ({} random users)", args.gets),
+        p50_p99(times),
+    );
     list_pages(&admin, plan, table).await?;
     let (s, took) = status(&admin).await?;
-    table.row(format!("status after the restart (reconciliations {})", s.reconciliations), ms(took));
+    table
+        .row(format!("status after the restart (reconciliations {})", s.reconciliations), ms(took));
     let (rss, hwm) = memory(service.pid)?;
-    table.row("service RSS after gets and lists (peak since start-up)", format!("{rss:.1} MiB (peak {hwm:.1} MiB)"));
+    table.row(
+        "service RSS after gets and lists (peak since start-up)",
+        format!("{rss:.1} MiB (peak {hwm:.1} MiB)"),
+    );
     service.stop().await?;
     Ok(())
 }
@@ -529,8 +565,7 @@ async fn measure(
 /// Every page of the big account's users, and of all accounts, at the default page size.
 async fn list_pages(admin: &AdminClient, plan: &Plan, table: &mut Table) -> Result<()> {
     let account = Plan::account_name(0);
-    let (times, items) =
-        pages(admin, "user.list", json!({ "account": account })).await?;
+    let (times, items) = pages(admin, "user.list", json!({ "account": account })).await?;
     anyhow::ensure!(items == plan.big, "listed {items} users of {account}, created {}", plan.big);
     let total: Duration = times.iter().sum();
     let pages_n = times.len();
