@@ -6,7 +6,7 @@
 //! ```sh
 //! scripts/ensure-nats-server      # once; or set NATS_SERVER_BIN
 //! cargo run --release --example load -- [--seq 200] [--conc 50] [--conc-total 400] \
-//!     [--rounds 3] [--storm 300,1000] [--mgmt 100] [--kicks 5]
+//!     [--rounds 3] [--storm 300,1000] [--mgmt 100] [--kicks 5] [--store sled|jetstream]
 //! ```
 //!
 //! Bounded: every connect and request has a time-out, storms wait at most 20 s, at most
@@ -20,7 +20,7 @@ use anyhow::{anyhow, Context, Result};
 use async_nats::{Client, ConnectOptions, Event};
 use futures::StreamExt;
 use nats_authd::app;
-use nats_authd::bootstrap::{self, InitOptions, Layout, MasterKeyOptions};
+use nats_authd::bootstrap::{self, InitExtras, InitOptions, Layout, MasterKeyOptions};
 use nats_authd::client::AdminClient;
 use nats_authd::connection::ConnectionSettings;
 use nats_authd::model;
@@ -28,6 +28,7 @@ use nats_authd::names::API_PREFIX;
 use nats_authd::nats_server::{self, NatsServer};
 use nats_authd::server_config::ServerSettings;
 use nats_authd::service::Status;
+use nats_authd::store::choice::{Backend, StoreRequest};
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +45,8 @@ struct Args {
     storms: Vec<usize>,
     mgmt: usize,
     kicks: usize,
+    /// The store backend (`sled` or `jetstream`, on the one loopback server).
+    store: Backend,
 }
 
 fn args() -> Result<Args> {
@@ -55,6 +58,7 @@ fn args() -> Result<Args> {
         storms: vec![300, 1000],
         mgmt: 100,
         kicks: 5,
+        store: Backend::Sled,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -67,6 +71,10 @@ fn args() -> Result<Args> {
             "--rounds" => a.rounds = n()?.max(1),
             "--mgmt" => a.mgmt = n()?,
             "--kicks" => a.kicks = n()?,
+            "--store" => {
+                a.store = <Backend as clap::ValueEnum>::from_str(&value, true)
+                    .map_err(|e| anyhow!("--store {value}: {e}"))?
+            }
             "--storm" => {
                 a.storms = value
                     .split(',')
@@ -226,7 +234,15 @@ async fn main() -> Result<()> {
         operator_name: "load".into(),
         xkey: true,
     };
-    let authority = bootstrap::init(&options, model::now()).await?.authority;
+    let store = StoreRequest { backend: Some(args.store), replicas: None };
+    let outcome = bootstrap::init_with(
+        &options,
+        &InitExtras { store, ..InitExtras::default() },
+        model::now(),
+    )
+    .await?;
+    let (authority, store) = (outcome.authority, outcome.store);
+    println!("store: {store}");
     let mut stack = Stack { _dir: dir, layout, settings, bin: nats_server_bin()?, server: None };
     stack.start_server().await?;
     let url = stack.url();
@@ -239,7 +255,7 @@ async fn main() -> Result<()> {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let service = service_rt.spawn(app::run(
         authority,
-        app::Settings { connection, ..app::Settings::default() },
+        app::Settings { connection, store, ..app::Settings::default() },
         stop.clone().cancelled_owned(),
     ));
 

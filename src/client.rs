@@ -24,7 +24,7 @@ pub enum ClientError {
     /// The service answered with an error.
     #[error("{message}")]
     Service {
-        /// The service's code: 400, 403, 404, 409 or 500.
+        /// The service's code: 400, 403, 404, 409, 500 or 503.
         code: u16,
         /// The service's one-word kind (`not_found`, `in_use`, ...), or one derived from the
         /// code when the answer carried none.

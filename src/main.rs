@@ -100,6 +100,8 @@ impl Failure {
                             403 => 6,
                             404 => 3,
                             409 => 4,
+                            // The store has no JetStream leader: as unreachable as no server.
+                            503 => 5,
                             _ => 1,
                         };
                         Failure { exit, code: *code, kind: kind.clone() }

@@ -54,11 +54,13 @@ impl SharedStoreError {
     /// Whether trying again later may succeed (JetStream not ready yet, no quorum, a
     /// time-out), as opposed to a stream that will never do.
     pub fn is_transient(&self) -> bool {
-        matches!(self, SharedStoreError::Store(StoreError::Backend(_)))
-            || matches!(
-                self,
-                SharedStoreError::Authority(AuthorityError::Store(StoreError::Backend(_)))
-            )
+        matches!(
+            self,
+            SharedStoreError::Store(StoreError::Backend(_) | StoreError::Unavailable(_))
+                | SharedStoreError::Authority(AuthorityError::Store(
+                    StoreError::Backend(_) | StoreError::Unavailable(_)
+                ))
+        )
     }
 }
 

@@ -590,3 +590,33 @@ async fn pushes_queued_when_the_pushing_instance_dies_are_pushed_by_the_other() 
     assert_eq!(lease.holder.to_string(), ids[other]);
     eprintln!("{queued} pushes queued when the pusher died; the other pushed them all");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_jetstream_quorum_changes_are_refused_as_unavailable() {
+    use nats_authd::client::ClientError;
+
+    let mut cluster = Cluster::start().await;
+    let instance = cluster.instance("a", 0);
+    instance.serving().await;
+    let admin = cluster.admin(0).await;
+    admin.call("account.create", &json!({ "name": "acme" })).await.unwrap();
+
+    // Two of three servers gone: the stream has no leader.
+    for node in [1, 2] {
+        let server = cluster.nodes[node].server.take().unwrap();
+        server.stop(Duration::from_secs(5)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        match admin.call("account.create", &json!({ "name": "globex" })).await {
+            Err(ClientError::Service { code, kind, message }) => break (code, kind, message),
+            // Until the survivor notices the others are gone, a write may still time out.
+            other => {
+                assert!(Instant::now() < deadline, "still no clear refusal: {other:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!((refused.0, refused.1.as_str()), (503, "unavailable"), "{}", refused.2);
+    assert!(refused.2.contains("retry later"), "{}", refused.2);
+}

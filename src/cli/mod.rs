@@ -101,7 +101,7 @@ pub const EXIT_CODES: &str = "Exit codes:
   2  usage or bad input (a bad flag, the service's 400, an unreadable creds file)
   3  not found (the service's 404)
   4  conflict (the service's 409: exists, in use, changed, inactive, refused)
-  5  no answer: no server reachable, no service running, time-out
+  5  no answer: no server reachable, no service running, time-out, the store unavailable (503)
   6  not allowed: creds refused, a publish denied, the service's 403";
 
 /// nats-authd: accounts, users, roles and auth callout for NATS, managed over NATS.

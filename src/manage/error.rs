@@ -87,6 +87,9 @@ pub enum ManageError {
     /// right its role does not grant. The text says which, never naming another tenant's data.
     #[error("{0}")]
     Forbidden(String),
+    /// The store cannot answer for now (JetStream without a leader); nothing was written.
+    #[error("the store is unavailable for now (JetStream has no leader: quorum lost or an election under way); nothing was changed, retry later")]
+    Unavailable(#[source] Cause),
     /// Something failed on our side; the cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] Cause),
@@ -110,6 +113,7 @@ impl From<StoreError> for ManageError {
                     ConflictKind::Changed => ManageError::Changed { what, name },
                 }
             }
+            StoreError::Unavailable(cause) => ManageError::Unavailable(cause),
             other => ManageError::internal(other),
         }
     }

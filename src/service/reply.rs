@@ -34,7 +34,7 @@ pub struct WireError {
 
 impl WireError {
     /// Every `kind` a wire error can have.
-    pub const KINDS: [&'static str; 9] = [
+    pub const KINDS: [&'static str; 10] = [
         "invalid",
         "not_found",
         "already_exists",
@@ -43,6 +43,7 @@ impl WireError {
         "inactive",
         "refused",
         "forbidden",
+        "unavailable",
         "internal",
     ];
 
@@ -57,6 +58,7 @@ impl WireError {
             ManageError::Inactive { .. } => (409, "inactive"),
             ManageError::Refused(_) => (409, "refused"),
             ManageError::Forbidden(_) => (403, "forbidden"),
+            ManageError::Unavailable(_) => (503, "unavailable"),
             ManageError::Internal(_) => (500, "internal"),
         };
         // Internal errors display as "internal error" only; their cause is for the log.
@@ -93,6 +95,9 @@ impl Reply {
                 match &error {
                     ManageError::Internal(cause) => {
                         tracing::error!(endpoint, error = %Chain(cause.as_ref()), "request failed")
+                    }
+                    ManageError::Unavailable(cause) => {
+                        tracing::warn!(endpoint, error = %Chain(cause.as_ref()), "store unavailable")
                     }
                     // The message can quote the request (a mistyped password field): kind only.
                     _ => tracing::debug!(

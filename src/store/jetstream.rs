@@ -172,8 +172,8 @@ impl JetStreamStore {
             allow_atomic_publish: true,
             ..Default::default()
         };
-        let mut stream = context.get_or_create_stream(config).await.map_err(StoreError::backend)?;
-        let found = &stream.info().await.map_err(StoreError::backend)?.config;
+        let mut stream = context.get_or_create_stream(config).await.map_err(failed)?;
+        let found = &stream.info().await.map_err(failed)?.config;
         let unsuitable = |what| {
             StoreError::backend(JetStreamStoreError::Unsuitable {
                 stream: options.stream.clone(),
@@ -220,14 +220,14 @@ impl JetStreamStore {
                 Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => {
                     return Ok(Current { seq: 0, value: None })
                 }
-                Err(e) => return Err(StoreError::backend(e)),
+                Err(e) => return Err(failed(e)),
             },
             ReadPath::Leader => match self.stream.get_last_raw_message_by_subject(&subject).await {
                 Ok(message) => message,
                 Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
                     return Ok(Current { seq: 0, value: None })
                 }
-                Err(e) => return Err(StoreError::backend(e)),
+                Err(e) => return Err(failed(e)),
             },
         };
         let deleted = message.headers.get(OP_HEADER).is_some_and(|v| v.as_str() == OP_DELETE);
@@ -262,7 +262,7 @@ impl JetStreamStore {
                 client
                     .publish_with_headers(subject, headers, payload.into())
                     .await
-                    .map_err(StoreError::backend)?;
+                    .map_err(failed)?;
                 continue;
             }
             if batch_id.is_some() {
@@ -272,12 +272,12 @@ impl JetStreamStore {
                 .context
                 .publish_with_headers(subject, headers, payload.into())
                 .await
-                .map_err(StoreError::backend)?;
+                .map_err(failed)?;
             // The client maps API error 10071 (wrong last sequence) to this kind.
             return match ack.await {
                 Ok(_) => Ok(Ok(())),
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(Err(Stale)),
-                Err(e) => Err(StoreError::backend(e)),
+                Err(e) => Err(failed(e)),
             };
         }
         Ok(Ok(()))
@@ -286,6 +286,26 @@ impl JetStreamStore {
 
 /// The server refused a batch because a pinned sequence moved.
 struct Stale;
+
+/// A failed JetStream call as a store error: [`StoreError::Unavailable`] when the stream has
+/// no leader to answer (the API's 503 "JetStream system temporarily unavailable", error code
+/// 10008, or a request that times out or finds no responder while an election runs), else
+/// [`StoreError::Backend`]. async-nats gives each call its own error type, all of which
+/// display the server's code and description, so the text is where the kind is read.
+fn failed(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    if is_unavailable(&e.to_string()) {
+        StoreError::Unavailable(Box::new(e))
+    } else {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+fn is_unavailable(text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    ["10008", "temporarily unavailable", "timed out", "no responders"]
+        .iter()
+        .any(|needle| text.contains(needle))
+}
 
 fn subject(tree: Tree, key: &str) -> String {
     format!("{SUBJECT_PREFIX}.{}.{}", tree.name(), token(key))
@@ -364,7 +384,7 @@ impl Store for JetStreamStore {
             .stream
             .info_with_subjects(filter)
             .await
-            .map_err(StoreError::backend)?
+            .map_err(failed)?
             .map_ok(|(subject, _count)| subject)
             .try_filter_map(|subject| {
                 let hit = subject.rsplit('.').next().is_some_and(|t| t.starts_with(&wanted));
@@ -373,7 +393,7 @@ impl Store for JetStreamStore {
             })
             .try_collect()
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(failed)?;
         // Byte order of keys, which is also the order of their hex tokens.
         subjects.sort();
         let reads: Vec<_> = subjects
@@ -493,5 +513,24 @@ impl JetStreamStore {
         }
         let moved = plans.iter().zip(before.iter().zip(&now)).find(|(_, (b, n))| b.seq != n.seq);
         changed(moved.map_or(&plans[0], |(p, _)| p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_unavailable;
+
+    #[test]
+    fn a_stream_without_a_leader_reads_as_unavailable() {
+        for text in [
+            "jetstream error: JetStream system temporarily unavailable (code 503, error code 10008)",
+            "failed to get last raw message: timed out: request timed out: deadline has elapsed",
+            "request failed: no responders",
+        ] {
+            assert!(is_unavailable(text), "{text}");
+        }
+        for text in ["wrong last sequence: 4", "stream not found", "insufficient resources"] {
+            assert!(!is_unavailable(text), "{text}");
+        }
     }
 }

@@ -20,6 +20,9 @@ use tokio::sync::watch;
 
 use crate::model::{AccountRecord, OperatorRecord, RoleRecord, TokenRecord, UserRecord};
 
+/// Rows read at a time by the default [`Store::count`].
+pub const COUNT_PAGE: usize = 1000;
+
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -99,6 +102,10 @@ pub enum StoreError {
     /// A stored value does not decode as its record type.
     #[error("{tree:?} record {key:?} is corrupt: {message}")]
     Corrupt { tree: Tree, key: String, message: String },
+    /// The backend cannot answer for now (a JetStream stream without a leader: quorum lost,
+    /// or an election under way); nothing was written, and retrying later is the remedy.
+    #[error("the store is unavailable for now (JetStream has no leader for it)")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The backend failed.
     #[error("storage backend failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -243,6 +250,21 @@ pub trait Store: Send + Sync + 'static {
             .filter(|(k, _)| after.is_none_or(|a| k.as_str() > a))
             .take(limit)
             .collect())
+    }
+    /// How many keys start with `prefix`. The default reads [`COUNT_PAGE`] rows at a time, so
+    /// memory stays bounded by a page however big the tree; backends that can count keys
+    /// without reading values override it.
+    async fn count(&self, tree: Tree, prefix: &str) -> Result<usize, StoreError> {
+        let mut counted = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.scan_page(tree, prefix, after.as_deref(), COUNT_PAGE).await?;
+            counted += page.len();
+            if page.len() < COUNT_PAGE {
+                return Ok(counted);
+            }
+            after = page.last().map(|(key, _)| key.clone());
+        }
     }
     /// Applies every operation or none; durable when it returns `Ok`.
     ///
@@ -400,7 +422,7 @@ impl Db {
     /// # Errors
     /// Backend failures.
     pub async fn count<R: Record>(&self) -> Result<usize, StoreError> {
-        Ok(self.store.scan(R::TREE, "").await?.len())
+        self.store.count(R::TREE, "").await
     }
 
     /// Every key and value of every tree but [`Tree::Runtime`] (which running instances
