@@ -127,8 +127,14 @@ pub async fn run(
     });
 
     // Retried requests are answered once across the instances sharing the store; the lease
-    // holder removes expired records.
-    let dedup = Dedup::with_store(authority.clone(), instance.clone());
+    // holder removes expired records. A store only this process opens needs no records: the
+    // in-memory cache sees every retry, and two writes per change would cost sled a third of
+    // its create rate (measured with examples/scale.rs).
+    let dedup = if authority.db().store().is_shared() {
+        Dedup::with_store(authority.clone(), instance.clone())
+    } else {
+        Dedup::default()
+    };
     let pruner = tokio::spawn(dedup.clone().run_pruner(
         lease_held.clone(),
         DEDUP_PRUNE_EVERY,

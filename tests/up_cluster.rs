@@ -88,9 +88,17 @@ fn up_cluster_serves_on_every_server_and_ctrl_c_stops_every_child() {
     for url in &urls {
         let status = await_status(dir.path(), url, &creds, Duration::from_secs(30));
         assert_eq!(status["connected"], true, "{status}");
-        if let Some(instances) = status.get("instances").and_then(|i| i.as_array()) {
-            assert_eq!(instances.len(), 2, "{status}");
+    }
+    // Both instances answer `$SRV.PING` once both serve (the second may still be starting).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = await_status(dir.path(), &urls[0], &creds, Duration::from_secs(30));
+        let instances = status["instances"].as_array().map_or(0, Vec::len);
+        if instances == 2 {
+            break;
         }
+        assert!(std::time::Instant::now() < deadline, "not 2 instances: {status}");
+        std::thread::sleep(Duration::from_millis(200));
     }
     for i in 1..=2 {
         assert!(dir.path().join(format!("data-{i}/store.json")).exists(), "instance {i}'s copy");

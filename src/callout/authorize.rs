@@ -333,20 +333,26 @@ impl Authorizer {
         request: LoginRequest<'_>,
         now: UnixTime,
     ) -> Result<Admitted, Refusal> {
-        // SHA-256 is cheap: charged at once, no queue to wait in.
-        let Some(reservation) = self.limiter.reserve(login, request.host) else {
+        // Checked here but charged only when wrong. A token's secret is 256 random bits, so
+        // guessing in parallel gains nothing; charging every login in flight would instead
+        // refuse a fleet that logs in at once with one token whenever the record read takes
+        // a network round trip (the JetStream store).
+        if !self.limiter.allows(login, request.host) {
             return Err(Refusal::RateLimited);
-        };
+        }
         let record = self.directory.token(&token.id).await.map_err(internal)?;
         let matches = record.as_ref().is_some_and(|r| {
             constant_time_eq(token.secret_sha256().as_bytes(), r.secret_sha256.as_bytes())
         });
         let unknown = record.is_none();
         let Some(record) = record.filter(|_| matches) else {
-            self.limiter.failed(reservation);
+            let Some(charge) = self.limiter.reserve(login, request.host) else {
+                return Err(Refusal::RateLimited);
+            };
+            self.limiter.failed(charge);
             return Err(if unknown { Refusal::UnknownUser } else { Refusal::BadSecret });
         };
-        self.limiter.succeeded(reservation);
+        self.limiter.succeeded_uncharged(login, request.host);
         let (account, user) = self
             .directory
             .member(&record.account, &record.user)

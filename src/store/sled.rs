@@ -14,9 +14,6 @@ use super::{Batch, ConflictKind, Expect, Op, Store, StoreError, Tree, SCHEMA_KEY
 pub const LOCK_FILE: &str = "nats-authd.lock";
 /// sled's main file; a store without it has lost its data (sled would start an empty one).
 pub const DB_FILE: &str = "db";
-/// sled's page cache, in bytes. Its default (1 GiB) keeps every page a scan has touched:
-/// ~65 MiB of a 100,000-user store stayed resident; records are small and reads are cheap.
-pub const CACHE_CAPACITY: u64 = 32 * 1024 * 1024;
 
 /// Whether [`SledStore::open`] may create a new store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,11 +97,7 @@ impl StoreLock {
         if exists {
             wait_for_sled_lock(&self.dir.join(DB_FILE))?;
         }
-        let db = sled::Config::new()
-            .path(&self.dir)
-            .cache_capacity(CACHE_CAPACITY)
-            .open()
-            .map_err(backend)?;
+        let db = sled::Config::new().path(&self.dir).open().map_err(backend)?;
         SledStore::from_db(db, Some(self.file))
     }
 }
