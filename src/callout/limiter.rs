@@ -19,7 +19,8 @@
 //! ([`Limiter::allows`] is asked before either). An attempt that hashes is charged (as a
 //! failure, provisionally) when its turn to hash comes ([`Limiter::reserve`]), so parallel
 //! guesses from one address stop at the limit; a success or an expired request gives the
-//! charge back. A success also clears its (login, address) count, so the owner's own typos do
+//! charge back. An API token hashes nothing slow and cannot be guessed: it is charged only
+//! when wrong. A success also clears its (login, address) count, so the owner's own typos do
 //! not add up.
 //!
 //! State is in memory and per process: a restart forgets it (attackers gain one window).
