@@ -266,25 +266,21 @@ mod dedup {
         // an expired record is pruned.
         let dead = serde_json::json!({ "created_at_ms": 1_000, "by": "dead/00000000" });
         let key = record_key("req-2");
-        let mut batch = Batch::new();
-        batch.push(Op::Put {
-            tree: Tree::Runtime,
-            key: key.clone(),
-            value: serde_json::to_vec(&dead).unwrap(),
-            expect: Expect::Any,
-        });
-        a.db().commit(batch).await.unwrap();
+        let plant_dead_claim = || async {
+            let mut batch = Batch::new();
+            batch.push(Op::Put {
+                tree: Tree::Runtime,
+                key: key.clone(),
+                value: serde_json::to_vec(&dead).unwrap(),
+                expect: Expect::Any,
+            });
+            a.db().commit(batch).await.unwrap();
+        };
+        plant_dead_claim().await;
         assert_eq!(run_as(&db, "req-2", "taken over").await, reply("taken over"));
         assert_eq!(applied.load(Ordering::SeqCst), 2, "a dead claim does not block a retry");
         // Expired: made long ago again, then pruned.
-        let mut batch = Batch::new();
-        batch.push(Op::Put {
-            tree: Tree::Runtime,
-            key: key.clone(),
-            value: serde_json::to_vec(&dead).unwrap(),
-            expect: Expect::Any,
-        });
-        a.db().commit(batch).await.unwrap();
+        plant_dead_claim().await;
         assert_eq!(da.prune().await.unwrap(), 1);
         assert!(a.db().store().get(Tree::Runtime, &key).await.unwrap().is_none());
         assert_eq!(da.prune().await.unwrap(), 0, "the fresh record stays");
