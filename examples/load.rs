@@ -9,6 +9,10 @@
 //!     [--rounds 3] [--storm 300,1000] [--mgmt 100] [--kicks 5] [--store sled|jetstream]
 //! ```
 //!
+//! The concurrent table also gives CPU per connect, from `/proc` schedstat: the service's
+//! threads in this process (everything but the load client's tokio workers and the main
+//! thread) and nats-server's. `LOAD_THREADS=1` prints CPU by thread name as well.
+//!
 //! Bounded: every connect and request has a time-out, storms wait at most 20 s, at most
 //! `2 × max(storm)` client connections exist at once.
 
@@ -140,6 +144,56 @@ impl Mode {
     }
 }
 
+/// CPU time used so far, read from `/proc` schedstat (nanoseconds on the CPU, no tick rounding).
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    /// Every thread of this process that is not the load client's: the service's runtime,
+    /// its blocking pool, password workers and sled's threads.
+    service: Duration,
+    /// Every thread of nats-server.
+    server: Duration,
+}
+
+/// Name of the service runtime's threads; the client's are tokio's default name.
+const SERVICE_THREADS: &str = "authd-svc";
+
+fn on_cpu(task: &std::path::Path) -> Duration {
+    let ns = std::fs::read_to_string(task.join("schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    Duration::from_nanos(ns)
+}
+
+impl Cpu {
+    fn now(server_pid: Option<u32>) -> Cpu {
+        let mut cpu = Cpu::default();
+        let me = std::process::id().to_string();
+        for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+            let path = task.path();
+            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            // The main thread and tokio's default-named workers are the load client.
+            if task.file_name() != me.as_str() && !comm.starts_with("tokio-") {
+                cpu.service += on_cpu(&path);
+            }
+        }
+        if let Some(pid) = server_pid {
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+            for task in tasks.into_iter().flatten().flatten() {
+                cpu.server += on_cpu(&task.path());
+            }
+        }
+        cpu
+    }
+
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            service: self.service.saturating_sub(before.service),
+            server: self.server.saturating_sub(before.server),
+        }
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted.get(((sorted.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default()
 }
@@ -251,8 +305,11 @@ async fn main() -> Result<()> {
     // runtime: in production it is its own process, not one more task among 2,000 clients.
     let stop = CancellationToken::new();
     let connection = ConnectionSettings { urls: vec![url.clone()], ..Default::default() };
-    let service_rt =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let service_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(SERVICE_THREADS)
+        .enable_all()
+        .build()?;
     let service = service_rt.spawn(app::run(
         authority,
         app::Settings { connection, store, ..app::Settings::default() },
@@ -306,7 +363,8 @@ async fn main() -> Result<()> {
     }
 
     sequential(&modes, &url, args.seq).await?;
-    concurrent(&modes, &url, args.conc, args.conc_total, args.rounds).await?;
+    let server_pid = stack.server.as_ref().and_then(NatsServer::pid);
+    concurrent(&modes, &url, args.conc, args.conc_total, args.rounds, server_pid).await?;
     management(&admin, &admin_nats, args.mgmt).await?;
     kicks(&admin, &modes[0], &sentinel, &url, args.kicks).await?;
     for &n in &args.storms {
@@ -355,13 +413,16 @@ async fn concurrent(
     conc: usize,
     total: usize,
     rounds: usize,
+    server_pid: Option<u32>,
 ) -> Result<()> {
     let mut rates = vec![Vec::new(); modes.len()];
+    let mut cpu = vec![Cpu::default(); modes.len()];
     let mut failures = vec![0usize; modes.len()];
     for round in 0..rounds {
         for k in 0..modes.len() {
             let m = (round + k) % modes.len();
             let left = Arc::new(AtomicUsize::new(total));
+            let before = Cpu::now(server_pid);
             let t = Instant::now();
             let workers: Vec<_> = (0..conc)
                 .map(|_| {
@@ -385,12 +446,33 @@ async fn concurrent(
                 failures[m] += w.await?;
             }
             rates[m].push(total as f64 / t.elapsed().as_secs_f64());
+            let used = Cpu::now(server_pid).since(before);
+            cpu[m].service += used.service;
+            cpu[m].server += used.server;
         }
     }
+    if std::env::var_os("LOAD_THREADS").is_some() {
+        let mut by: std::collections::BTreeMap<String, Duration> = Default::default();
+        for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            *by.entry(comm.trim().to_string()).or_default() += on_cpu(&task.path());
+        }
+        eprintln!("{by:#?}");
+    }
     println!("\n## Concurrent connects ({conc} at a time, {total} per round, {rounds} rounds)\n");
-    println!("| mode | connects/s (median) | failed |\n|---|---:|---:|");
-    for ((mode, r), f) in modes.iter().zip(rates).zip(failures) {
-        println!("| {} | {:.0} | {f} |", mode.name(), median(r));
+    println!(
+        "| mode | connects/s (median) | failed | CPU per connect: service | nats-server |\n\
+         |---|---:|---:|---:|---:|"
+    );
+    let connects = (total * rounds).max(1) as f64;
+    for (((mode, r), f), c) in modes.iter().zip(rates).zip(failures).zip(cpu) {
+        println!(
+            "| {} | {:.0} | {f} | {:.3} ms | {:.3} ms |",
+            mode.name(),
+            median(r),
+            c.service.as_secs_f64() * 1000.0 / connects,
+            c.server.as_secs_f64() * 1000.0 / connects,
+        );
     }
     Ok(())
 }

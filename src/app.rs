@@ -12,6 +12,7 @@ use crate::api_gate::ApiGate;
 use crate::authority::Authority;
 use crate::callout::authorize::{Authorizer, LoginSettings};
 use crate::callout::directory::StoreDirectory;
+use crate::callout::sealing::Sealing;
 use crate::callout::{Callout, CalloutStats};
 use crate::connection::{self, ConnectionError, ConnectionSettings};
 use crate::instance::InstanceId;
@@ -169,12 +170,15 @@ pub async fn run(
             .user_signer()
             .key_pair(authority.master())
             .map_err(|e| AppError::Service(e.to_string()))?;
-        let xkey = auth
+        let sealing = auth
             .xkey
             .as_ref()
-            .map(|k| k.xkey(authority.master()))
+            .map(|k| {
+                let xkey = k.xkey(authority.master()).map_err(|e| e.to_string())?;
+                Sealing::new(&xkey).map_err(|e| e.to_string())
+            })
             .transpose()
-            .map_err(|e| AppError::Service(e.to_string()))?;
+            .map_err(AppError::Service)?;
         let authorizer = Arc::new(authorizer);
         // The brute-force limits hold across instances: outcomes are shared over NATS.
         let limits = tokio::spawn(crate::callout::shared_limits::run(
@@ -188,7 +192,7 @@ pub async fn run(
             authority.clone(),
             client.clone(),
             signer,
-            xkey,
+            sealing,
             Arc::clone(&callout_stats),
         );
         let (revocations, stop) = (manager.revocations(), stop.clone());

@@ -12,6 +12,7 @@ pub mod cache;
 pub mod credential;
 pub mod directory;
 pub mod limiter;
+pub mod sealing;
 pub mod sessions;
 pub mod shared_limits;
 
@@ -24,7 +25,7 @@ use std::time::Duration;
 use async_nats::{Client, Message};
 use bytes::Bytes;
 use futures::StreamExt;
-use nkeys::{KeyPair, XKey};
+use nkeys::KeyPair;
 use serde::Serialize;
 use tokio::sync::{broadcast, Semaphore};
 use tokio::task::JoinSet;
@@ -41,6 +42,7 @@ use crate::server_api::ServerApi;
 use crate::vault::MasterKey;
 use audit::{Audit, AuditEvent, AuditPublisher};
 use authorize::{Authorizer, Decision, LoginRequest, Refusal};
+use sealing::Sealing;
 use sessions::{SessionRecord, SessionWriter, Sessions};
 
 /// Where nats-server sends authorization requests (in the callout account).
@@ -107,7 +109,7 @@ pub struct Callout {
     /// Signs responses: the AUTH account's signing key.
     signer: Arc<KeyPair>,
     /// AUTH's curve key, when callout traffic is sealed.
-    xkey: Option<Arc<XKey>>,
+    sealing: Option<Sealing>,
     stats: Arc<CalloutStats>,
     sessions: Sessions,
     audit: Audit,
@@ -191,7 +193,7 @@ impl Callout {
         authority: Authority,
         client: Client,
         signer: KeyPair,
-        xkey: Option<XKey>,
+        sealing: Option<Sealing>,
         stats: Arc<CalloutStats>,
     ) -> Self {
         let (sessions, writer) = Sessions::new(authority.db().clone());
@@ -202,7 +204,7 @@ impl Callout {
             server: ServerApi::new(client.clone()),
             client,
             signer: Arc::new(signer),
-            xkey: xkey.map(Arc::new),
+            sealing,
             stats,
             sessions,
             audit,
@@ -377,7 +379,7 @@ impl Callout {
                 return;
             }
         };
-        let payload = match (&server_xkey, &self.xkey) {
+        let payload = match (&server_xkey, &self.sealing) {
             (Some(server), Some(ours)) => match ours.seal(token.as_bytes(), server) {
                 Ok(sealed) => Bytes::from(sealed),
                 Err(e) => {
@@ -453,22 +455,17 @@ impl Callout {
         &self,
         msg: &Message,
         now: UnixTime,
-    ) -> Result<(Claims<AuthorizationRequest>, Option<XKey>), Unanswerable> {
+    ) -> Result<(Claims<AuthorizationRequest>, Option<String>), Unanswerable> {
         if msg.payload.len() > MAX_REQUEST_BYTES {
             return Err(Unanswerable::TooLarge(msg.payload.len()));
         }
         if msg.reply.is_none() {
             return Err(Unanswerable::NoReply);
         }
-        let server_xkey = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(SERVER_XKEY_HEADER))
-            .map(|v| XKey::from_public_key(v.as_str()))
-            .transpose()
-            .map_err(|_| Unanswerable::Seal)?;
+        let server_xkey =
+            msg.headers.as_ref().and_then(|h| h.get(SERVER_XKEY_HEADER)).map(|v| v.to_string());
         let opened;
-        let token: &[u8] = match (&server_xkey, &self.xkey) {
+        let token: &[u8] = match (&server_xkey, &self.sealing) {
             (Some(server), Some(ours)) => {
                 opened = ours.open(&msg.payload, server).map_err(|_| Unanswerable::Seal)?;
                 &opened
