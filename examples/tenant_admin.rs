@@ -1,5 +1,6 @@
 //! A tenant admin creates a user in its own account through `authd.self.admin.user.create`,
-//! logging in with only its username and password. The account is never named: it is the
+//! logging in with only its username and password, then lists the account's users through
+//! `authd.self.admin.user.list`, following its pages. The account is never named: it is the
 //! admin's own, as nats-server reports it.
 //!
 //! ```sh
@@ -10,7 +11,7 @@
 //! ```
 
 use anyhow::{bail, Context, Result};
-use nats_authd::api::selfservice::TenantCreateUser;
+use nats_authd::api::selfservice::{TenantCreateUser, TenantListUsers};
 use nats_authd::api::user::Password;
 use nats_authd::client::AdminClient;
 use nats_authd::model::UserName;
@@ -43,5 +44,9 @@ async fn main() -> Result<()> {
         })
         .await?;
     println!("created {}/{} (role {:?})", created.account, created.name, created.role);
+    // The list comes in pages (500 users each by default); `list_all` asks for them all.
+    let users = api.list_all(&TenantListUsers::default()).await?;
+    let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+    println!("{} has {} users: {}", created.account, users.len(), names.join(", "));
     Ok(())
 }

@@ -6,10 +6,23 @@ mod common;
 use std::time::Duration;
 
 use async_nats::{ConnectErrorKind, ConnectOptions};
-use common::{account_of, disconnected_within, drained, violation, Running, Stack};
+use common::{
+    account_name, account_of, disconnected_within, drained, role_name, user_name, violation,
+    Running, Stack,
+};
 use futures::StreamExt;
-use nats_authd::client::AdminClient;
-use nats_authd::model::{AccountName, UserName, UserRecord};
+use nats_authd::api::account::CreateAccount;
+use nats_authd::api::role::{CreateRole, RoleListRef};
+use nats_authd::api::selfservice::{
+    SelfListTokens, TenantListRoles, TenantListTokens, TenantListUsers,
+};
+use nats_authd::api::token::{CreateToken, ListTokens};
+use nats_authd::api::user::{CreateUser, UserListRef, UserView};
+use nats_authd::api::{Page, MAX_PAGE};
+use nats_authd::client::{AdminClient, ClientError};
+use nats_authd::manage::selfservice::Caller;
+use nats_authd::manage::{ManageError, Manager, PAGE_ENVELOPE_BYTES};
+use nats_authd::model::{self, AccountName, SelfService, UserName, UserRecord};
 use nats_authd::names::API_PREFIX;
 use serde_json::{json, Value};
 
@@ -463,7 +476,8 @@ async fn dev1_makes_lists_and_revokes_only_its_own_tokens() {
     assert_eq!((made["account"].as_str(), made["user"].as_str()), (Some("acme"), Some("dev1")));
     let token = made["token"].as_str().unwrap().to_string();
     let listed = dev1.call("self.token.list", &json!({})).await.unwrap();
-    let listed = listed.as_array().unwrap();
+    assert!(listed.get("next").is_none(), "one token is one page: {listed}");
+    let listed = listed["items"].as_array().unwrap();
     assert_eq!(listed.len(), 1, "dev2's token is not dev1's: {listed:?}");
     assert!(listed[0].get("token").is_none(), "a list shows no secret");
 
@@ -543,7 +557,7 @@ async fn a_tenant_admin_manages_its_own_account_and_nothing_beyond_it() {
     assert_eq!(made["account"], "acme");
     login(&s.stack, "dev3", "dev3-password").await.unwrap();
     let users = boss.call("self.admin.user.list", &json!({})).await.unwrap();
-    assert!(users.as_array().unwrap().iter().all(|u| u["account"] == "acme"));
+    assert!(users["items"].as_array().unwrap().iter().all(|u| u["account"] == "acme"));
     boss.call("self.admin.user.delete", &json!({"name": "dev3"})).await.unwrap();
 
     // Beyond acme: refused with clear errors, nothing changed.
@@ -629,5 +643,282 @@ async fn the_examples_fetch_sealed_creds_to_a_private_file_and_create_a_user_as_
         .output();
     let ran = tokio::time::timeout(Duration::from_secs(30), run).await.unwrap().unwrap();
     assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    let said = String::from_utf8_lossy(&ran.stdout);
+    assert!(said.contains("acme has 5 users: boss, dev1, dev2, dev3, viewer"), "{said}");
     login(&s.stack, "dev3", "dev3-password").await.unwrap();
+}
+
+/// Replies as large as a default nats-server allows: the offline tests below use it where the
+/// byte budget is not what they test.
+const ROOMY: usize = 1024 * 1024;
+
+/// A manager on a store, no server: tenants `acme-x`, `acme` and `acme0` (the keys of the
+/// first sort right before acme's, of the last right after), each with a tenant admin `boss`
+/// (role `lead`, with 3 tokens), roles `r0`..`r3`, users `u0`..`u6` (one token each). The
+/// caller is acme's boss, as a callout login.
+async fn offline_tenants() -> (Stack, Manager, Caller) {
+    let stack = Stack::init().await;
+    let m = stack.manager();
+    let now = model::now();
+    for account in ["acme-x", "acme", "acme0"] {
+        let acc = account_name(account);
+        m.create_account(CreateAccount::new(acc.clone()), now).await.unwrap();
+        let mut lead = CreateRole::new(acc.clone(), role_name("lead"));
+        lead.self_service = Some(SelfService { admin: true, tokens: true, ..Default::default() });
+        m.create_role(lead, now).await.unwrap();
+        for i in 0..4 {
+            let role = CreateRole::new(acc.clone(), role_name(&format!("r{i}")));
+            m.create_role(role, now).await.unwrap();
+        }
+        let boss = CreateUser {
+            role: Some("lead".into()),
+            ..CreateUser::new(acc.clone(), user_name("boss"))
+        };
+        m.create_user(boss, now).await.unwrap();
+        let mut token_users = vec!["boss"; 3];
+        let names: Vec<String> = (0..7).map(|i| format!("u{i}")).collect();
+        for name in &names {
+            m.create_user(CreateUser::new(acc.clone(), user_name(name)), now).await.unwrap();
+            token_users.push(name);
+        }
+        for user in token_users {
+            let token =
+                CreateToken { account: acc.clone(), user: user_name(user), description: None };
+            m.create_token(token, now).await.unwrap();
+        }
+    }
+    let acme = stack.authority().account(&account_name("acme")).await.unwrap();
+    let caller = m.caller(acme.public_key(), "boss", None, now).await.unwrap();
+    (stack, m, caller)
+}
+
+/// Follows the pages `list` answers from the first (`None`) to the last: every page, checked
+/// to move on and to end, bounded so a cursor that never ends fails instead of spinning.
+async fn pages<T, F, Fut>(mut list: F) -> Vec<Page<T>>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Page<T>, ManageError>>,
+{
+    let mut pages: Vec<Page<T>> = Vec::new();
+    let mut cursor = None;
+    for _ in 0..100 {
+        let page = list(cursor.clone()).await.unwrap();
+        let next = page.next.clone();
+        pages.push(page);
+        match next {
+            None => return pages,
+            Some(next) => {
+                assert_ne!(cursor.as_ref(), Some(&next), "the cursor did not move");
+                cursor = Some(next);
+            }
+        }
+    }
+    panic!("a list of a few items did not end in 100 pages")
+}
+
+fn invalid<T: std::fmt::Debug>(result: Result<T, ManageError>) -> String {
+    match result {
+        Err(ManageError::Invalid(message)) => message,
+        other => panic!("expected a 400, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_admins_user_list_pages_within_its_own_account_and_its_byte_budget() {
+    let (_stack, m, caller) = offline_tenants().await;
+    let (m, c) = (&m, &caller);
+    let want = m.list_users(UserListRef::new(account_name("acme")), ROOMY).await.unwrap();
+    assert_eq!(want.items.len(), 8);
+    assert!(want.next.is_none());
+
+    let got = pages(move |cursor| {
+        m.tenant_list_users(c, TenantListUsers { limit: Some(3), cursor }, ROOMY)
+    })
+    .await;
+    assert_eq!(got.iter().map(|p| p.items.len()).collect::<Vec<_>>(), [3, 3, 2]);
+    let joined: Vec<UserView> = got.into_iter().flat_map(|p| p.items).collect();
+    assert_eq!(joined, want.items, "the pages join to the whole list, in order");
+
+    // A reply smaller than the server allows is cut by bytes, below `limit`.
+    let one = serde_json::to_vec(&want.items[0]).unwrap().len() + 1;
+    let small = PAGE_ENVELOPE_BYTES + 2 * one + 2;
+    let got = pages(move |cursor| {
+        m.tenant_list_users(c, TenantListUsers { limit: Some(3), cursor }, small)
+    })
+    .await;
+    for page in &got {
+        assert!(!page.items.is_empty() && page.items.len() <= 2, "{} items", page.items.len());
+        assert!(serde_json::to_vec(page).unwrap().len() <= small, "a page exceeds max payload");
+    }
+    let joined: Vec<UserView> = got.into_iter().flat_map(|p| p.items).collect();
+    assert_eq!(joined, want.items);
+
+    // Bad limits: the operator list's errors, word for word.
+    for limit in [0, MAX_PAGE + 1] {
+        let tenant = invalid(
+            m.tenant_list_users(c, TenantListUsers { limit: Some(limit), cursor: None }, ROOMY)
+                .await,
+        );
+        let operator = UserListRef { limit: Some(limit), ..UserListRef::new(account_name("acme")) };
+        assert_eq!(tenant, invalid(m.list_users(operator, ROOMY).await));
+        assert!(tenant.contains("out of range"), "{tenant}");
+    }
+    // Cursors from beyond acme's users are refused: the neighbours' keys, a climb out, the
+    // bare prefix, nothing.
+    for cursor in ["acme0/u0", "acme-x/u6", "../acme0/u0", "acme", "acme/", "", "acme0/"] {
+        let req = TenantListUsers { limit: Some(3), cursor: Some(cursor.into()) };
+        let message = invalid(m.tenant_list_users(c, req, ROOMY).await);
+        assert!(message.contains("is not from this list"), "{cursor:?}: {message}");
+    }
+    // A cursor inside acme's prefix, however crafted, reads acme's users only.
+    for cursor in ["acme/../acme0/u0", "acme/u6", "acme/u6\u{10ffff}", "acme/\u{7f}"] {
+        let req = TenantListUsers { limit: Some(MAX_PAGE), cursor: Some(cursor.into()) };
+        let page = m.tenant_list_users(c, req, ROOMY).await.unwrap();
+        assert!(page.items.iter().all(|u| u.account == "acme"), "{cursor:?}: {:?}", page.items);
+        assert!(page.next.is_none(), "{cursor:?}");
+    }
+    let req = TenantListUsers { limit: None, cursor: Some("acme/../acme0/u0".into()) };
+    assert_eq!(m.tenant_list_users(c, req, ROOMY).await.unwrap().items, want.items);
+    let req = TenantListUsers { limit: None, cursor: Some("acme/u6".into()) };
+    assert!(m.tenant_list_users(c, req, ROOMY).await.unwrap().items.is_empty());
+}
+
+#[tokio::test]
+async fn a_tenant_admins_role_and_token_lists_and_its_own_tokens_page_within_its_account() {
+    let (_stack, m, caller) = offline_tenants().await;
+    let (m, c) = (&m, &caller);
+    let acme = account_name("acme");
+
+    let want = m.list_roles(RoleListRef::new(acme.clone()), ROOMY).await.unwrap().items;
+    assert_eq!(want.len(), 5);
+    let got = pages(move |cursor| {
+        m.tenant_list_roles(c, TenantListRoles { limit: Some(2), cursor }, ROOMY)
+    })
+    .await;
+    assert_eq!(got.iter().map(|p| p.items.len()).collect::<Vec<_>>(), [2, 2, 1]);
+    assert_eq!(got.into_iter().flat_map(|p| p.items).collect::<Vec<_>>(), want);
+    let req = TenantListRoles { limit: Some(2), cursor: Some("acme0/lead".into()) };
+    assert!(invalid(m.tenant_list_roles(c, req, ROOMY).await).contains("is not from this list"));
+
+    // Tokens are keyed by id, not by account: the account filter comes before the page, so
+    // any cursor (another account's token id too) only moves the start within acme's.
+    let want = m.list_tokens(ListTokens::new(acme.clone(), None), ROOMY).await.unwrap().items;
+    assert_eq!(want.len(), 10);
+    let got = pages(move |cursor| {
+        let req = TenantListTokens { user: None, limit: Some(4), cursor };
+        m.tenant_list_tokens(c, req, ROOMY)
+    })
+    .await;
+    assert_eq!(got.iter().map(|p| p.items.len()).collect::<Vec<_>>(), [4, 4, 2]);
+    assert_eq!(got.into_iter().flat_map(|p| p.items).collect::<Vec<_>>(), want);
+    let others = m.list_tokens(ListTokens::new(account_name("acme0"), None), ROOMY).await.unwrap();
+    for other in &others.items {
+        let req = TenantListTokens { user: None, limit: None, cursor: Some(other.id.clone()) };
+        let page = m.tenant_list_tokens(c, req, ROOMY).await.unwrap();
+        let expected: Vec<_> = want.iter().filter(|t| t.id > other.id).cloned().collect();
+        assert_eq!(page.items, expected, "cursor {:?}", other.id);
+    }
+    let req = TenantListTokens { user: Some(user_name("u1")), limit: Some(1), cursor: None };
+    let page = m.tenant_list_tokens(c, req, ROOMY).await.unwrap();
+    assert_eq!((page.items.len(), page.items[0].user.as_str(), page.next), (1, "u1", None));
+    let req = TenantListTokens { user: None, limit: Some(0), cursor: None };
+    assert!(invalid(m.tenant_list_tokens(c, req, ROOMY).await).contains("out of range"));
+
+    // The caller's own tokens: 3 of boss's, 2 a page.
+    let mine: Vec<_> = want.iter().filter(|t| t.user == "boss").cloned().collect();
+    assert_eq!(mine.len(), 3);
+    let got =
+        pages(move |cursor| m.list_own_tokens(c, SelfListTokens { limit: Some(2), cursor }, ROOMY))
+            .await;
+    assert_eq!(got.iter().map(|p| p.items.len()).collect::<Vec<_>>(), [2, 1]);
+    assert_eq!(got.into_iter().flat_map(|p| p.items).collect::<Vec<_>>(), mine);
+    let req = SelfListTokens { limit: Some(MAX_PAGE + 1), cursor: None };
+    assert!(invalid(m.list_own_tokens(c, req, ROOMY).await).contains("out of range"));
+}
+
+#[tokio::test]
+async fn self_service_lists_page_over_nats_and_the_client_follows_them() {
+    let s = setup().await;
+    s.admin
+        .call(
+            "role.create",
+            &json!({ "account": "acme", "name": "lead",
+                     "publish": { "allow": ["authd.self.>"] }, "subscribe": { "allow": ["_INBOX.>"] },
+                     "self_service": { "admin": true, "tokens": true } }),
+        )
+        .await
+        .unwrap();
+    s.admin
+        .call("user.create", &json!({"account": "acme", "name": "boss", "role": "lead", "password": "boss-password"}))
+        .await
+        .unwrap();
+    for i in 0..4 {
+        let body = json!({"account": "acme", "name": format!("u{i}"), "role": "plain"});
+        s.admin.call("user.create", &body).await.unwrap();
+    }
+    for user in ["boss", "boss", "dev1", "dev2", "u0"] {
+        s.admin.call("token.create", &json!({"account": "acme", "user": user})).await.unwrap();
+    }
+    s.admin.call("token.create", &json!({"account": "beta", "user": "b1"})).await.unwrap();
+    let (client, _events) = login(&s.stack, "boss", "boss-password").await.unwrap();
+    let boss = api(&client);
+
+    // acme has 8 users: boss, dev1, dev2, u0-u3, viewer. Pages of 3, as raw JSON.
+    let want = s.admin.call("user.list", &json!({"account": "acme"})).await.unwrap();
+    let want = want["items"].as_array().unwrap().clone();
+    assert_eq!(want.len(), 8);
+    let mut joined = Vec::new();
+    let mut sizes = Vec::new();
+    let mut body = json!({"limit": 3});
+    for _ in 0..10 {
+        let page = boss.call("self.admin.user.list", &body).await.unwrap();
+        let items = page["items"].as_array().unwrap();
+        sizes.push(items.len());
+        joined.extend(items.iter().cloned());
+        match page.get("next") {
+            None => break,
+            Some(next) => body["cursor"] = next.clone(),
+        }
+    }
+    assert_eq!(sizes, [3, 3, 2], "the last page carries no `next`");
+    assert_eq!(joined, want, "the pages join to the whole list, in order");
+
+    // Bad limits and foreign cursors: the same 400 and message as the operator's list.
+    let message = |e: ClientError| match e {
+        ClientError::Service { code: 400, kind, message } if kind == "invalid" => message,
+        other => panic!("expected a 400, got {other}"),
+    };
+    for (mine, operator) in [
+        (json!({"limit": 0}), json!({"account": "acme", "limit": 0})),
+        (json!({"limit": 1001}), json!({"account": "acme", "limit": 1001})),
+        (json!({"cursor": "beta/b1"}), json!({"account": "acme", "cursor": "beta/b1"})),
+    ] {
+        let tenant = message(boss.call("self.admin.user.list", &mine).await.unwrap_err());
+        let admin = message(s.admin.call("user.list", &operator).await.unwrap_err());
+        assert_eq!(tenant, admin, "{mine}");
+    }
+    // No other account by a crafted cursor or a field naming it.
+    let climbed = boss.call("self.admin.user.list", &json!({"cursor": "acme/../beta/b1"})).await;
+    assert_eq!(climbed.unwrap()["items"].as_array().unwrap(), &want);
+    let past = boss.call("self.admin.user.list", &json!({"cursor": "acme/viewer"})).await.unwrap();
+    assert_eq!(past, json!({"items": []}), "nothing after acme's last user, beta's neither");
+    let named = boss.call("self.admin.user.list", &json!({"account": "beta"})).await;
+    assert_eq!(code(named), 400);
+
+    // The typed client follows every page of each self list.
+    let users = boss.list_all(&TenantListUsers { limit: Some(3), cursor: None }).await.unwrap();
+    assert_eq!(serde_json::to_value(&users).unwrap(), Value::Array(want));
+    let roles = boss.list_all(&TenantListRoles { limit: Some(1), cursor: None }).await.unwrap();
+    let all_roles = s.admin.call("role.list", &json!({"account": "acme"})).await.unwrap();
+    assert_eq!(serde_json::to_value(&roles).unwrap(), all_roles["items"]);
+    let tokens = TenantListTokens { limit: Some(2), ..Default::default() };
+    let tokens = boss.list_all(&tokens).await.unwrap();
+    let all_tokens = s.admin.call("token.list", &json!({"account": "acme"})).await.unwrap();
+    assert_eq!(serde_json::to_value(tokens).unwrap(), all_tokens["items"]);
+    assert_eq!(all_tokens["items"].as_array().unwrap().len(), 5, "beta's token is not listed");
+    let mine = boss.list_all(&SelfListTokens { limit: Some(1), cursor: None }).await.unwrap();
+    assert_eq!(mine.len(), 2);
+    assert!(mine.iter().all(|t| t.user == "boss" && t.account == "acme"));
+    let first = boss.send(&SelfListTokens { limit: Some(1), cursor: None }).await.unwrap();
+    assert_eq!((first.items.len(), first.next.is_some()), (1, true));
 }

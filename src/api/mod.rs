@@ -325,7 +325,7 @@ impl Endpoint {
                 false,
                 "The caller's API tokens, never their secrets",
                 "SelfListTokens",
-                "[TokenView]",
+                "Page<TokenView>",
             ),
             E::SelfTokenRevoke => info(
                 "self.token.revoke",
@@ -338,8 +338,8 @@ impl Endpoint {
                 "self.admin.user.list",
                 false,
                 "Tenant admin: the users of its account",
-                "TenantList",
-                "[UserView]",
+                "TenantListUsers",
+                "Page<UserView>",
             ),
             E::SelfAdminUserCreate => info(
                 "self.admin.user.create",
@@ -373,8 +373,8 @@ impl Endpoint {
                 "self.admin.role.list",
                 false,
                 "Tenant admin: the roles of its account",
-                "TenantList",
-                "[RoleView]",
+                "TenantListRoles",
+                "Page<RoleView>",
             ),
             E::SelfAdminRoleCreate => info(
                 "self.admin.role.create",
@@ -409,7 +409,7 @@ impl Endpoint {
                 false,
                 "Tenant admin: the API tokens of its account",
                 "TenantListTokens",
-                "[TokenView]",
+                "Page<TokenView>",
             ),
             E::SelfAdminTokenRevoke => info(
                 "self.admin.token.revoke",
@@ -528,6 +528,9 @@ mod tests {
             assert!(!e.info().description.is_empty());
             let reads = e.subject().ends_with(".get") || e.subject().ends_with(".list");
             assert!(!(reads && e.is_change()), "{e:?} reads but is marked as a change");
+            if e.subject().ends_with(".list") {
+                assert!(e.info().reply.starts_with("Page<"), "{e:?} lists without pages");
+            }
         }
     }
 }

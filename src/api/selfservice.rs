@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::role::{PermissionInput, ResponseInput, RoleLimitsInput, RoleView};
 use super::token::{TokenCreated, TokenView};
 use super::user::{CredsView, Password, UserView};
-use super::{ApiRequest, Endpoint};
+use super::{ApiRequest, Endpoint, Page};
 use crate::claims::Permissions;
 use crate::model::{RoleName, SelfService, UnixTime, UserName};
 
@@ -100,10 +100,17 @@ pub struct SelfCreateToken {
     pub description: Option<String>,
 }
 
-/// `self.token.list`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `self.token.list`: one page of the caller's tokens.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SelfListTokens {}
+pub struct SelfListTokens {
+    /// Most items in the answer (default 500, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// The `next` of the previous page; absent: from the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
 
 /// `self.token.revoke` and `self.admin.token.revoke`: a token of the caller (of its account).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,10 +119,30 @@ pub struct SelfRevokeToken {
     pub id: String,
 }
 
-/// `self.admin.user.list` and `self.admin.role.list`: always the caller's own account.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `self.admin.user.list`: one page of the users of the caller's own account (never another's:
+/// a cursor from outside it is refused).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TenantList {}
+pub struct TenantListUsers {
+    /// Most items in the answer (default 500, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// The `next` of the previous page; absent: from the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// `self.admin.role.list`: one page of the roles of the caller's own account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantListRoles {
+    /// Most items in the answer (default 500, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// The `next` of the previous page; absent: from the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
 
 /// `self.admin.user.create`: `user.create` without the account (it is the caller's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,12 +242,19 @@ pub struct TenantCreateToken {
     pub description: Option<String>,
 }
 
-/// `self.admin.token.list`.
+/// `self.admin.token.list`: one page of the tokens of the caller's account (of one user, if
+/// `user` is given).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantListTokens {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<UserName>,
+    /// Most items in the answer (default 500, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// The `next` of the previous page; absent: from the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 macro_rules! api {
@@ -238,7 +272,7 @@ api! {
     SelfRegenerate => SelfRegenerate, SelfCredsReply;
     ChangePassword => SelfPassword, UserView;
     SelfCreateToken => SelfTokenCreate, TokenCreated;
-    SelfListTokens => SelfTokenList, Vec<TokenView>;
+    SelfListTokens => SelfTokenList, Page<TokenView>;
     SelfRevokeToken => SelfTokenRevoke, TokenView;
     TenantCreateUser => SelfAdminUserCreate, UserView;
     TenantUpdateUser => SelfAdminUserUpdate, UserView;
@@ -247,5 +281,14 @@ api! {
     TenantUpdateRole => SelfAdminRoleUpdate, RoleView;
     TenantRoleRef => SelfAdminRoleDelete, RoleView;
     TenantCreateToken => SelfAdminTokenCreate, TokenCreated;
-    TenantListTokens => SelfAdminTokenList, Vec<TokenView>;
+    TenantListUsers => SelfAdminUserList, Page<UserView>;
+    TenantListRoles => SelfAdminRoleList, Page<RoleView>;
+    TenantListTokens => SelfAdminTokenList, Page<TokenView>;
+}
+
+super::paged! {
+    SelfListTokens => TokenView;
+    TenantListUsers => UserView;
+    TenantListRoles => RoleView;
+    TenantListTokens => TokenView;
 }

@@ -207,16 +207,6 @@ impl Manager {
         spec.page(rows.into_iter().map(|(k, r)| (k, RoleView::of(&r, &account))).collect())
     }
 
-    /// Every role of an account, unpaged (self-service lists, which are not paged yet).
-    pub(crate) async fn all_roles(
-        &self,
-        account: &AccountName,
-    ) -> Result<Vec<RoleView>, ManageError> {
-        let account = self.role_account(account).await?;
-        let roles = self.authority.db().list::<RoleRecord>(&format!("{}/", account.name)).await?;
-        Ok(roles.iter().map(|r| RoleView::of(r, &account)).collect())
-    }
-
     /// Changes a role; its users' next JWTs carry the change.
     ///
     /// # Errors

@@ -6,13 +6,15 @@
 use zeroize::Zeroizing;
 
 use super::{ManageError, Manager, Noun};
-use crate::api::role::{CreateRole, RoleView, UpdateRole};
+use crate::api::role::{CreateRole, RoleListRef, RoleView, UpdateRole};
 use crate::api::selfservice::{
-    ChangePassword, LoginVia, SelfCreateToken, TenantCreateRole, TenantCreateToken,
-    TenantCreateUser, TenantListTokens, TenantUpdateRole, TenantUpdateUser, WhoAmIView,
+    ChangePassword, LoginVia, SelfCreateToken, SelfListTokens, TenantCreateRole, TenantCreateToken,
+    TenantCreateUser, TenantListRoles, TenantListTokens, TenantListUsers, TenantUpdateRole,
+    TenantUpdateUser, WhoAmIView,
 };
 use crate::api::token::{CreateToken, ListTokens, RevokeToken, TokenCreated, TokenView};
-use crate::api::user::{CreateUser, CredsView, UpdateUser, UserRef, UserView};
+use crate::api::user::{CreateUser, CredsView, UpdateUser, UserListRef, UserRef, UserView};
+use crate::api::Page;
 use crate::claims::{self, Validation};
 use crate::model::{
     AccountKind, AccountRecord, RoleName, RoleRecord, SelfService, TokenRecord, UnixTime, UserKind,
@@ -255,14 +257,25 @@ impl Manager {
         self.create_token(request, now).await
     }
 
-    /// `self.token.list`.
+    /// `self.token.list`: one page of the caller's own tokens, in id order. Tokens are keyed
+    /// by id, not under their owner, so the owner filter is applied before paging: a cursor,
+    /// whatever it names, only moves the start within the caller's own tokens.
     ///
     /// # Errors
-    /// 403 without the right.
-    pub async fn list_own_tokens(&self, caller: &Caller) -> Result<Vec<TokenView>, ManageError> {
+    /// 403 without the right, 400 for a bad `limit` or `cursor`.
+    pub async fn list_own_tokens(
+        &self,
+        caller: &Caller,
+        req: SelfListTokens,
+        max_payload: usize,
+    ) -> Result<Page<TokenView>, ManageError> {
         caller.require(Right::Tokens)?;
-        let request = ListTokens::new(caller.account.name.clone(), Some(caller.user.name.clone()));
-        self.all_tokens(request).await
+        let request = ListTokens {
+            limit: req.limit,
+            cursor: req.cursor,
+            ..ListTokens::new(caller.account.name.clone(), Some(caller.user.name.clone()))
+        };
+        self.list_tokens(request, max_payload).await
     }
 
     /// `self.token.revoke`: only one of the caller's own tokens (any other id is "not found",
@@ -302,13 +315,25 @@ impl Manager {
         );
     }
 
-    /// `self.admin.user.list`.
+    /// `self.admin.user.list`: one page of the users of the caller's account. The page is read
+    /// under the account's key prefix only, and a cursor outside it is refused, so no cursor
+    /// reaches another account's users.
     ///
     /// # Errors
-    /// 403 unless the caller is a tenant admin.
-    pub async fn tenant_list_users(&self, caller: &Caller) -> Result<Vec<UserView>, ManageError> {
+    /// 403 unless the caller is a tenant admin, 400 for a bad `limit` or `cursor`.
+    pub async fn tenant_list_users(
+        &self,
+        caller: &Caller,
+        req: TenantListUsers,
+        max_payload: usize,
+    ) -> Result<Page<UserView>, ManageError> {
         caller.require(Right::Admin)?;
-        self.all_users(&caller.account.name).await
+        let request = UserListRef {
+            limit: req.limit,
+            cursor: req.cursor,
+            ..UserListRef::new(caller.account.name.clone())
+        };
+        self.list_users(request, max_payload).await
     }
 
     /// `self.admin.user.create`.
@@ -396,13 +421,24 @@ impl Manager {
         Ok(creds)
     }
 
-    /// `self.admin.role.list`.
+    /// `self.admin.role.list`: one page of the roles of the caller's account, bounded to its
+    /// key prefix as [`Manager::tenant_list_users`] is.
     ///
     /// # Errors
-    /// 403 unless a tenant admin.
-    pub async fn tenant_list_roles(&self, caller: &Caller) -> Result<Vec<RoleView>, ManageError> {
+    /// 403 unless a tenant admin, 400 for a bad `limit` or `cursor`.
+    pub async fn tenant_list_roles(
+        &self,
+        caller: &Caller,
+        req: TenantListRoles,
+        max_payload: usize,
+    ) -> Result<Page<RoleView>, ManageError> {
         caller.require(Right::Admin)?;
-        self.all_roles(&caller.account.name).await
+        let request = RoleListRef {
+            limit: req.limit,
+            cursor: req.cursor,
+            ..RoleListRef::new(caller.account.name.clone())
+        };
+        self.list_roles(request, max_payload).await
     }
 
     /// A tenant admin may not change the role it holds itself: its own rights come from an
@@ -501,17 +537,24 @@ impl Manager {
         Ok(created)
     }
 
-    /// `self.admin.token.list`.
+    /// `self.admin.token.list`: one page of the tokens of the caller's account (of one of its
+    /// users, if named), filtered to the account before paging as `self.token.list` is.
     ///
     /// # Errors
-    /// 403 unless a tenant admin.
+    /// 403 unless a tenant admin, 400 for a bad `limit` or `cursor`.
     pub async fn tenant_list_tokens(
         &self,
         caller: &Caller,
         req: TenantListTokens,
-    ) -> Result<Vec<TokenView>, ManageError> {
+        max_payload: usize,
+    ) -> Result<Page<TokenView>, ManageError> {
         caller.require(Right::Admin)?;
-        self.all_tokens(ListTokens::new(caller.account.name.clone(), req.user)).await
+        let request = ListTokens {
+            limit: req.limit,
+            cursor: req.cursor,
+            ..ListTokens::new(caller.account.name.clone(), req.user)
+        };
+        self.list_tokens(request, max_payload).await
     }
 
     /// `self.admin.token.revoke`: a token of the caller's account only.

@@ -211,16 +211,6 @@ impl Manager {
         spec.page(rows.into_iter().map(|(k, u)| (k, UserView::from(&u))).collect())
     }
 
-    /// Every user of an account, unpaged (self-service lists, which are not paged yet).
-    pub(crate) async fn all_users(
-        &self,
-        account: &AccountName,
-    ) -> Result<Vec<UserView>, ManageError> {
-        let account = self.authority.account(account).await?;
-        let users = self.authority.db().list::<UserRecord>(&format!("{}/", account.name)).await?;
-        Ok(users.iter().map(UserView::from).collect())
-    }
-
     /// Changes a user. Deactivating revokes its key in the account JWT, which ends its live
     /// creds connections; reactivating gives it a new key (it needs new creds) and leaves the
     /// old key revoked. The last active admin cannot be deactivated.

@@ -116,6 +116,8 @@ async fn handle(
     use crate::api::selfservice as s;
     let m = &ctx.manager;
     let now = model::now();
+    // Lists page their replies to fit the payload the server takes, as the operator lists do.
+    let max_payload = ctx.client.server_info().max_payload;
     // The body is read first: a malformed request is a 400 whoever sends it.
     match endpoint {
         Endpoint::SelfWhoami => {
@@ -143,16 +145,16 @@ async fn handle(
             json(&m.create_own_token(&caller(ctx, info).await?, req, now).await?)
         }
         Endpoint::SelfTokenList => {
-            parse::<s::SelfListTokens>(body)?;
-            json(&m.list_own_tokens(&caller(ctx, info).await?).await?)
+            let req = parse::<s::SelfListTokens>(body)?;
+            json(&m.list_own_tokens(&caller(ctx, info).await?, req, max_payload).await?)
         }
         Endpoint::SelfTokenRevoke => {
             let req = parse::<s::SelfRevokeToken>(body)?;
             json(&m.revoke_own_token(&caller(ctx, info).await?, req.id).await?)
         }
         Endpoint::SelfAdminUserList => {
-            parse::<s::TenantList>(body)?;
-            json(&m.tenant_list_users(&caller(ctx, info).await?).await?)
+            let req = parse::<s::TenantListUsers>(body)?;
+            json(&m.tenant_list_users(&caller(ctx, info).await?, req, max_payload).await?)
         }
         Endpoint::SelfAdminUserCreate => {
             let req = parse::<s::TenantCreateUser>(body)?;
@@ -171,8 +173,8 @@ async fn handle(
             json(&m.tenant_regenerate_user(&caller(ctx, info).await?, req.name, now).await?)
         }
         Endpoint::SelfAdminRoleList => {
-            parse::<s::TenantList>(body)?;
-            json(&m.tenant_list_roles(&caller(ctx, info).await?).await?)
+            let req = parse::<s::TenantListRoles>(body)?;
+            json(&m.tenant_list_roles(&caller(ctx, info).await?, req, max_payload).await?)
         }
         Endpoint::SelfAdminRoleCreate => {
             let req = parse::<s::TenantCreateRole>(body)?;
@@ -192,7 +194,7 @@ async fn handle(
         }
         Endpoint::SelfAdminTokenList => {
             let req = parse::<s::TenantListTokens>(body)?;
-            json(&m.tenant_list_tokens(&caller(ctx, info).await?, req).await?)
+            json(&m.tenant_list_tokens(&caller(ctx, info).await?, req, max_payload).await?)
         }
         Endpoint::SelfAdminTokenRevoke => {
             let req = parse::<s::SelfRevokeToken>(body)?;
