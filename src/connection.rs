@@ -11,7 +11,8 @@
 //!   [`FAST_RETRY_DELAY`] for [`FAST_RETRY_WINDOW`] before any of that counts as a failure. A
 //!   restarted server is back in tens of milliseconds, and callout clients that reconnect to
 //!   it before the service does wait out the callout time-out and are refused: the service
-//!   must be first back, not 250 ms – 1 s later on its backoff.
+//!   must be first back, not 250 ms – 1 s later on its backoff. With a single server there is
+//!   no backoff past [`SOLE_SERVER_RETRY`]: nothing to fail over to, only clients to beat.
 //! - **Failback**: while on a backup, a task probes the primary every `failback_interval` and,
 //!   when it answers, forces a reconnect that goes to the primary.
 //!
@@ -52,6 +53,12 @@ pub const FAST_RETRY_DELAY: Duration = Duration::from_millis(2);
 /// failures: a restart (typically well under a second) ends within it, a dead server delays
 /// the failover by it and then goes through `primary_retries` and the backoff as before.
 pub const FAST_RETRY_WINDOW: Duration = Duration::from_secs(1);
+
+/// Longest delay between attempts when there is only one server. Backing off is for moving
+/// to a backup at the right time; with none, a longer delay only makes the service later than
+/// the clients when the server returns after a restart longer than [`FAST_RETRY_WINDOW`]
+/// (an upgrade, a JetStream recovery), and every callout client in that gap is refused.
+pub const SOLE_SERVER_RETRY: Duration = Duration::from_millis(50);
 
 /// How the service connects.
 #[derive(Debug, Clone)]
@@ -187,7 +194,8 @@ pub fn next_server(failures: &[usize], settings: &ConnectionSettings) -> (usize,
             0
         }
     };
-    (choice, settings.backoff(failures[choice]))
+    let delay = settings.backoff(failures[choice]);
+    (choice, if failures.len() == 1 { delay.min(SOLE_SERVER_RETRY) } else { delay })
 }
 
 /// Whether the connection is up, and how many times it has come up: a consumer that sees a
@@ -633,8 +641,8 @@ mod tests {
         );
         assert_eq!(
             next_server(&[9], &s),
-            (0, Duration::from_secs(1)),
-            "no backup: primary, capped backoff"
+            (0, SOLE_SERVER_RETRY),
+            "no backup: the primary, never more than SOLE_SERVER_RETRY apart"
         );
     }
 

@@ -480,7 +480,7 @@ pub struct ServeArgs {
     /// Delay before the second attempt on a server, in seconds (the first is immediate).
     #[arg(long, value_name = "SECS", default_value = "0.25", value_parser = secs)]
     pub initial_backoff: Duration,
-    /// Longest delay between attempts, in seconds.
+    /// Longest delay between attempts, in seconds (with a single server: 0.05).
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = secs)]
     pub max_backoff: Duration,
     /// Growth of the delay per failed attempt.

@@ -306,6 +306,24 @@ impl Store for SledStore {
     async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
+            if let Some(tree) = unconditional_on_one_tree(&batch) {
+                // Session writes and removals (one per login): nothing to check, one tree.
+                // sled applies a batch to one tree atomically without a transaction over
+                // every tree, which cost as much CPU as the rest of the store work per login.
+                let mut writes = sled::Batch::default();
+                for op in batch.ops() {
+                    match op {
+                        Op::Put { key, value, .. } => {
+                            writes.insert(key.as_bytes(), value.as_slice())
+                        }
+                        Op::Delete { key, .. } => writes.remove(key.as_bytes()),
+                        Op::Check { .. } => unreachable!("a batch with checks takes a transaction"),
+                    }
+                }
+                inner.trees[index(tree)].apply_batch(writes).map_err(backend)?;
+                inner.db.flush().map_err(backend)?;
+                return Ok(());
+            }
             let result = inner.trees[..].transaction(|views| {
                 for op in batch.ops() {
                     match op {
@@ -345,6 +363,22 @@ impl Store for SledStore {
             .await
             .map_err(backend)?
     }
+}
+
+/// The one tree of `batch` when it only writes or deletes there with nothing to check.
+fn unconditional_on_one_tree(batch: &Batch) -> Option<Tree> {
+    let mut only = None;
+    for op in batch.ops() {
+        let tree = match op {
+            Op::Put { tree, expect: Expect::Any, .. }
+            | Op::Delete { tree, expect: Expect::Any, .. } => *tree,
+            _ => return None,
+        };
+        if *only.get_or_insert(tree) != tree {
+            return None;
+        }
+    }
+    only
 }
 
 #[cfg(test)]
@@ -448,6 +482,50 @@ mod tests {
         let _first = SledStore::open(dir.path(), OpenMode::CreateIfMissing).unwrap();
         let second = SledStore::open(dir.path(), OpenMode::CreateIfMissing);
         assert!(matches!(second, Err(StoreError::Locked { .. })));
+    }
+
+    #[tokio::test]
+    async fn only_unconditional_single_tree_batches_skip_the_transaction() {
+        let put = |tree, expect| Op::Put { tree, key: "k".into(), value: b"v".to_vec(), expect };
+        let batch = |ops: Vec<Op>| {
+            let mut b = Batch::new();
+            for op in ops {
+                b.push(op);
+            }
+            b
+        };
+        let sessions = batch(vec![
+            put(Tree::Sessions, Expect::Any),
+            Op::Delete { tree: Tree::Sessions, key: "j".into(), expect: Expect::Any },
+        ]);
+        assert_eq!(unconditional_on_one_tree(&sessions), Some(Tree::Sessions));
+        let two_trees =
+            batch(vec![put(Tree::Sessions, Expect::Any), put(Tree::Roles, Expect::Any)]);
+        assert_eq!(unconditional_on_one_tree(&two_trees), None);
+        let checked = batch(vec![put(Tree::Sessions, Expect::Absent)]);
+        assert_eq!(unconditional_on_one_tree(&checked), None);
+        assert_eq!(unconditional_on_one_tree(&Batch::new()), None);
+
+        // Applied whole, and the delete of a missing key is not an error.
+        let db = Db::new(Arc::new(SledStore::temporary().unwrap()));
+        db.commit(batch(vec![
+            Op::Put {
+                tree: Tree::Roles,
+                key: "a".into(),
+                value: b"1".to_vec(),
+                expect: Expect::Any,
+            },
+            Op::Put {
+                tree: Tree::Roles,
+                key: "b".into(),
+                value: b"2".to_vec(),
+                expect: Expect::Any,
+            },
+            Op::Delete { tree: Tree::Roles, key: "c".into(), expect: Expect::Any },
+        ]))
+        .await
+        .unwrap();
+        assert_eq!(db.store().scan(Tree::Roles, "").await.unwrap().len(), 2);
     }
 
     #[tokio::test]
