@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use nats_authd::bootstrap::{self, InitOptions, Layout, MasterKeyOptions};
 use nats_authd::callout::audit::AuditEvent;
+use nats_authd::callout::sealing::Sealing;
 use nats_authd::callout::sessions::SessionRecord;
 use nats_authd::callout::REQUEST_AUDIENCE;
 use nats_authd::claims::{
@@ -158,8 +159,13 @@ fn main() -> anyhow::Result<()> {
         let sealed = theirs.seal(token.as_bytes(), &ours_public).unwrap();
         black_box(ours.open(&sealed, &theirs_public).unwrap());
     });
-    bench.run("xkey: parse the server's public xkey", 50, || {
-        black_box(XKey::from_public_key(&theirs.public_key()).unwrap());
+    // What the callout does: the box with this server opened once (`callout::sealing`).
+    let sealing = Sealing::new(&ours)?;
+    let server_key = theirs.public_key();
+    let request = theirs.seal(token.as_bytes(), &ours_public).unwrap();
+    bench.run("xkey open + seal, key agreement cached (callout)", 50, || {
+        let opened = sealing.open(&request, &server_key).unwrap();
+        black_box(sealing.seal(&opened, &server_key).unwrap());
     });
 
     let event = AuditEvent {

@@ -6,7 +6,8 @@
 //! ```sh
 //! scripts/ensure-nats-server      # once; or set NATS_SERVER_BIN
 //! cargo run --release --example load -- [--seq 200] [--conc 50] [--conc-total 400] \
-//!     [--rounds 3] [--storm 300,1000] [--mgmt 100] [--kicks 5] [--store sled|jetstream]
+//!     [--rounds 3] [--storm 300,1000] [--mgmt 100] [--kicks 5] [--store sled|jetstream] \
+//!     [--xkey true|false]
 //! ```
 //!
 //! The concurrent table also gives CPU per connect, from `/proc` schedstat: the service's
@@ -51,6 +52,8 @@ struct Args {
     kicks: usize,
     /// The store backend (`sled` or `jetstream`, on the one loopback server).
     store: Backend,
+    /// Whether callout traffic is sealed with AUTH's xkey (`init`'s default; `--no-xkey`).
+    xkey: bool,
 }
 
 fn args() -> Result<Args> {
@@ -63,6 +66,7 @@ fn args() -> Result<Args> {
         mgmt: 100,
         kicks: 5,
         store: Backend::Sled,
+        xkey: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -75,6 +79,7 @@ fn args() -> Result<Args> {
             "--rounds" => a.rounds = n()?.max(1),
             "--mgmt" => a.mgmt = n()?,
             "--kicks" => a.kicks = n()?,
+            "--xkey" => a.xkey = value.parse().with_context(|| format!("--xkey {value}"))?,
             "--store" => {
                 a.store = <Backend as clap::ValueEnum>::from_str(&value, true)
                     .map_err(|e| anyhow!("--store {value}: {e}"))?
@@ -286,7 +291,7 @@ async fn main() -> Result<()> {
         master_key: MasterKeyOptions::default(),
         server: settings.clone(),
         operator_name: "load".into(),
-        xkey: true,
+        xkey: args.xkey,
     };
     let store = StoreRequest { backend: Some(args.store), replicas: None };
     let outcome = bootstrap::init_with(
@@ -296,7 +301,7 @@ async fn main() -> Result<()> {
     )
     .await?;
     let (authority, store) = (outcome.authority, outcome.store);
-    println!("store: {store}");
+    println!("store: {store}; callout sealed with an xkey: {}", args.xkey);
     let mut stack = Stack { _dir: dir, layout, settings, bin: nats_server_bin()?, server: None };
     stack.start_server().await?;
     let url = stack.url();

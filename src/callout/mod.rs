@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod authorize;
+pub mod backlog;
 pub mod cache;
 pub mod credential;
 pub mod directory;
@@ -27,7 +28,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use nkeys::KeyPair;
 use serde::Serialize;
-use tokio::sync::{broadcast, Semaphore};
+use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::field::Empty;
@@ -55,8 +56,13 @@ pub const SERVER_XKEY_HEADER: &str = "Nats-Server-Xkey";
 pub const REQUEST_AUDIENCE: &str = "nats-authorization-request";
 /// Largest request accepted; a real one is a few kilobytes.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
-/// Most requests handled at once; beyond that they wait in the subscription.
-pub const MAX_IN_FLIGHT: usize = 4096;
+/// Requests handled at once. Enough for concurrent logins to share session commits and for
+/// password logins waiting on argon2 not to hold up token logins; the rest wait in the
+/// [`backlog::Backlog`], newest first.
+pub const HANDLERS: usize = 256;
+/// Most requests waiting for a handler; past that the oldest is dropped (its client is
+/// refused by the server's time-out, as it would have been anyway).
+pub const MAX_WAITING: usize = 16 * 1024;
 /// Clock difference tolerated on the request's `exp`.
 pub const CLOCK_SKEW_SECS: i64 = 2;
 
@@ -170,6 +176,53 @@ impl Signers {
     }
 }
 
+/// The [`backlog::Backlog`] shared by the receiving loop and the handlers.
+struct Waiting {
+    backlog: Mutex<backlog::Backlog<(Message, Instant)>>,
+    ready: tokio::sync::Notify,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Waiting {
+    fn new(capacity: usize) -> Self {
+        Waiting {
+            backlog: Mutex::new(backlog::Backlog::new(capacity)),
+            ready: tokio::sync::Notify::new(),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Queues a request; true if that pushed out the oldest one.
+    fn push(&self, request: (Message, Instant)) -> bool {
+        let pushed_out = self.backlog.lock().expect("backlog lock").push(request).is_some();
+        self.ready.notify_one();
+        pushed_out
+    }
+
+    /// The newest request, waiting for one; `None` once closed and empty.
+    async fn next(&self) -> Option<(Message, Instant)> {
+        loop {
+            // Registered before looking, so a push between the look and the wait is not missed.
+            let notified = self.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(request) = self.backlog.lock().expect("backlog lock").pop() {
+                return Some(request);
+            }
+            if self.closed.load(Ordering::SeqCst) {
+                return None;
+            }
+            notified.await;
+        }
+    }
+
+    /// No more requests come: handlers finish what waits and stop.
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.ready.notify_waiters();
+    }
+}
+
 /// Why a request could not even be answered.
 #[derive(Debug, thiserror::Error)]
 enum Unanswerable {
@@ -238,23 +291,29 @@ impl Callout {
                 return Err(e);
             }
         };
-        let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut revocations_closed = false;
         let mut prune = tokio::time::interval(Duration::from_secs(60));
         let this = Arc::new(self);
+        let waiting = Arc::new(Waiting::new(MAX_WAITING));
+        let mut handlers = JoinSet::new();
+        for _ in 0..HANDLERS {
+            let (this, waiting) = (Arc::clone(&this), Arc::clone(&waiting));
+            handlers.spawn(async move {
+                while let Some((msg, received)) = waiting.next().await {
+                    this.handle(msg, received).await;
+                }
+            });
+        }
         let mut in_flight = JoinSet::new();
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 msg = requests.next() => {
                     let Some(msg) = msg else { break };
-                    let received = Instant::now();
-                    let permit = Arc::clone(&permits).acquire_owned().await.expect("never closed");
-                    let this = Arc::clone(&this);
-                    in_flight.spawn(async move {
-                        this.handle(msg, received).await;
-                        drop(permit);
-                    });
+                    if waiting.push((msg, Instant::now())) {
+                        this.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!("backlog full: dropped the oldest authorization request");
+                    }
                 }
                 event = revoked.recv(), if !revocations_closed => match event {
                     Ok(event) => {
@@ -283,11 +342,15 @@ impl Callout {
             }
         }
         let _ = requests.unsubscribe().await;
-        let finished = tokio::time::timeout(Duration::from_secs(5), async {
+        // Requests already received are still answered (or dropped as expired), bounded below.
+        waiting.close();
+        let in_flight_done = async {
+            while handlers.join_next().await.is_some() {}
             while in_flight.join_next().await.is_some() {}
-        })
-        .await;
+        };
+        let finished = tokio::time::timeout(Duration::from_secs(5), in_flight_done).await;
         if finished.is_err() {
+            handlers.shutdown().await;
             in_flight.shutdown().await;
         }
         // The last handles to the session writer and the audit queue: both finish what is
@@ -338,7 +401,9 @@ impl Callout {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let left_ms = request.expires.map_or(2000, |exp| exp * 1000 - now_ms).max(0);
-        let deadline = received
+        // From now, not from `received`: `left_ms` is what is left now, after any wait in the
+        // backlog.
+        let deadline = Instant::now()
             + Duration::from_millis(left_ms as u64).saturating_sub(Duration::from_millis(100));
         let login = LoginRequest {
             connect: &request.nats.connect_options,
