@@ -616,6 +616,14 @@ async fn without_jetstream_quorum_changes_are_refused_as_unavailable() {
             }
         }
     };
-    assert_eq!((refused.0, refused.1.as_str()), (503, "unavailable"), "{}", refused.2);
+    let log = instance.log_text();
+    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+    assert_eq!(
+        (refused.0, refused.1.as_str()),
+        (503, "unavailable"),
+        "{}; the instance's log ends:\n{}",
+        refused.2,
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
     assert!(refused.2.contains("retry later"), "{}", refused.2);
 }

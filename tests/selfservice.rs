@@ -596,7 +596,15 @@ async fn a_tenant_admin_manages_its_own_account_and_nothing_beyond_it() {
 }
 
 /// An example built next to this test (`cargo test` builds the examples), or `None`.
+/// An example built as a program. `scripts/test` builds them and names the directory in
+/// `NATS_AUTHD_EXAMPLES`, and then a missing one is a failure; a bare `cargo test` builds
+/// examples as test harnesses only, so this looks next to the test binary and may skip.
 fn example(name: &str) -> Option<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("NATS_AUTHD_EXAMPLES") {
+        let path = std::path::Path::new(&dir).join(name);
+        assert!(path.is_file(), "NATS_AUTHD_EXAMPLES has no {name}: {}", path.display());
+        return Some(path);
+    }
     let exe = std::env::current_exe().ok()?;
     let path = exe.parent()?.parent()?.join("examples").join(name);
     path.is_file().then_some(path)
@@ -606,7 +614,9 @@ fn example(name: &str) -> Option<std::path::PathBuf> {
 async fn the_examples_fetch_sealed_creds_to_a_private_file_and_create_a_user_as_tenant_admin() {
     let (Some(self_creds), Some(tenant_admin)) = (example("self_creds"), example("tenant_admin"))
     else {
-        eprintln!("SKIPPED: examples not built (run `cargo test` without a target filter)");
+        eprintln!(
+            "SKIPPED: examples not built (`scripts/test` builds them; or `cargo build --examples`)"
+        );
         return;
     };
     let s = setup().await;

@@ -276,7 +276,8 @@ impl JetStreamStore {
             // The client maps API error 10071 (wrong last sequence) to this kind.
             return match ack.await {
                 Ok(_) => Ok(Ok(())),
-                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(Err(Stale)),
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(Err(Stale::Moved)),
+                Err(e) if in_flight_on_the_key(&e) => Ok(Err(Stale::InFlight)),
                 Err(e) => Err(failed(e)),
             };
         }
@@ -284,8 +285,24 @@ impl JetStreamStore {
     }
 }
 
-/// The server refused a batch because a pinned sequence moved.
-struct Stale;
+/// Why the server refused a batch over a pinned sequence.
+enum Stale {
+    /// A pinned sequence moved (API error 10071).
+    Moved,
+    /// A write to a pinned key is proposed but not yet committed, so the leader cannot check
+    /// the pin (API error 10164, "wrong last sequence" without a number). With quorum this
+    /// lasts milliseconds; without, the proposal waits for a quorum that is not there.
+    InFlight,
+}
+
+/// Whether `e` is the server's 10164: a write to the same key is still in flight.
+fn in_flight_on_the_key(e: &async_nats::jetstream::context::PublishError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+        .is_some_and(|e| {
+            e.error_code() == async_nats::jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+        })
+}
 
 /// A failed JetStream call as a store error: [`StoreError::Unavailable`] when the stream has
 /// no leader to answer (the API's 503 "JetStream system temporarily unavailable", error code
@@ -491,34 +508,72 @@ impl JetStreamStore {
         let Prepared { plans, current, messages } = prepared;
         match self.publish(messages).await? {
             Ok(()) => Ok(()),
-            Err(Stale) => Err(self.explain_conflict(&plans, &current).await),
+            Err(Stale::Moved) => Err(self.explain_conflict(&plans, &current).await),
+            Err(Stale::InFlight) => match self.moved(&plans, &current).await {
+                // The other write landed meanwhile: an ordinary conflict.
+                Some(conflict) => Err(conflict),
+                // Still nothing committed: the stream cannot take writes to this key now.
+                None => Err(StoreError::Unavailable(
+                    "an earlier write to the same record is not committed yet (JetStream has \
+                     no quorum for it)"
+                        .into(),
+                )),
+            },
         }
     }
 
-    /// The conflict to report when the server refused a batch over a moved sequence: the
-    /// condition that fails now if one does (its own kind), else the first key that moved.
-    async fn explain_conflict(&self, plans: &[KeyPlan], before: &[Current]) -> StoreError {
-        let changed = |plan: &KeyPlan| StoreError::Conflict {
-            tree: plan.tree,
-            key: plan.key.clone(),
-            kind: ConflictKind::Changed,
-        };
-        let Ok(now) = self.read_all(plans).await else {
-            return changed(&plans[0]);
-        };
+    /// The conflict a re-read shows (a failing condition, or a key whose sequence moved), if
+    /// any; a re-read that fails shows none.
+    async fn moved(&self, plans: &[KeyPlan], before: &[Current]) -> Option<StoreError> {
+        let now = self.read_all(plans).await.ok()?;
         for (plan, now) in plans.iter().zip(&now) {
             if let Err(e) = evaluate(plan, now) {
-                return e;
+                return Some(e);
             }
         }
-        let moved = plans.iter().zip(before.iter().zip(&now)).find(|(_, (b, n))| b.seq != n.seq);
-        changed(moved.map_or(&plans[0], |(p, _)| p))
+        plans.iter().zip(before.iter().zip(&now)).find(|(_, (b, n))| b.seq != n.seq).map(
+            |(plan, _)| StoreError::Conflict {
+                tree: plan.tree,
+                key: plan.key.clone(),
+                kind: ConflictKind::Changed,
+            },
+        )
+    }
+
+    /// The conflict to report when the server refused a batch over a moved sequence: the
+    /// condition that fails now if one does (its own kind), else the first key that moved,
+    /// else (a re-read that fails, or shows nothing yet) the first key.
+    async fn explain_conflict(&self, plans: &[KeyPlan], before: &[Current]) -> StoreError {
+        self.moved(plans, before).await.unwrap_or_else(|| StoreError::Conflict {
+            tree: plans[0].tree,
+            key: plans[0].key.clone(),
+            kind: ConflictKind::Changed,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_unavailable;
+    use super::{in_flight_on_the_key, is_unavailable};
+    use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+
+    #[test]
+    fn only_the_servers_10164_reads_as_a_write_in_flight() {
+        let api = |code: u64| {
+            let json =
+                format!(r#"{{"code":400,"err_code":{code},"description":"wrong last sequence"}}"#);
+            serde_json::from_str::<async_nats::jetstream::Error>(&json).unwrap()
+        };
+        assert!(in_flight_on_the_key(&PublishError::with_source(
+            PublishErrorKind::Other,
+            api(10164)
+        )));
+        assert!(!in_flight_on_the_key(&PublishError::with_source(
+            PublishErrorKind::Other,
+            api(10071)
+        )));
+        assert!(!in_flight_on_the_key(&PublishError::new(PublishErrorKind::TimedOut)));
+    }
 
     #[test]
     fn a_stream_without_a_leader_reads_as_unavailable() {
