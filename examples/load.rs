@@ -12,7 +12,8 @@
 //!
 //! The concurrent table also gives CPU per connect, from `/proc` schedstat: the service's
 //! threads in this process (everything but the load client's tokio workers and the main
-//! thread) and nats-server's. `LOAD_THREADS=1` prints CPU by thread name as well.
+//! thread) and nats-server's. `LOAD_THREADS=1` prints CPU by thread name as well, and
+//! `LOAD_LOG=<filter>` (e.g. `warn`) the service's log.
 //!
 //! Bounded: every connect and request has a time-out, storms wait at most 20 s, at most
 //! `2 × max(storm)` client connections exist at once.
@@ -276,7 +277,16 @@ async fn main() -> Result<()> {
         let only_connection = tracing_subscriber::filter::Targets::new()
             .with_target("nats_authd::connection", tracing::Level::INFO);
         let layer = tracing_subscriber::Layer::with_filter(restored.clone(), only_connection);
-        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))?;
+        // `LOAD_LOG=warn` (any filter) also prints the service's log to stderr.
+        let log = std::env::var("LOAD_LOG").ok().map(|filter| {
+            tracing_subscriber::Layer::with_filter(
+                tracing_subscriber::fmt::layer().with_writer(std::io::stderr),
+                tracing_subscriber::EnvFilter::new(filter),
+            )
+        });
+        tracing::subscriber::set_global_default(
+            tracing_subscriber::registry().with(layer).with(log),
+        )?;
     }
     let dir = tempfile::tempdir()?;
     let layout = Layout { data_dir: dir.path().join("data"), out_dir: dir.path().join("out") };
