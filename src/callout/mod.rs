@@ -176,53 +176,6 @@ impl Signers {
     }
 }
 
-/// The [`backlog::Backlog`] shared by the receiving loop and the handlers.
-struct Waiting {
-    backlog: Mutex<backlog::Backlog<(Message, Instant)>>,
-    ready: tokio::sync::Notify,
-    closed: std::sync::atomic::AtomicBool,
-}
-
-impl Waiting {
-    fn new(capacity: usize) -> Self {
-        Waiting {
-            backlog: Mutex::new(backlog::Backlog::new(capacity)),
-            ready: tokio::sync::Notify::new(),
-            closed: std::sync::atomic::AtomicBool::new(false),
-        }
-    }
-
-    /// Queues a request; true if that pushed out the oldest one.
-    fn push(&self, request: (Message, Instant)) -> bool {
-        let pushed_out = self.backlog.lock().expect("backlog lock").push(request).is_some();
-        self.ready.notify_one();
-        pushed_out
-    }
-
-    /// The newest request, waiting for one; `None` once closed and empty.
-    async fn next(&self) -> Option<(Message, Instant)> {
-        loop {
-            // Registered before looking, so a push between the look and the wait is not missed.
-            let notified = self.ready.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(request) = self.backlog.lock().expect("backlog lock").pop() {
-                return Some(request);
-            }
-            if self.closed.load(Ordering::SeqCst) {
-                return None;
-            }
-            notified.await;
-        }
-    }
-
-    /// No more requests come: handlers finish what waits and stop.
-    fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-        self.ready.notify_waiters();
-    }
-}
-
 /// Why a request could not even be answered.
 #[derive(Debug, thiserror::Error)]
 enum Unanswerable {
@@ -294,7 +247,7 @@ impl Callout {
         let mut revocations_closed = false;
         let mut prune = tokio::time::interval(Duration::from_secs(60));
         let this = Arc::new(self);
-        let waiting = Arc::new(Waiting::new(MAX_WAITING));
+        let waiting = Arc::new(backlog::Waiting::new(MAX_WAITING));
         let mut handlers = JoinSet::new();
         for _ in 0..HANDLERS {
             let (this, waiting) = (Arc::clone(&this), Arc::clone(&waiting));
