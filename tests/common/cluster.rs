@@ -68,6 +68,25 @@ impl Cluster {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
+        // The plan's ports are free when picked, but tests run in parallel and another one can
+        // take a port before the server binds it: start again on new ports, a bounded number
+        // of times, saying why.
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            match Cluster::try_start().await {
+                Ok(cluster) => return cluster,
+                Err(e) if attempt < ATTEMPTS => {
+                    eprintln!(
+                        "starting the cluster failed (attempt {attempt}): {e}; again on new ports"
+                    )
+                }
+                Err(e) => panic!("starting the cluster failed {ATTEMPTS} times: {e}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    async fn try_start() -> Result<Cluster, local_cluster::LocalClusterError> {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let plan = ClusterPlan::new(dir.path(), "127.0.0.1", 3, None).unwrap();
@@ -94,8 +113,7 @@ impl Cluster {
         drop(outcome);
         let servers =
             local_cluster::start_servers(&nats_server_bin(), &plan, Duration::from_secs(15))
-                .await
-                .unwrap();
+                .await?;
         let nodes = plan
             .nodes
             .iter()
@@ -109,7 +127,7 @@ impl Cluster {
         let admin_creds = plan.nodes[0].out_dir.join("admin.creds");
         let cluster = Cluster { dir, data_dir, plan, nodes, admin_creds };
         cluster.await_meta_leader(Duration::from_secs(20)).await;
-        cluster
+        Ok(cluster)
     }
 
     /// Waits until every server names a JetStream meta leader.
