@@ -25,7 +25,9 @@
 //! `Nats-Expected-Last-Subject-Sequence` with the sequence the local check saw (0 = absent). A
 //! writer that slipped in between makes the whole batch fail with "wrong last sequence" (API
 //! error 10071, matched by code): nothing is stored, and the keys are read again to name the
-//! one that moved. A [`Op::Check`] writes nothing to its key: it becomes a message on the
+//! one that moved. While that other write is proposed but not committed the server says 10164
+//! instead; if the re-read shows nothing moved, the answer is [`StoreError::Unavailable`]
+//! (what it means when quorum is lost), else the conflict. A [`Op::Check`] writes nothing to its key: it becomes a message on the
 //! scratch subject [`CHECK_SUBJECT`] whose `Nats-Expected-Last-Subject-Sequence-Subject`
 //! points the server's sequence check at the checked key's subject. Republishing the checked
 //! value instead would bump its sequence and fail every concurrent batch that merely checked
