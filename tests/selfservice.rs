@@ -522,26 +522,26 @@ async fn a_sealed_creds_reply_opens_only_with_the_clients_key_and_shows_no_creds
     assert!(api(&direct).call("self.whoami", &json!({})).await.is_ok(), "a bad xkey regenerated");
 }
 
-#[tokio::test]
-async fn a_tenant_admin_manages_its_own_account_and_nothing_beyond_it() {
-    let s = setup().await;
+/// A role `lead` in acme that may publish `publish` with `self_service` rights, and its user
+/// `boss` with the password `boss-password`.
+async fn boss(s: &Setup, publish: &[&str], self_service: serde_json::Value) {
     s.admin
         .call(
             "role.create",
-            &json!({ "account": "acme", "name": "lead",
-                     "publish": { "allow": ["authd.self.>", "authd.account.>"] },
-                     "subscribe": { "allow": ["_INBOX.>"] },
-                     "self_service": { "admin": true } }),
+            &json!({ "account": "acme", "name": "lead", "publish": { "allow": publish },
+                     "subscribe": { "allow": ["_INBOX.>"] }, "self_service": self_service }),
         )
         .await
         .unwrap();
-    s.admin
-        .call(
-            "user.create",
-            &json!({"account": "acme", "name": "boss", "role": "lead", "password": "boss-password"}),
-        )
-        .await
-        .unwrap();
+    let boss =
+        json!({"account": "acme", "name": "boss", "role": "lead", "password": "boss-password"});
+    s.admin.call("user.create", &boss).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tenant_admin_manages_its_own_account_and_nothing_beyond_it() {
+    let s = setup().await;
+    boss(&s, &["authd.self.>", "authd.account.>"], json!({ "admin": true })).await;
     let (client, _events) = login(&s.stack, "boss", "boss-password").await.unwrap();
     let boss = api(&client);
     assert_eq!(boss.call("self.whoami", &json!({})).await.unwrap()["tenant_admin"], true);
@@ -633,19 +633,7 @@ async fn the_examples_fetch_sealed_creds_to_a_private_file_and_create_a_user_as_
     assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
     assert!(String::from_utf8_lossy(&ran.stdout).contains("\"login\": \"creds\""));
 
-    s.admin
-        .call(
-            "role.create",
-            &json!({ "account": "acme", "name": "lead",
-                     "publish": { "allow": ["authd.self.>"] }, "subscribe": { "allow": ["_INBOX.>"] },
-                     "self_service": { "admin": true } }),
-        )
-        .await
-        .unwrap();
-    s.admin
-        .call("user.create", &json!({"account": "acme", "name": "boss", "role": "lead", "password": "boss-password"}))
-        .await
-        .unwrap();
+    boss(&s, &["authd.self.>"], json!({ "admin": true })).await;
     let run = tokio::process::Command::new(tenant_admin)
         .args(["boss", "boss-password", "dev3", "dev3-password", "dev"])
         .arg(s.stack.url())
@@ -849,19 +837,7 @@ async fn a_tenant_admins_role_and_token_lists_and_its_own_tokens_page_within_its
 #[tokio::test]
 async fn self_service_lists_page_over_nats_and_the_client_follows_them() {
     let s = setup().await;
-    s.admin
-        .call(
-            "role.create",
-            &json!({ "account": "acme", "name": "lead",
-                     "publish": { "allow": ["authd.self.>"] }, "subscribe": { "allow": ["_INBOX.>"] },
-                     "self_service": { "admin": true, "tokens": true } }),
-        )
-        .await
-        .unwrap();
-    s.admin
-        .call("user.create", &json!({"account": "acme", "name": "boss", "role": "lead", "password": "boss-password"}))
-        .await
-        .unwrap();
+    boss(&s, &["authd.self.>"], json!({ "admin": true, "tokens": true })).await;
     for i in 0..4 {
         let body = json!({"account": "acme", "name": format!("u{i}"), "role": "plain"});
         s.admin.call("user.create", &body).await.unwrap();
