@@ -194,7 +194,8 @@ pub async fn run(
             signer,
             sealing,
             Arc::clone(&callout_stats),
-        );
+        )
+        .with_early_subscription(connection.dialer());
         let (revocations, stop) = (manager.revocations(), stop.clone());
         let callout =
             tokio::spawn(async move { callout.run(revocations, stop.cancelled_owned()).await });

@@ -278,6 +278,65 @@ pub struct Connection {
     shared: Arc<Mutex<Shared>>,
     stop: CancellationToken,
     failback: Option<JoinHandle<()>>,
+    /// For a second connection beside the client; `None` with TLS.
+    dialer: Option<Dialer>,
+}
+
+/// The service user's JWT and key, for connections made outside async-nats.
+#[derive(Clone)]
+struct Credentials {
+    jwt: String,
+    key_pair: Arc<nkeys::KeyPair>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("user", &self.key_pair.public_key()).finish()
+    }
+}
+
+/// What a hand-written connection beside the client needs (the callout's early subscription,
+/// `callout::early`): the server the client is on or trying, and the service user's
+/// credentials. Plain TCP only: [`Connection::dialer`] offers none when TLS is configured.
+#[derive(Clone, Debug)]
+pub struct Dialer {
+    shared: Arc<Mutex<Shared>>,
+    credentials: Credentials,
+    connect_timeout: Duration,
+}
+
+impl Dialer {
+    /// `host:port` of the server the client is connected to, or trying next.
+    pub fn target(&self) -> (String, u16) {
+        let shared = self.shared.lock().expect("connection state lock");
+        let addr = &shared.addrs[shared.target];
+        (addr.host().to_string(), addr.port())
+    }
+
+    /// Whether that server's URL asks for TLS or WebSocket, which the dialer does not speak.
+    pub fn target_is_plain(&self) -> bool {
+        let shared = self.shared.lock().expect("connection state lock");
+        let addr = &shared.addrs[shared.target];
+        !addr.tls_required() && !addr.is_websocket()
+    }
+
+    /// The service user's JWT.
+    pub fn jwt(&self) -> &str {
+        &self.credentials.jwt
+    }
+
+    /// base64url (no padding) of the service user's signature of `nonce`.
+    ///
+    /// # Errors
+    /// If the key cannot sign (a public-only key, never the case for the service user).
+    pub fn sign(&self, nonce: &[u8]) -> Result<String, nkeys::error::Error> {
+        Ok(data_encoding::BASE64URL_NOPAD.encode(&self.credentials.key_pair.sign(nonce)?))
+    }
+
+    /// Time-out of one connect attempt, the client's own.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
 }
 
 impl Connection {
@@ -289,6 +348,12 @@ impl Connection {
     /// A handle that reads the status from elsewhere (the status endpoint).
     pub fn status_handle(&self) -> StatusHandle {
         StatusHandle(Arc::clone(&self.shared))
+    }
+
+    /// A dialer for a second, hand-written connection beside the client; `None` when TLS is
+    /// configured (the dialer speaks plain TCP only).
+    pub fn dialer(&self) -> Option<Dialer> {
+        self.dialer.clone()
     }
 
     /// Stops the failback task and drains the client: pending replies go out, then it closes.
@@ -360,6 +425,7 @@ pub async fn connect(
     )
     .map_err(AuthorityError::from)?;
     let key_pair = Arc::new(user.identity.key_pair(authority.master())?);
+    let credentials = Credentials { jwt: jwt.clone(), key_pair: Arc::clone(&key_pair) };
 
     let addrs = settings
         .urls
@@ -436,7 +502,12 @@ pub async fn connect(
             stop.clone(),
         ))
     });
-    Ok(Connection { client, state: up, shared, stop, failback })
+    let dialer = (!settings.tls.is_set()).then(|| Dialer {
+        shared: Arc::clone(&shared),
+        credentials,
+        connect_timeout: settings.connect_timeout,
+    });
+    Ok(Connection { client, state: up, shared, stop, failback, dialer })
 }
 
 async fn wait_until_up(

@@ -11,6 +11,7 @@
 //! | module | job |
 //! | --- | --- |
 //! | [`names`] | well-known names: the built-in accounts and users, the server subjects |
+//! | [`wire`] | the bit of the NATS client protocol the callout's early subscription speaks itself |
 //! | [`model`] | records (operator, account, user, role, token), validated names and subjects |
 //! | [`claims`] | NATS JWT v2: encode, decode, verify; creds files |
 //! | [`vault`] | the master key, XChaCha20-Poly1305 sealing at rest, the private-file writer |
@@ -75,3 +76,4 @@ pub mod store;
 pub mod token;
 pub mod trust;
 pub mod vault;
+pub mod wire;

@@ -458,3 +458,67 @@ async fn hostile_requests_never_authorize_anyone_and_never_crash_the_service() {
     s.admin.call("status", &json!({})).await.unwrap();
     s.stack.login(password("dev1", DEV1_PASSWORD)).await.unwrap();
 }
+
+/// The early subscription ([`nats_authd::callout::early`]) receives authorization requests on
+/// its own connection, headers and reply subject intact, and is back by itself after the
+/// server restarts, with nothing from the async-nats client but the server's address.
+#[tokio::test]
+async fn the_early_subscription_receives_requests_and_is_back_after_a_restart() {
+    use nats_authd::callout::backlog::Waiting;
+    use nats_authd::callout::{early, CalloutStats, AUTH_SUBJECT};
+    use nats_authd::connection::{self, ConnectionSettings};
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+
+    let mut stack = Stack::init().await;
+    stack.start_server().await;
+    // The service's connection without the service (nobody else subscribes to the callout).
+    let settings = ConnectionSettings { urls: vec![stack.url()], ..stack.connection_settings() };
+    let connection =
+        connection::connect(stack.authority(), &settings, std::future::pending()).await.unwrap();
+    let dialer = connection.dialer().expect("no TLS: a dialer");
+    let waiting = Arc::new(Waiting::new(16));
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(early::run(
+        dialer,
+        Arc::clone(&waiting),
+        Arc::new(CalloutStats::default()),
+        stop.clone(),
+    ));
+
+    let msg = early_request(&stack, &waiting).await;
+    assert_eq!(msg.subject.as_str(), AUTH_SUBJECT);
+    assert!(msg.reply.as_deref().is_some_and(|r| !r.is_empty()), "{msg:?}");
+    assert!(msg.payload.len() > 100, "a sealed request: {msg:?}");
+    let xkey = msg.headers.as_ref().and_then(|h| h.get("Nats-Server-Xkey"));
+    assert!(xkey.is_some_and(|v| v.as_str().starts_with('X')), "{msg:?}");
+
+    stack.server.take().unwrap().kill().await;
+    stack.start_server().await;
+    let msg = early_request(&stack, &waiting).await;
+    assert_eq!(msg.subject.as_str(), AUTH_SUBJECT);
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the early subscription stops when told")
+        .unwrap();
+    connection.close().await;
+}
+
+/// A client's login makes the server send an authorization request; with no service running,
+/// only the early subscription can receive it (the client is refused later, and dropped).
+async fn early_request(
+    stack: &Stack,
+    waiting: &nats_authd::callout::backlog::Waiting<(async_nats::Message, tokio::time::Instant)>,
+) -> async_nats::Message {
+    for _ in 0..20 {
+        let login = stack.login(password("dev1", "pw"));
+        tokio::select! {
+            _ = login => {}
+            got = waiting.next() => return got.expect("open").0,
+            () = tokio::time::sleep(Duration::from_secs(3)) => {}
+        }
+    }
+    panic!("the early subscription received no request");
+}

@@ -12,6 +12,7 @@ pub mod backlog;
 pub mod cache;
 pub mod credential;
 pub mod directory;
+pub mod early;
 pub mod limiter;
 pub mod sealing;
 pub mod sessions;
@@ -31,12 +32,14 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::field::Empty;
 
 use crate::authority::Authority;
 use crate::claims::{
     self, AuthorizationRequest, AuthorizationResponse, Claims, ClaimsError, Validation,
 };
+use crate::connection::Dialer;
 use crate::model::Revoked;
 use crate::model::{self, AccountName, UnixTime, UserName};
 use crate::server_api::ServerApi;
@@ -123,6 +126,8 @@ pub struct Callout {
     workers: Option<(SessionWriter, AuditPublisher)>,
     /// Accounts' user-signing keys, opened once.
     signers: Signers,
+    /// For the early subscription ([`early`]); none with TLS.
+    dialer: Option<Dialer>,
 }
 
 /// Most opened signing keys kept; past that the cache starts over (one per account in use).
@@ -216,7 +221,15 @@ impl Callout {
             audit,
             workers: Some((writer, publisher)),
             signers: Signers::default(),
+            dialer: None,
         }
+    }
+
+    /// Also receives requests on a second connection that subscribes in its `CONNECT`
+    /// ([`early`]), so that none reach a restarted server before the subscription does.
+    pub fn with_early_subscription(mut self, dialer: Option<Dialer>) -> Self {
+        self.dialer = dialer;
+        self
     }
 
     /// Answers requests until `shutdown`; kicks sessions as `revoked` says. Requests in
@@ -257,6 +270,15 @@ impl Callout {
                 }
             });
         }
+        let early_stop = CancellationToken::new();
+        let early = this.dialer.clone().map(|dialer| {
+            tokio::spawn(early::run(
+                dialer,
+                Arc::clone(&waiting),
+                Arc::clone(&this.stats),
+                early_stop.clone(),
+            ))
+        });
         let mut in_flight = JoinSet::new();
         loop {
             tokio::select! {
@@ -295,6 +317,10 @@ impl Callout {
             }
         }
         let _ = requests.unsubscribe().await;
+        early_stop.cancel();
+        if let Some(early) = early {
+            let _ = early.await;
+        }
         // Requests already received are still answered (or dropped as expired), bounded below.
         waiting.close();
         let in_flight_done = async {
