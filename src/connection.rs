@@ -20,7 +20,9 @@
 //!   list; with any of them set, a server that does not speak TLS is refused, not used in clear.
 //!
 //! async-nats keeps subscriptions across reconnects, so the endpoints (and later the callout)
-//! are there after every move, once. Every move and state change is logged once, and
+//! are there after every move, once. The one other connection the service makes, the callout's
+//! receive-only early subscription (`callout::early`), follows this one's server through a
+//! [`Dialer`]. Every move and state change is logged once, and
 //! [`LinkStatus`] shows it to `authd.status`.
 
 use std::future::Future;
@@ -282,27 +284,22 @@ pub struct Connection {
     dialer: Option<Dialer>,
 }
 
-/// The service user's JWT and key, for connections made outside async-nats.
-#[derive(Clone)]
-struct Credentials {
-    jwt: String,
-    key_pair: Arc<nkeys::KeyPair>,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("user", &self.key_pair.public_key()).finish()
-    }
-}
-
 /// What a hand-written connection beside the client needs (the callout's early subscription,
-/// `callout::early`): the server the client is on or trying, and the service user's
-/// credentials. Plain TCP only: [`Connection::dialer`] offers none when TLS is configured.
-#[derive(Clone, Debug)]
+/// `callout::early`): the server the client is on or trying, and JWTs for the service user.
+/// Plain TCP only: [`Connection::dialer`] offers none when TLS is configured.
+#[derive(Clone)]
 pub struct Dialer {
     shared: Arc<Mutex<Shared>>,
-    credentials: Credentials,
     connect_timeout: Duration,
+    authority: Authority,
+    account: Arc<model::AccountRecord>,
+    user_key: String,
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialer").field("user", &self.user_key).finish_non_exhaustive()
+    }
 }
 
 impl Dialer {
@@ -313,29 +310,40 @@ impl Dialer {
         (addr.host().to_string(), addr.port())
     }
 
-    /// Whether that server's URL asks for TLS or WebSocket, which the dialer does not speak.
+    /// Whether that server's URL asks for neither TLS nor WebSocket, which the dialer does not
+    /// speak.
     pub fn target_is_plain(&self) -> bool {
         let shared = self.shared.lock().expect("connection state lock");
         let addr = &shared.addrs[shared.target];
         !addr.tls_required() && !addr.is_websocket()
     }
 
-    /// The service user's JWT.
-    pub fn jwt(&self) -> &str {
-        &self.credentials.jwt
-    }
-
-    /// base64url (no padding) of the service user's signature of `nonce`.
-    ///
-    /// # Errors
-    /// If the key cannot sign (a public-only key, never the case for the service user).
-    pub fn sign(&self, nonce: &[u8]) -> Result<String, nkeys::error::Error> {
-        Ok(data_encoding::BASE64URL_NOPAD.encode(&self.credentials.key_pair.sign(nonce)?))
-    }
-
     /// Time-out of one connect attempt, the client's own.
     pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout
+    }
+
+    /// A bearer JWT for the service user (nats-server checks no nonce signature, so the
+    /// `CONNECT` can be sent before the server's `INFO`) with `permissions`, valid until
+    /// `expires`.
+    ///
+    /// # Errors
+    /// If AUTH's signing key does not open.
+    pub fn bearer_jwt(
+        &self,
+        mut permissions: crate::claims::UserPermissionLimits,
+        expires: UnixTime,
+    ) -> Result<String, crate::trust::TrustError> {
+        permissions.bearer_token = true;
+        trust::user_jwt(
+            &self.account,
+            &self.user_key,
+            SERVICE_USER,
+            permissions,
+            Some(expires),
+            self.authority.master(),
+            model::now(),
+        )
     }
 }
 
@@ -425,7 +433,6 @@ pub async fn connect(
     )
     .map_err(AuthorityError::from)?;
     let key_pair = Arc::new(user.identity.key_pair(authority.master())?);
-    let credentials = Credentials { jwt: jwt.clone(), key_pair: Arc::clone(&key_pair) };
 
     let addrs = settings
         .urls
@@ -504,8 +511,10 @@ pub async fn connect(
     });
     let dialer = (!settings.tls.is_set()).then(|| Dialer {
         shared: Arc::clone(&shared),
-        credentials,
         connect_timeout: settings.connect_timeout,
+        authority: authority.clone(),
+        account: Arc::new(account),
+        user_key: user.identity.public.clone(),
     });
     Ok(Connection { client, state: up, shared, stop, failback, dialer })
 }

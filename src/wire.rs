@@ -145,12 +145,13 @@ fn parse_headers(block: &[u8]) -> Option<Vec<(String, String)>> {
     )
 }
 
-/// The `CONNECT` of a user authenticating with a JWT and its signature of the nonce.
+/// The `CONNECT` of a user authenticating with a JWT.
 #[derive(Debug, Serialize)]
 pub struct Connect<'a> {
     pub jwt: &'a str,
-    /// base64url (no padding) of the nonce's ed25519 signature.
-    pub sig: &'a str,
+    /// base64url (no padding) of the nonce's ed25519 signature; none for a bearer JWT.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sig: Option<&'a str>,
     pub name: &'a str,
     /// Never receive our own messages (this connection publishes nothing anyway).
     pub echo: bool,
@@ -166,7 +167,7 @@ pub struct Connect<'a> {
 
 impl<'a> Connect<'a> {
     /// A quiet (non-verbose) CONNECT with headers, as `name`.
-    pub fn new(jwt: &'a str, sig: &'a str, name: &'a str) -> Self {
+    pub fn new(jwt: &'a str, sig: Option<&'a str>, name: &'a str) -> Self {
         Connect {
             jwt,
             sig,
@@ -185,7 +186,9 @@ impl<'a> Connect<'a> {
 }
 
 /// `CONNECT`, `SUB subject queue sid` and `PING` as one buffer: the server applies the
-/// subscription as soon as it has accepted the connection, before it reads anything else.
+/// subscription as soon as it has accepted the connection, before it reads anything else
+/// (and, with a bearer JWT, without waiting for a round trip: it can be written before the
+/// server's `INFO` arrives).
 pub fn connect_and_subscribe(
     connect: &Connect<'_>,
     subject: &str,
@@ -308,7 +311,7 @@ mod tests {
     #[test]
     fn connect_sub_and_ping_go_in_one_buffer_in_that_order() {
         let bytes = connect_and_subscribe(
-            &Connect::new("eyJ", "c2ln", "nats-authd"),
+            &Connect::new("eyJ", Some("c2ln"), "nats-authd"),
             "$SYS.REQ.USER.AUTH",
             "q",
             1,
@@ -324,5 +327,7 @@ mod tests {
         assert_eq!(json["headers"], true);
         assert_eq!(lines[1], "SUB $SYS.REQ.USER.AUTH q 1");
         assert_eq!(lines[2], "PING");
+        let bearer = connect_and_subscribe(&Connect::new("eyJ", None, "n"), "s", "q", 1);
+        assert!(!String::from_utf8(bearer).unwrap().contains("sig"), "no sig for a bearer JWT");
     }
 }
