@@ -42,8 +42,31 @@ pub fn nats_server_bin() -> PathBuf {
     )
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, below the kernel's ephemeral range.
+///
+/// A port from `bind(0)` is an ephemeral one, which the kernel may hand to any outgoing
+/// connection (the tests open thousands) between this check and the server binding it: the
+/// server then fails with "address in use". Below the range only a listener can take it, and
+/// the counter keeps the tests of this process apart.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    const LOWEST: u32 = 10_000;
+    static START: OnceLock<u32> = OnceLock::new();
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let below = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|low| *low > LOWEST + 1_000)
+        .unwrap_or(32_768);
+    let span = below - LOWEST;
+    let start = *START.get_or_init(|| rand::random::<u32>() % span);
+    for _ in 0..span {
+        let port = (LOWEST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
