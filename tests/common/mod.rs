@@ -289,9 +289,12 @@ impl Stack {
             .connect(url)
             .await
             .unwrap();
+        // Probed with a short time-out: a request that goes unanswered (sent while the
+        // service's subscriptions were being made, say) must not use up the whole deadline.
+        let probe = AdminClient::new(client.clone(), API_PREFIX, Duration::from_secs(2));
         let admin = AdminClient::new(client, API_PREFIX, Duration::from_secs(10));
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while admin.send(&GetStatus {}).await.is_err() {
+        while probe.send(&GetStatus {}).await.is_err() {
             assert!(std::time::Instant::now() < deadline, "the service never answered");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
