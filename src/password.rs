@@ -7,10 +7,12 @@
 //! Each worker owns its argon2 memory block and reuses it for every hash. Allocating 19 MiB per
 //! hash (what `Argon2::verify_password` does) lets glibc raise its mmap threshold and keep the
 //! freed blocks in per-thread arenas: a few hundred logins left the process at ~1 GB RSS. With
-//! owned blocks the memory is `workers × 19 MiB` from the first hash on, whatever the load.
+//! reused blocks the memory is at most `workers × 19 MiB` whatever the load, and after
+//! [`IDLE_RELEASE`] without a hash the blocks are freed: a login burst leaves nothing behind.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 use argon2::password_hash::{rand_core::OsRng, Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -47,6 +49,9 @@ const BASELINE: Cost = Cost { memory_kib: 19 * 1024, passes: 2 };
 /// asking for more gets a one-off buffer, so memory stays bounded by our own parameters.
 const RETAINED_BLOCKS: usize = BASELINE.memory_kib as usize;
 
+/// How long the workers' blocks are kept without a hash before they are freed.
+pub const IDLE_RELEASE: Duration = Duration::from_secs(10);
+
 /// Longest decoded salt read from a PHC string (as argon2's own verifier allows).
 const MAX_SALT_BYTES: usize = 64;
 
@@ -66,7 +71,8 @@ pub enum Gated<G> {
     Refused,
 }
 
-/// A worker's argon2 memory, allocated on first use and kept.
+/// One hash's argon2 memory, allocated on first use and reused until the pool is idle.
+#[derive(Default)]
 struct Memory {
     blocks: Vec<Block>,
 }
@@ -90,23 +96,32 @@ type Job = Box<dyn FnOnce(&mut Memory) + Send>;
 
 /// The worker threads and the queue feeding them. Dropping it (with the last
 /// [`PasswordHasher`] clone) closes the queue: each worker finishes its current hash and exits.
-#[derive(Debug)]
 struct Pool {
     jobs: mpsc::Sender<Job>,
+    /// Memory blocks between jobs (read by the unit tests).
+    idle: Arc<Mutex<Vec<Memory>>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let idle = self.idle.lock().map_or(0, |idle| idle.len());
+        f.debug_struct("Pool").field("idle_buffers", &idle).finish_non_exhaustive()
+    }
 }
 
 impl Pool {
-    fn new(workers: usize) -> Pool {
+    fn new(workers: usize, release_after: Duration) -> Pool {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
+        let idle = Arc::new(Mutex::new(Vec::new()));
         for i in 0..workers {
-            let queue = Arc::clone(&queue);
+            let (queue, idle) = (Arc::clone(&queue), Arc::clone(&idle));
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
-                .spawn(move || worker(&queue))
+                .spawn(move || worker(&queue, &idle, release_after))
                 .expect("spawn an argon2 worker thread");
         }
-        Pool { jobs }
+        Pool { jobs, idle }
     }
 
     /// Runs `work` on a worker; the caller holds a permit, so a worker is (about to be) free.
@@ -123,16 +138,29 @@ impl Pool {
     }
 }
 
-fn worker(queue: &Mutex<mpsc::Receiver<Job>>) {
-    let mut memory = Memory { blocks: Vec::new() };
+/// Takes jobs until the queue closes. Memory blocks live in `idle` between jobs (at most one
+/// per worker exists, since each job holds one); the worker waiting on the queue frees them
+/// all when no job came for `release_after` ([`IDLE_RELEASE`]).
+fn worker(queue: &Mutex<mpsc::Receiver<Job>>, idle: &Mutex<Vec<Memory>>, release_after: Duration) {
     loop {
         let job = match queue.lock() {
-            Ok(queue) => queue.recv(),
+            Ok(queue) => queue.recv_timeout(release_after),
             Err(_) => return,
         };
-        let Ok(job) = job else { return };
+        let job = match job {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                idle.lock().map(|mut idle| idle.clear()).unwrap_or_default();
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let mut memory = idle.lock().ok().and_then(|mut idle| idle.pop()).unwrap_or_default();
         // A panicking hash fails its own request (its reply is dropped), not the worker.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut memory)));
+        if let Ok(mut idle) = idle.lock() {
+            idle.push(memory);
+        }
     }
 }
 
@@ -209,13 +237,17 @@ impl Default for PasswordHasher {
 }
 
 impl PasswordHasher {
-    /// At most `max_concurrent` hashes at a time, on as many worker threads (each keeping
-    /// 19 MiB once it has hashed).
+    /// At most `max_concurrent` hashes at a time, on as many worker threads (19 MiB each
+    /// while hashes come, none after [`IDLE_RELEASE`] without one).
     pub fn new(max_concurrent: usize) -> Self {
+        Self::releasing_after(max_concurrent, IDLE_RELEASE)
+    }
+
+    fn releasing_after(max_concurrent: usize, release_after: Duration) -> Self {
         let workers = max_concurrent.max(1);
         PasswordHasher {
             permits: Arc::new(Semaphore::new(workers)),
-            pool: Arc::new(Pool::new(workers)),
+            pool: Arc::new(Pool::new(workers, release_after)),
             cost: BASELINE,
             verified: Arc::default(),
         }
@@ -369,6 +401,28 @@ mod tests {
         let truncated = ours.rsplit_once('$').unwrap().0.to_string();
         let err = hasher.verify(Zeroizing::new("pw-ours".into()), truncated).await.unwrap_err();
         assert!(matches!(err, PasswordError::MalformedHash));
+    }
+
+    #[tokio::test]
+    async fn idle_workers_free_their_memory_and_hash_again_after() {
+        let hasher = PasswordHasher::releasing_after(2, Duration::from_secs(1));
+        let held = |h: &PasswordHasher| {
+            let idle = h.pool.idle.lock().unwrap();
+            (idle.len(), idle.iter().map(|m| m.blocks.len()).sum::<usize>())
+        };
+        let phc = hasher.hash(Zeroizing::new("first password".into())).await.unwrap();
+        // The answer goes out before the worker puts the memory back.
+        let deadline = std::time::Instant::now() + Duration::from_millis(500);
+        while held(&hasher) != (1, RETAINED_BLOCKS) {
+            assert!(std::time::Instant::now() < deadline, "not kept: {:?}", held(&hasher));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while held(&hasher).0 > 0 {
+            assert!(std::time::Instant::now() < deadline, "never freed: {:?}", held(&hasher));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(hasher.verify(Zeroizing::new("first password".into()), phc).await.unwrap());
     }
 
     fn vm_rss_kib() -> u64 {
