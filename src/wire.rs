@@ -145,8 +145,8 @@ fn parse_headers(block: &[u8]) -> Option<Vec<(String, String)>> {
     )
 }
 
-/// The `CONNECT` of a user authenticating with a JWT.
-#[derive(Debug, Serialize)]
+/// The `CONNECT` of a user authenticating with a JWT (its `Debug` leaves the JWT out).
+#[derive(Serialize)]
 pub struct Connect<'a> {
     pub jwt: &'a str,
     /// base64url (no padding) of the nonce's ed25519 signature; none for a bearer JWT.
@@ -162,7 +162,15 @@ pub struct Connect<'a> {
     pub version: &'a str,
     pub protocol: u8,
     pub headers: bool,
+    /// Off: the connection makes no requests (and with it on, a server without headers
+    /// refuses the connection).
     pub no_responders: bool,
+}
+
+impl std::fmt::Debug for Connect<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connect").field("name", &self.name).finish_non_exhaustive()
+    }
 }
 
 impl<'a> Connect<'a> {
@@ -180,7 +188,7 @@ impl<'a> Connect<'a> {
             version: env!("CARGO_PKG_VERSION"),
             protocol: 1,
             headers: true,
-            no_responders: true,
+            no_responders: false,
         }
     }
 }

@@ -12,24 +12,26 @@
 //! This task keeps a second, minimal connection as the service user (`wire`) that writes
 //! `CONNECT`, the queue subscription and `PING` as one buffer the moment the TCP connection is
 //! up, before the server's `INFO`: it authenticates with a bearer JWT (no nonce to sign) that
-//! may only subscribe to `$SYS.REQ.USER.AUTH` and publish nothing, and expires after
-//! [`BEARER_TTL`]. The server then sets up the subscription as the first thing it reads from
+//! allows one subscription, to `$SYS.REQ.USER.AUTH` in the service's queue group, and no
+//! publish, and expires after [`BEARER_TTL`]. The server then sets up the subscription as the first thing it reads from
 //! the first connection it accepts, ahead of every client, which each still need a round trip.
 //! It only receives: requests go into the same backlog as the client's, and the handlers
 //! answer through the client (which queues the answer until it is back, milliseconds later).
 //!
-//! The `CONNECT` goes out before `INFO` only to an address whose previous `INFO` did not ask
-//! for TLS, so that the JWT is never sent in clear to a server that expects TLS.
+//! The `CONNECT` goes out before `INFO` only to an address whose last `INFO` said plain TCP,
+//! and not again after an attempt that got no plain `INFO`; an address that asks for TLS is not
+//! tried again. A server that switched to TLS gets the JWT in clear at most once.
 //!
 //! It follows the client's server ([`Dialer::target`]), retries every
 //! [`FAST_RETRY_DELAY`] for [`FAST_RETRY_WINDOW`] after losing it and then every
 //! [`SOLE_SERVER_RETRY`], and stays off where TLS is configured or asked for by the server.
 
+use std::str::FromStr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::{HeaderMap, Message};
+use async_nats::{HeaderMap, HeaderName, Message};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -50,6 +52,9 @@ const SID: u64 = 1;
 const PING_INTERVAL: Duration = Duration::from_secs(20);
 /// Delay after the server refused the connection (`-ERR`): not worth hammering.
 const REFUSED_DELAY: Duration = Duration::from_secs(1);
+/// How often a connection checks that the client is still on its server (after a failover or
+/// a failback it follows).
+const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 /// How often to look again whether the client's server has become plain TCP.
 const OFF_DELAY: Duration = Duration::from_secs(5);
 /// Lifetime of the bearer JWT: a copy taken off the wire is of use for at most this long (and
@@ -68,6 +73,17 @@ enum Ended {
     Refused(String),
     /// The server wants TLS.
     Tls,
+    /// Ended on purpose: the client moved to another server, or the JWT is due for renewal.
+    Renew,
+}
+
+/// What one attempt learnt about its address.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The server's `INFO` said plain TCP.
+    plain_info: bool,
+    /// The `CONNECT` went out before any `INFO`.
+    wrote_early: bool,
 }
 
 /// Receives authorization requests into `waiting` until `stop`.
@@ -83,28 +99,41 @@ pub async fn run(
     let mut bearer = Bearer::default();
     // The address whose last `INFO` said plain TCP: there, `CONNECT` goes before `INFO`.
     let mut plain: Option<(String, u16)> = None;
+    // An address that asked for TLS: not tried again (the client's own URL is `nats://`).
+    let mut tls_at: Option<(String, u16)> = None;
     loop {
-        let delay = if !dialer.target_is_plain() {
+        let target = dialer.target();
+        let delay = if !dialer.target_is_plain() || tls_at.as_ref() == Some(&target) {
             OFF_DELAY
         } else {
-            let (host, port) = dialer.target();
-            let early = plain.as_ref() == Some(&(host.clone(), port));
+            let (host, port) = target.clone();
+            let mut seen = Seen::default();
             let ended = match bearer.jwt(&dialer) {
-                Err(e) => {
-                    // Not expected (the client's own JWT came from the same key); try later.
-                    tracing::warn!(error = %e, "cannot sign the early callout subscription's JWT");
-                    Ended::Failed(e.to_string())
+                Err(e) => Ended::Refused(format!("cannot sign its JWT: {e}")),
+                Ok((jwt, renew_at)) => {
+                    let early = plain.as_ref() == Some(&target);
+                    let follow = || dialer.target();
+                    let attempt = Attempt {
+                        host: &host,
+                        port,
+                        jwt,
+                        early,
+                        renew_at,
+                        connect_timeout: dialer.connect_timeout(),
+                        target: &follow,
+                    };
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        ended = attempt.run(&mut seen, &waiting, &stats) => ended,
+                    }
                 }
-                Ok(jwt) => tokio::select! {
-                    () = stop.cancelled() => return,
-                    ended = session(&dialer, &host, port, jwt, early, &waiting, &stats) => ended,
-                },
             };
-            plain = match &ended {
-                Ended::Tls => None,
-                Ended::Lost | Ended::Refused(_) => Some((host.clone(), port)),
-                Ended::Failed(_) => plain,
-            };
+            if seen.plain_info {
+                plain = Some(target.clone());
+            } else if seen.wrote_early {
+                // Written before an `INFO` that never came plain: not again without one.
+                plain = None;
+            }
             match ended {
                 Ended::Lost => {
                     tracing::debug!(%host, port, "early callout subscription lost; retrying");
@@ -112,6 +141,7 @@ pub async fn run(
                     last_complaint.clear();
                     FAST_RETRY_DELAY
                 }
+                Ended::Renew => Duration::ZERO,
                 Ended::Failed(_) if lost_at.elapsed() < FAST_RETRY_WINDOW => FAST_RETRY_DELAY,
                 Ended::Failed(cause) => {
                     tracing::debug!(%host, port, %cause, "early callout subscription: no server");
@@ -119,16 +149,15 @@ pub async fn run(
                 }
                 Ended::Refused(cause) => {
                     if cause != last_complaint {
-                        tracing::warn!(%host, port, %cause, "the server refused the early callout subscription");
+                        tracing::warn!(%host, port, %cause, "the early callout subscription was refused");
                         last_complaint = cause;
                     }
                     REFUSED_DELAY
                 }
                 Ended::Tls => {
-                    if last_complaint != "tls" {
-                        tracing::info!(%host, port, "the server asks for TLS: no early callout subscription there");
-                        last_complaint = "tls".into();
-                    }
+                    tracing::info!(%host, port, "the server asks for TLS: no early callout subscription there");
+                    plain = None;
+                    tls_at = Some(target);
                     OFF_DELAY
                 }
             }
@@ -140,16 +169,22 @@ pub async fn run(
     }
 }
 
-/// What the bearer JWT allows: subscribing to authorization requests, nothing else.
+/// What the bearer JWT allows: one subscription to authorization requests, in the service's
+/// queue group only (so a stolen copy cannot take every request), and no publish.
 fn receive_only() -> UserPermissionLimits {
-    UserPermissionLimits {
+    let mut limits = UserPermissionLimits {
         permissions: crate::claims::Permissions {
             publish: Permission { allow: vec![], deny: vec![">".into()] },
-            subscribe: Permission { allow: vec![AUTH_SUBJECT.into()], deny: vec![] },
+            subscribe: Permission {
+                allow: vec![format!("{AUTH_SUBJECT} {QUEUE_GROUP}")],
+                deny: vec![],
+            },
             response: None,
         },
         ..UserPermissionLimits::default()
-    }
+    };
+    limits.limits.subs = 1;
+    limits
 }
 
 /// The bearer JWT, minted again when half its life is gone.
@@ -157,132 +192,164 @@ fn receive_only() -> UserPermissionLimits {
 struct Bearer(Option<(String, UnixTime)>);
 
 impl Bearer {
-    fn jwt(&mut self, dialer: &Dialer) -> Result<&str, crate::trust::TrustError> {
+    /// The JWT, and when a connection made with it should end to take a fresh one (well
+    /// before the server would cut it at expiry).
+    fn jwt(&mut self, dialer: &Dialer) -> Result<(&str, Instant), crate::trust::TrustError> {
         let now = model::now();
         let ttl = BEARER_TTL.as_secs() as i64;
         if self.0.as_ref().is_none_or(|(_, expires)| expires - now < ttl / 2) {
             let expires = now + ttl;
             self.0 = Some((dialer.bearer_jwt(receive_only(), expires)?, expires));
         }
-        Ok(&self.0.as_ref().expect("just minted").0)
+        let (jwt, expires) = self.0.as_ref().expect("just minted");
+        let renew_in = u64::try_from(expires - now - ttl / 2).unwrap_or(0).max(1);
+        Ok((jwt, Instant::now() + Duration::from_secs(renew_in)))
     }
 }
 
-/// One connection, from connect to its end. `early`: write the `CONNECT` before reading the
-/// server's `INFO`.
-async fn session(
-    dialer: &Dialer,
-    host: &str,
+/// One connection attempt.
+struct Attempt<'a> {
+    host: &'a str,
     port: u16,
-    jwt: &str,
+    jwt: &'a str,
+    /// Write the `CONNECT` before reading the server's `INFO`.
     early: bool,
-    waiting: &Waiting<(Message, Instant)>,
-    stats: &CalloutStats,
-) -> Ended {
-    let failed = |e: &dyn std::fmt::Display| Ended::Failed(e.to_string());
-    let stream = match tokio::time::timeout(
-        dialer.connect_timeout(),
-        TcpStream::connect((host, port)),
-    )
-    .await
-    {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return failed(&e),
-        Err(_) => return failed(&"connect timed out"),
-    };
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    let hello = wire::connect_and_subscribe(
-        &Connect::new(jwt, None, "nats-authd callout"),
-        AUTH_SUBJECT,
-        QUEUE_GROUP,
-        SID,
-    );
-    if early {
-        if let Err(e) = writer.write_all(&hello).await {
-            return failed(&e);
-        }
-    }
+    /// When to end the connection to take a fresh JWT.
+    renew_at: Instant,
+    connect_timeout: Duration,
+    /// The client's server now: the connection ends when it is another.
+    target: &'a (dyn Fn() -> (String, u16) + Sync),
+}
 
-    let greeting = tokio::time::timeout(dialer.connect_timeout(), async {
-        loop {
-            match wire::parse(&mut buf) {
-                Ok(Some(ServerOp::Info(info))) => return Ok(info),
-                Ok(Some(other)) => return Err(format!("expected INFO, got {other:?}")),
-                Ok(None) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-            match reader.read_buf(&mut buf).await {
-                Ok(0) => return Err("closed before INFO".to_string()),
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
+impl Attempt<'_> {
+    /// From connect to its end; what it learnt about the address goes into `seen`.
+    async fn run(
+        &self,
+        seen: &mut Seen,
+        waiting: &Waiting<(Message, Instant)>,
+        stats: &CalloutStats,
+    ) -> Ended {
+        let failed = |e: &dyn std::fmt::Display| Ended::Failed(e.to_string());
+        let connect = TcpStream::connect((self.host, self.port));
+        let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return failed(&e),
+            Err(_) => return failed(&"connect timed out"),
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = stream.into_split();
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        let hello = wire::connect_and_subscribe(
+            &Connect::new(self.jwt, None, "nats-authd callout"),
+            AUTH_SUBJECT,
+            QUEUE_GROUP,
+            SID,
+        );
+        if self.early {
+            seen.wrote_early = true;
+            if let Err(e) = writer.write_all(&hello).await {
+                return failed(&e);
             }
         }
-    })
-    .await;
-    let info = match greeting {
-        Ok(Ok(info)) => info,
-        Ok(Err(e)) => return failed(&e),
-        Err(_) => return failed(&"no INFO in time"),
-    };
-    if info.tls_required {
-        return Ended::Tls;
-    }
-    if !early {
-        if let Err(e) = writer.write_all(&hello).await {
-            return failed(&e);
-        }
-    }
 
-    let mut up = false;
-    let mut awaiting_pong = true;
-    let mut keepalive = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
-    loop {
-        loop {
-            let op = match wire::parse(&mut buf) {
-                Ok(Some(op)) => op,
-                Ok(None) => break,
-                Err(e) => return protocol_error(up, &e),
-            };
-            match op {
-                ServerOp::Msg(msg) => {
-                    if waiting.push((message(msg), Instant::now())) {
-                        stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
+        let greeting = tokio::time::timeout(self.connect_timeout, async {
+            loop {
+                match wire::parse(&mut buf) {
+                    Ok(Some(ServerOp::Info(info))) => return Ok(info),
+                    Ok(Some(other)) => return Err(format!("expected INFO, got {other:?}")),
+                    Ok(None) => {}
+                    Err(e) => return Err(e.to_string()),
                 }
-                ServerOp::Ping => {
-                    if let Err(e) = writer.write_all(wire::PONG).await {
-                        return if up { Ended::Lost } else { failed(&e) };
-                    }
+                match reader.read_buf(&mut buf).await {
+                    Ok(0) => return Err("closed before INFO".to_string()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e.to_string()),
                 }
-                ServerOp::Pong => {
-                    if !up {
-                        tracing::debug!(%host, port, "early callout subscription in place");
-                    }
-                    up = true;
-                    awaiting_pong = false;
-                }
-                ServerOp::Err(text) => return Ended::Refused(text),
-                ServerOp::Ok | ServerOp::Info(_) => {}
+            }
+        })
+        .await;
+        let info = match greeting {
+            Ok(Ok(info)) => info,
+            Ok(Err(e)) => return failed(&e),
+            Err(_) => return failed(&"no INFO in time"),
+        };
+        if info.tls_required {
+            return Ended::Tls;
+        }
+        seen.plain_info = true;
+        if !self.early {
+            if let Err(e) = writer.write_all(&hello).await {
+                return failed(&e);
             }
         }
-        tokio::select! {
-            read = reader.read_buf(&mut buf) => match read {
-                Ok(n) if n > 0 => {}
-                Ok(_) if up => return Ended::Lost,
-                Ok(_) => return failed(&"closed by the server"),
-                Err(_) if up => return Ended::Lost,
-                Err(e) => return failed(&e),
-            },
-            _ = keepalive.tick() => {
-                if awaiting_pong {
-                    return if up { Ended::Lost } else { failed(&"no PONG") };
+
+        let (host, port) = (self.host, self.port);
+        let mut up = false;
+        let mut awaiting_pong = true;
+        let mut keepalive = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
+        let mut moved = tokio::time::interval(FOLLOW_INTERVAL);
+        let renew = tokio::time::sleep_until(self.renew_at);
+        tokio::pin!(renew);
+        loop {
+            loop {
+                let op = match wire::parse(&mut buf) {
+                    Ok(Some(op)) => op,
+                    Ok(None) => break,
+                    Err(e) => return protocol_error(up, &e),
+                };
+                match op {
+                    ServerOp::Msg(msg) => match message(msg) {
+                        Some(msg) => {
+                            if waiting.push((msg, Instant::now())) {
+                                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        None => {
+                            stats.dropped.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                "dropped an authorization request with a malformed header"
+                            );
+                        }
+                    },
+                    ServerOp::Ping => {
+                        if let Err(e) = writer.write_all(wire::PONG).await {
+                            return if up { Ended::Lost } else { failed(&e) };
+                        }
+                    }
+                    ServerOp::Pong => {
+                        if !up {
+                            tracing::debug!(%host, port, "early callout subscription in place");
+                        }
+                        up = true;
+                        awaiting_pong = false;
+                    }
+                    ServerOp::Err(text) => return Ended::Refused(text),
+                    ServerOp::Ok | ServerOp::Info(_) => {}
                 }
-                if writer.write_all(b"PING\r\n").await.is_err() {
-                    return Ended::Lost;
+            }
+            tokio::select! {
+                read = reader.read_buf(&mut buf) => match read {
+                    Ok(n) if n > 0 => {}
+                    Ok(_) if up => return Ended::Lost,
+                    Ok(_) => return failed(&"closed by the server"),
+                    Err(_) if up => return Ended::Lost,
+                    Err(e) => return failed(&e),
+                },
+                _ = keepalive.tick() => {
+                    if awaiting_pong {
+                        return if up { Ended::Lost } else { failed(&"no PONG") };
+                    }
+                    if writer.write_all(b"PING\r\n").await.is_err() {
+                        return Ended::Lost;
+                    }
+                    awaiting_pong = true;
                 }
-                awaiting_pong = true;
+                _ = moved.tick() => {
+                    if (self.target)() != (host.to_string(), port) {
+                        return Ended::Renew;
+                    }
+                }
+                () = &mut renew => return Ended::Renew,
             }
         }
     }
@@ -297,16 +364,15 @@ fn protocol_error(up: bool, e: &WireError) -> Ended {
     }
 }
 
-/// The message as async-nats would have delivered it.
-fn message(msg: wire::Msg) -> Message {
-    let headers = (!msg.headers.is_empty()).then(|| {
-        let mut map = HeaderMap::new();
-        for (name, value) in msg.headers {
-            map.append(name, value);
-        }
-        map
-    });
-    Message {
+/// The message as async-nats would have delivered it; `None` if a header name is not one
+/// (async-nats panics on those, and the server passes them through).
+fn message(msg: wire::Msg) -> Option<Message> {
+    let mut headers = None;
+    for (name, value) in msg.headers {
+        let name = HeaderName::from_str(&name).ok()?;
+        headers.get_or_insert_with(HeaderMap::new).append(name, value);
+    }
+    Some(Message {
         subject: msg.subject.into(),
         reply: msg.reply.map(Into::into),
         length: msg.payload.len(),
@@ -314,19 +380,108 @@ fn message(msg: wire::Msg) -> Message {
         headers,
         status: None,
         description: None,
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpListener;
+
+    /// What the client writes before the server has said anything cannot be seen with a real
+    /// nats-server (it reads only after its `INFO`), so this listener plays the server's part
+    /// of the handshake: it records what arrives before and after its `INFO`.
+    async fn handshake(listener: &TcpListener, info: &str) -> (Vec<u8>, Vec<u8>) {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut before = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_millis(300), socket.read(&mut before))
+            .await
+            .map_or(0, |read| read.unwrap());
+        before.truncate(n);
+        socket.write_all(info.as_bytes()).await.unwrap();
+        let mut after = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_millis(300), socket.read(&mut after))
+            .await
+            .map_or(0, |read| read.unwrap());
+        after.truncate(n);
+        (before, after)
+    }
+
+    async fn attempt(port: u16, early: bool, seen: &mut Seen) -> Ended {
+        let target = move || ("127.0.0.1".to_string(), port);
+        let attempt = Attempt {
+            host: "127.0.0.1",
+            port,
+            jwt: "bearer.jwt.here",
+            early,
+            renew_at: Instant::now() + Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(2),
+            target: &target,
+        };
+        let waiting = Waiting::new(4);
+        let stats = CalloutStats::default();
+        tokio::time::timeout(Duration::from_secs(5), attempt.run(seen, &waiting, &stats))
+            .await
+            .expect("the attempt ends when the listener hangs up")
+    }
+
+    #[tokio::test]
+    async fn the_connect_goes_before_info_only_when_asked_and_only_after_a_plain_info() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let plain = "INFO {\"nonce\":\"n\",\"headers\":true}\r\n";
+
+        // Not early: nothing before INFO, CONNECT + SUB + PING after it.
+        let mut seen = Seen::default();
+        let (server, ended) =
+            tokio::join!(handshake(&listener, plain), attempt(port, false, &mut seen));
+        let (before, after) = server;
+        assert!(before.is_empty(), "{:?}", String::from_utf8_lossy(&before));
+        let after = String::from_utf8(after).unwrap();
+        assert!(after.starts_with("CONNECT {") && after.contains("\"jwt\":\"bearer.jwt.here\""));
+        assert!(after.contains(&format!("SUB {AUTH_SUBJECT} {QUEUE_GROUP} 1\r\nPING\r\n")));
+        assert!(!after.contains("\"sig\""), "a bearer JWT signs no nonce");
+        assert!(seen.plain_info && !seen.wrote_early);
+        assert!(matches!(ended, Ended::Failed(_)), "no PONG came: {ended:?}");
+
+        // Early: all of it before the INFO.
+        let mut seen = Seen::default();
+        let (server, _) = tokio::join!(handshake(&listener, plain), attempt(port, true, &mut seen));
+        let before = String::from_utf8(server.0).unwrap();
+        assert!(before.starts_with("CONNECT {") && before.ends_with("PING\r\n"), "{before:?}");
+        assert!(seen.plain_info && seen.wrote_early);
+
+        // A server asking for TLS gets nothing from a cautious attempt.
+        let tls = "INFO {\"nonce\":\"n\",\"tls_required\":true}\r\n";
+        let mut seen = Seen::default();
+        let (server, ended) =
+            tokio::join!(handshake(&listener, tls), attempt(port, false, &mut seen));
+        assert!(server.0.is_empty() && server.1.is_empty(), "{server:?}");
+        assert!(matches!(ended, Ended::Tls));
+        assert!(!seen.plain_info);
+    }
+
+    #[test]
+    fn a_header_name_async_nats_would_panic_on_drops_the_message() {
+        let msg = |name: &str| wire::Msg {
+            subject: AUTH_SUBJECT.into(),
+            sid: 1,
+            reply: Some("r".into()),
+            headers: vec![(name.to_string(), "v".to_string())],
+            payload: bytes::Bytes::from_static(b"x"),
+        };
+        assert!(message(msg("Nats-Server-Xkey")).is_some());
+        assert!(message(msg("Bad Name\u{fc}")).is_none());
+    }
 
     #[test]
     fn the_bearer_jwt_may_subscribe_to_requests_and_publish_nothing() {
         let p = receive_only();
         assert_eq!(p.permissions.publish.deny, vec![">".to_string()]);
         assert!(p.permissions.publish.allow.is_empty());
-        assert_eq!(p.permissions.subscribe.allow, vec![AUTH_SUBJECT.to_string()]);
+        // `subject queue`: only in the service's queue group, so a copy cannot take them all.
+        assert_eq!(p.permissions.subscribe.allow, vec![format!("{AUTH_SUBJECT} {QUEUE_GROUP}")]);
+        assert_eq!(p.limits.subs, 1);
         assert!(p.permissions.response.is_none(), "no reply rights either");
     }
 }

@@ -318,8 +318,11 @@ impl Callout {
         }
         let _ = requests.unsubscribe().await;
         early_stop.cancel();
-        if let Some(early) = early {
-            let _ = early.await;
+        if let Some(Err(e)) = match early {
+            Some(early) => Some(early.await),
+            None => None,
+        } {
+            tracing::error!(error = %e, "the early callout subscription task failed");
         }
         // Requests already received are still answered (or dropped as expired), bounded below.
         waiting.close();
