@@ -52,6 +52,10 @@ const SID: u64 = 1;
 const PING_INTERVAL: Duration = Duration::from_secs(20);
 /// Delay after the server refused the connection (`-ERR`): not worth hammering.
 const REFUSED_DELAY: Duration = Duration::from_secs(1);
+/// Pause between connect attempts in [`dial_spinning`].
+const SPIN_DELAY: Duration = Duration::from_micros(250);
+/// Time-out of one of those attempts (a refused one on a reachable host takes microseconds).
+const SPIN_CONNECT_TIMEOUT: Duration = Duration::from_millis(100);
 /// How often a connection checks that the client is still on its server (after a failover or
 /// a failback it follows).
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
@@ -113,11 +117,13 @@ pub async fn run(
                 Ok((jwt, renew_at)) => {
                     let early = plain.as_ref() == Some(&target);
                     let follow = || dialer.target();
+                    let in_window = lost_at.elapsed() < FAST_RETRY_WINDOW;
                     let attempt = Attempt {
                         host: &host,
                         port,
                         jwt,
                         early,
+                        spin_until: (early && in_window).then(|| lost_at + FAST_RETRY_WINDOW),
                         renew_at,
                         connect_timeout: dialer.connect_timeout(),
                         target: &follow,
@@ -132,6 +138,7 @@ pub async fn run(
                 plain = Some(target.clone());
             } else if seen.wrote_early {
                 // Written before an `INFO` that never came plain: not again without one.
+                tracing::debug!(%host, port, ?ended, "early: no plain INFO after an early CONNECT");
                 plain = None;
             }
             match ended {
@@ -214,6 +221,8 @@ struct Attempt<'a> {
     jwt: &'a str,
     /// Write the `CONNECT` before reading the server's `INFO`.
     early: bool,
+    /// With `early`: connect from a blocking thread, trying every [`SPIN_DELAY`] until then.
+    spin_until: Option<Instant>,
     /// When to end the connection to take a fresh JWT.
     renew_at: Instant,
     connect_timeout: Duration,
@@ -230,22 +239,33 @@ impl Attempt<'_> {
         stats: &CalloutStats,
     ) -> Ended {
         let failed = |e: &dyn std::fmt::Display| Ended::Failed(e.to_string());
-        let connect = TcpStream::connect((self.host, self.port));
-        let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return failed(&e),
-            Err(_) => return failed(&"connect timed out"),
-        };
-        let _ = stream.set_nodelay(true);
-        let (mut reader, mut writer) = stream.into_split();
-        let mut buf = BytesMut::with_capacity(16 * 1024);
         let hello = wire::connect_and_subscribe(
             &Connect::new(self.jwt, None, "nats-authd callout"),
             AUTH_SUBJECT,
             QUEUE_GROUP,
             SID,
         );
-        if self.early {
+        let (stream, written) = match (self.early, self.spin_until) {
+            (true, Some(until)) => {
+                seen.wrote_early = true;
+                match dial_spinning(self.host, self.port, &hello, until).await {
+                    Some(stream) => (stream, true),
+                    None => return failed(&"not back within the fast-retry window"),
+                }
+            }
+            _ => {
+                let connect = TcpStream::connect((self.host, self.port));
+                match tokio::time::timeout(self.connect_timeout, connect).await {
+                    Ok(Ok(stream)) => (stream, false),
+                    Ok(Err(e)) => return failed(&e),
+                    Err(_) => return failed(&"connect timed out"),
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = stream.into_split();
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        if self.early && !written {
             seen.wrote_early = true;
             if let Err(e) = writer.write_all(&hello).await {
                 return failed(&e);
@@ -355,6 +375,42 @@ impl Attempt<'_> {
     }
 }
 
+/// Connects to `host:port` and writes `hello` the moment the connection is up, trying every
+/// [`SPIN_DELAY`] until `until`. tokio's timers tick in milliseconds, and a restarted server
+/// takes the connections that queued up all at once: clients reconnecting on their own
+/// backoff arrive in waves, and the service must be in before a wave, not up to 3 ms after
+/// the listener opens. So this runs on a blocking thread, for at most the fast-retry window.
+async fn dial_spinning(host: &str, port: u16, hello: &[u8], until: Instant) -> Option<TcpStream> {
+    let addr = tokio::net::lookup_host((host, port)).await.ok()?.next()?;
+    let (hello, until) = (hello.to_vec(), until.into_std());
+    // Set when this future is dropped (shutdown): the thread stops at its next attempt.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let _stop_on_drop = StopOnDrop(Arc::clone(&stop));
+    let stream = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        while std::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            match std::net::TcpStream::connect_timeout(&addr, SPIN_CONNECT_TIMEOUT) {
+                Ok(mut stream) => {
+                    let _ = stream.set_nodelay(true);
+                    return stream.write_all(&hello).ok().map(|()| stream);
+                }
+                Err(_) => std::thread::sleep(SPIN_DELAY),
+            }
+        }
+        None
+    })
+    .await
+    .ok()??;
+    stream.set_nonblocking(true).ok()?;
+    TcpStream::from_std(stream).ok()
+}
+
 fn protocol_error(up: bool, e: &WireError) -> Ended {
     tracing::warn!(error = %e, "the early callout subscription read something that is not NATS");
     if up {
@@ -414,6 +470,7 @@ mod tests {
             port,
             jwt: "bearer.jwt.here",
             early,
+            spin_until: None,
             renew_at: Instant::now() + Duration::from_secs(60),
             connect_timeout: Duration::from_secs(2),
             target: &target,
