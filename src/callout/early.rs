@@ -19,8 +19,9 @@
 //! answer through the client (which queues the answer until it is back, milliseconds later).
 //!
 //! The `CONNECT` goes out before `INFO` only to an address whose last `INFO` said plain TCP,
-//! and not again after an attempt that got no plain `INFO`; an address that asks for TLS is not
-//! tried again. A server that switched to TLS gets the JWT in clear at most once.
+//! and not again after [`EARLY_MISSES`] attempts in a row that got no plain `INFO`; an address
+//! that asks for TLS is not tried again. A server that switched to TLS gets the JWT in clear at
+//! most that many times.
 //!
 //! It follows the client's server ([`Dialer::target`]), retries every
 //! [`FAST_RETRY_DELAY`] for [`FAST_RETRY_WINDOW`] after losing it and then every
@@ -52,6 +53,9 @@ const SID: u64 = 1;
 const PING_INTERVAL: Duration = Duration::from_secs(20);
 /// Delay after the server refused the connection (`-ERR`): not worth hammering.
 const REFUSED_DELAY: Duration = Duration::from_secs(1);
+/// Early `CONNECT`s in a row without a plain `INFO` after which the next attempt waits for
+/// one: what a server sees in clear if the address stopped speaking plain NATS.
+const EARLY_MISSES: u32 = 3;
 /// Pause between connect attempts in [`dial_spinning`].
 const SPIN_DELAY: Duration = Duration::from_micros(250);
 /// Time-out of one of those attempts (a refused one on a reachable host takes microseconds).
@@ -105,6 +109,8 @@ pub async fn run(
     let mut plain: Option<(String, u16)> = None;
     // An address that asked for TLS: not tried again (the client's own URL is `nats://`).
     let mut tls_at: Option<(String, u16)> = None;
+    // Early `CONNECT`s in a row that got no plain `INFO` back.
+    let mut misses = 0;
     loop {
         let target = dialer.target();
         let delay = if !dialer.target_is_plain() || tls_at.as_ref() == Some(&target) {
@@ -136,10 +142,17 @@ pub async fn run(
             };
             if seen.plain_info {
                 plain = Some(target.clone());
+                misses = 0;
             } else if seen.wrote_early {
-                // Written before an `INFO` that never came plain: not again without one.
-                tracing::debug!(%host, port, ?ended, "early: no plain INFO after an early CONNECT");
-                plain = None;
+                // Written before an `INFO` that never came plain. Once or twice is a server
+                // going down (it still accepts while it closes); a few in a row is not NATS
+                // in plain TCP, and the JWT waits for a plain `INFO` again.
+                misses += 1;
+                if misses >= EARLY_MISSES {
+                    tracing::debug!(%host, port, ?ended, "early: no plain INFO after early CONNECTs");
+                    plain = None;
+                    misses = 0;
+                }
             }
             match ended {
                 Ended::Lost => {
@@ -246,13 +259,13 @@ impl Attempt<'_> {
             SID,
         );
         let (stream, written) = match (self.early, self.spin_until) {
-            (true, Some(until)) => {
-                seen.wrote_early = true;
-                match dial_spinning(self.host, self.port, &hello, until).await {
-                    Some(stream) => (stream, true),
-                    None => return failed(&"not back within the fast-retry window"),
+            (true, Some(until)) => match dial_spinning(self.host, self.port, &hello, until).await {
+                Some(stream) => {
+                    seen.wrote_early = true;
+                    (stream, true)
                 }
-            }
+                None => return failed(&"not back within the fast-retry window"),
+            },
             _ => {
                 let connect = TcpStream::connect((self.host, self.port));
                 match tokio::time::timeout(self.connect_timeout, connect).await {
