@@ -27,6 +27,7 @@
 //! [`FAST_RETRY_DELAY`] for [`FAST_RETRY_WINDOW`] after losing it and then every
 //! [`SOLE_SERVER_RETRY`], and stays off where TLS is configured or asked for by the server.
 
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -58,8 +59,6 @@ const REFUSED_DELAY: Duration = Duration::from_secs(1);
 const EARLY_MISSES: u32 = 3;
 /// Pause between connect attempts in [`dial_spinning`].
 const SPIN_DELAY: Duration = Duration::from_micros(250);
-/// Time-out of one of those attempts (a refused one on a reachable host takes microseconds).
-const SPIN_CONNECT_TIMEOUT: Duration = Duration::from_millis(100);
 /// How often a connection checks that the client is still on its server (after a failover or
 /// a failback it follows).
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
@@ -88,8 +87,8 @@ enum Ended {
 /// What one attempt learnt about its address.
 #[derive(Debug, Default)]
 struct Seen {
-    /// The server's `INFO` said plain TCP.
-    plain_info: bool,
+    /// The server's `INFO` said plain TCP, on a connection to this address.
+    plain_info: Option<SocketAddr>,
     /// The `CONNECT` went out before any `INFO`.
     wrote_early: bool,
 }
@@ -105,8 +104,10 @@ pub async fn run(
     let mut lost_at = Instant::now();
     let mut last_complaint = String::new();
     let mut bearer = Bearer::default();
-    // The address whose last `INFO` said plain TCP: there, `CONNECT` goes before `INFO`.
-    let mut plain: Option<(String, u16)> = None;
+    // The target whose last `INFO` said plain TCP, and the address that said it: there,
+    // `CONNECT` goes before `INFO` (and the fast dial goes to that address, not to whichever
+    // the name resolves to first).
+    let mut plain: Option<((String, u16), SocketAddr)> = None;
     // An address that asked for TLS: not tried again (the client's own URL is `nats://`).
     let mut tls_at: Option<(String, u16)> = None;
     // Early `CONNECT`s in a row that got no plain `INFO` back.
@@ -121,15 +122,15 @@ pub async fn run(
             let ended = match bearer.jwt(&dialer) {
                 Err(e) => Ended::Refused(format!("cannot sign its JWT: {e}")),
                 Ok((jwt, renew_at)) => {
-                    let early = plain.as_ref() == Some(&target);
+                    let known = plain.as_ref().filter(|(at, _)| *at == target).map(|(_, a)| *a);
                     let follow = || dialer.target();
                     let in_window = lost_at.elapsed() < FAST_RETRY_WINDOW;
                     let attempt = Attempt {
                         host: &host,
                         port,
                         jwt,
-                        early,
-                        spin_until: (early && in_window).then(|| lost_at + FAST_RETRY_WINDOW),
+                        early: known.is_some(),
+                        spin: known.filter(|_| in_window).map(|a| (a, lost_at + FAST_RETRY_WINDOW)),
                         renew_at,
                         connect_timeout: dialer.connect_timeout(),
                         target: &follow,
@@ -140,8 +141,8 @@ pub async fn run(
                     }
                 }
             };
-            if seen.plain_info {
-                plain = Some(target.clone());
+            if let Some(addr) = seen.plain_info {
+                plain = Some((target.clone(), addr));
                 misses = 0;
             } else if seen.wrote_early {
                 // Written before an `INFO` that never came plain. Once or twice is a server
@@ -234,8 +235,9 @@ struct Attempt<'a> {
     jwt: &'a str,
     /// Write the `CONNECT` before reading the server's `INFO`.
     early: bool,
-    /// With `early`: connect from a blocking thread, trying every [`SPIN_DELAY`] until then.
-    spin_until: Option<Instant>,
+    /// With `early`: connect to this address from a blocking thread, trying every
+    /// [`SPIN_DELAY`] until then.
+    spin: Option<(SocketAddr, Instant)>,
     /// When to end the connection to take a fresh JWT.
     renew_at: Instant,
     connect_timeout: Duration,
@@ -258,14 +260,21 @@ impl Attempt<'_> {
             QUEUE_GROUP,
             SID,
         );
-        let (stream, written) = match (self.early, self.spin_until) {
-            (true, Some(until)) => match dial_spinning(self.host, self.port, &hello, until).await {
-                Some(stream) => {
-                    seen.wrote_early = true;
-                    (stream, true)
+        let (stream, written) = match (self.early, self.spin) {
+            (true, Some((addr, until))) => {
+                match dial_spinning(addr, &hello, until, self.connect_timeout).await {
+                    Dialed::Ready(stream) => {
+                        seen.wrote_early = true;
+                        (stream, true)
+                    }
+                    Dialed::WriteFailed(e) => {
+                        // Some of the `CONNECT` may have gone out.
+                        seen.wrote_early = true;
+                        return failed(&e);
+                    }
+                    Dialed::NotBack => return failed(&"not back within the fast-retry window"),
                 }
-                None => return failed(&"not back within the fast-retry window"),
-            },
+            }
             _ => {
                 let connect = TcpStream::connect((self.host, self.port));
                 match tokio::time::timeout(self.connect_timeout, connect).await {
@@ -276,6 +285,7 @@ impl Attempt<'_> {
             }
         };
         let _ = stream.set_nodelay(true);
+        let peer = stream.peer_addr().ok();
         let (mut reader, mut writer) = stream.into_split();
         let mut buf = BytesMut::with_capacity(16 * 1024);
         if self.early && !written {
@@ -309,7 +319,7 @@ impl Attempt<'_> {
         if info.tls_required {
             return Ended::Tls;
         }
-        seen.plain_info = true;
+        seen.plain_info = peer;
         if !self.early {
             if let Err(e) = writer.write_all(&hello).await {
                 return failed(&e);
@@ -388,13 +398,28 @@ impl Attempt<'_> {
     }
 }
 
-/// Connects to `host:port` and writes `hello` the moment the connection is up, trying every
+/// What [`dial_spinning`] came to.
+enum Dialed {
+    /// Connected, `CONNECT` written.
+    Ready(TcpStream),
+    /// Connected, but the write failed.
+    WriteFailed(std::io::Error),
+    /// No connection before the window closed (or the task stopped).
+    NotBack,
+}
+
+/// Connects to `addr` and writes `hello` the moment the connection is up, trying every
 /// [`SPIN_DELAY`] until `until`. tokio's timers tick in milliseconds, and a restarted server
 /// takes the connections that queued up all at once: clients reconnecting on their own
 /// backoff arrive in waves, and the service must be in before a wave, not up to 3 ms after
-/// the listener opens. So this runs on a blocking thread, for at most the fast-retry window.
-async fn dial_spinning(host: &str, port: u16, hello: &[u8], until: Instant) -> Option<TcpStream> {
-    let addr = tokio::net::lookup_host((host, port)).await.ok()?.next()?;
+/// the listener opens. So this runs on a blocking thread (one at a time: the attempt waits
+/// for it), for at most the fast-retry window.
+async fn dial_spinning(
+    addr: SocketAddr,
+    hello: &[u8],
+    until: Instant,
+    connect_timeout: Duration,
+) -> Dialed {
     let (hello, until) = (hello.to_vec(), until.into_std());
     // Set when this future is dropped (shutdown): the thread stops at its next attempt.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -405,23 +430,37 @@ async fn dial_spinning(host: &str, port: u16, hello: &[u8], until: Instant) -> O
         }
     }
     let _stop_on_drop = StopOnDrop(Arc::clone(&stop));
-    let stream = tokio::task::spawn_blocking(move || {
+    let dialed = tokio::task::spawn_blocking(move || {
         use std::io::Write as _;
-        while std::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
-            match std::net::TcpStream::connect_timeout(&addr, SPIN_CONNECT_TIMEOUT) {
+        while !stop.load(Ordering::Relaxed) {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let timeout = connect_timeout.min(left).max(Duration::from_millis(1));
+            match std::net::TcpStream::connect_timeout(&addr, timeout) {
                 Ok(mut stream) => {
                     let _ = stream.set_nodelay(true);
-                    return stream.write_all(&hello).ok().map(|()| stream);
+                    return match stream.write_all(&hello) {
+                        Ok(()) => Ok(stream),
+                        Err(e) => Err(Some(e)),
+                    };
                 }
                 Err(_) => std::thread::sleep(SPIN_DELAY),
             }
         }
-        None
+        Err(None)
     })
-    .await
-    .ok()??;
-    stream.set_nonblocking(true).ok()?;
-    TcpStream::from_std(stream).ok()
+    .await;
+    let stream = match dialed {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(Some(e))) => return Dialed::WriteFailed(e),
+        Ok(Err(None)) | Err(_) => return Dialed::NotBack,
+    };
+    match stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream)) {
+        Ok(stream) => Dialed::Ready(stream),
+        Err(e) => Dialed::WriteFailed(e),
+    }
 }
 
 fn protocol_error(up: bool, e: &WireError) -> Ended {
@@ -483,7 +522,7 @@ mod tests {
             port,
             jwt: "bearer.jwt.here",
             early,
-            spin_until: None,
+            spin: None,
             renew_at: Instant::now() + Duration::from_secs(60),
             connect_timeout: Duration::from_secs(2),
             target: &target,
@@ -511,7 +550,7 @@ mod tests {
         assert!(after.starts_with("CONNECT {") && after.contains("\"jwt\":\"bearer.jwt.here\""));
         assert!(after.contains(&format!("SUB {AUTH_SUBJECT} {QUEUE_GROUP} 1\r\nPING\r\n")));
         assert!(!after.contains("\"sig\""), "a bearer JWT signs no nonce");
-        assert!(seen.plain_info && !seen.wrote_early);
+        assert!(seen.plain_info.is_some() && !seen.wrote_early);
         assert!(matches!(ended, Ended::Failed(_)), "no PONG came: {ended:?}");
 
         // Early: all of it before the INFO.
@@ -519,7 +558,7 @@ mod tests {
         let (server, _) = tokio::join!(handshake(&listener, plain), attempt(port, true, &mut seen));
         let before = String::from_utf8(server.0).unwrap();
         assert!(before.starts_with("CONNECT {") && before.ends_with("PING\r\n"), "{before:?}");
-        assert!(seen.plain_info && seen.wrote_early);
+        assert!(seen.plain_info.is_some() && seen.wrote_early);
 
         // A server asking for TLS gets nothing from a cautious attempt.
         let tls = "INFO {\"nonce\":\"n\",\"tls_required\":true}\r\n";
@@ -528,7 +567,7 @@ mod tests {
             tokio::join!(handshake(&listener, tls), attempt(port, false, &mut seen));
         assert!(server.0.is_empty() && server.1.is_empty(), "{server:?}");
         assert!(matches!(ended, Ended::Tls));
-        assert!(!seen.plain_info);
+        assert!(seen.plain_info.is_none());
     }
 
     #[test]
