@@ -59,6 +59,9 @@ const REFUSED_DELAY: Duration = Duration::from_secs(1);
 const EARLY_MISSES: u32 = 3;
 /// Pause between connect attempts in [`dial_spinning`].
 const SPIN_DELAY: Duration = Duration::from_micros(250);
+/// Time-out of one of those attempts. A server further away than this gets the ordinary
+/// attempts once the window is over.
+const SPIN_CONNECT_TIMEOUT: Duration = Duration::from_millis(100);
 /// How often a connection checks that the client is still on its server (after a failover or
 /// a failback it follows).
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
@@ -437,7 +440,11 @@ async fn dial_spinning(
             if left.is_zero() {
                 break;
             }
-            let timeout = connect_timeout.min(left).max(Duration::from_millis(1));
+            // Short, whatever the client's own: in a storm the listen backlog overflows and
+            // a dropped SYN is resent by the kernel only after a second, while a new attempt
+            // goes out at once (with the client's time-out, 1,000-client storms got worse).
+            let timeout = SPIN_CONNECT_TIMEOUT.min(connect_timeout).min(left);
+            let timeout = timeout.max(Duration::from_millis(1));
             match std::net::TcpStream::connect_timeout(&addr, timeout) {
                 Ok(mut stream) => {
                     let _ = stream.set_nodelay(true);
