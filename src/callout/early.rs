@@ -13,19 +13,21 @@
 //! `CONNECT`, the queue subscription and `PING` as one buffer the moment the TCP connection is
 //! up, before the server's `INFO`: it authenticates with a bearer JWT (no nonce to sign) that
 //! allows one subscription, to `$SYS.REQ.USER.AUTH` in the service's queue group, and no
-//! publish, and expires after [`BEARER_TTL`]. The server then sets up the subscription as the first thing it reads from
-//! the first connection it accepts, ahead of every client, which each still need a round trip.
-//! It only receives: requests go into the same backlog as the client's, and the handlers
-//! answer through the client (which queues the answer until it is back, milliseconds later).
+//! publish, and expires after [`BEARER_TTL`]. The server sets up the subscription as the first
+//! thing it reads from that connection, ahead of clients that each still need a round trip
+//! (though a server busy with a storm may still serve some of them first). It only receives:
+//! requests go into the same backlog as the client's, and the handlers answer through the
+//! client (which queues the answer until it is back, milliseconds later).
 //!
 //! The `CONNECT` goes out before `INFO` only to an address whose last `INFO` said plain TCP,
-//! and not again after [`EARLY_MISSES`] attempts in a row that got no plain `INFO`; an address
+//! and not again after `EARLY_MISSES` attempts in a row that got no plain `INFO`; an address
 //! that asks for TLS is not tried again. A server that switched to TLS gets the JWT in clear at
 //! most that many times.
 //!
-//! It follows the client's server ([`Dialer::target`]), retries every
-//! [`FAST_RETRY_DELAY`] for [`FAST_RETRY_WINDOW`] after losing it and then every
-//! [`SOLE_SERVER_RETRY`], and stays off where TLS is configured or asked for by the server.
+//! It follows the client's server ([`Dialer::target`]). For [`FAST_RETRY_WINDOW`] after losing
+//! it, it dials the address that last spoke plain NATS every `SPIN_DELAY` from a blocking
+//! thread (`dial_spinning`); then every [`SOLE_SERVER_RETRY`]. It stays off where TLS is
+//! configured or asked for by the server.
 
 use std::net::SocketAddr;
 use std::str::FromStr;
