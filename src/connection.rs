@@ -303,19 +303,13 @@ impl std::fmt::Debug for Dialer {
 }
 
 impl Dialer {
-    /// `host:port` of the server the client is connected to, or trying next.
-    pub fn target(&self) -> (String, u16) {
+    /// `host:port` of the server the client is connected to, or trying next; `None` when its
+    /// URL asks for TLS or WebSocket, which the dialer does not speak.
+    pub fn target(&self) -> Option<(String, u16)> {
         let shared = self.shared.lock().expect("connection state lock");
         let addr = &shared.addrs[shared.target];
-        (addr.host().to_string(), addr.port())
-    }
-
-    /// Whether that server's URL asks for neither TLS nor WebSocket, which the dialer does not
-    /// speak.
-    pub fn target_is_plain(&self) -> bool {
-        let shared = self.shared.lock().expect("connection state lock");
-        let addr = &shared.addrs[shared.target];
-        !addr.tls_required() && !addr.is_websocket()
+        (!addr.tls_required() && !addr.is_websocket())
+            .then(|| (addr.host().to_string(), addr.port()))
     }
 
     /// Time-out of one connect attempt, the client's own.

@@ -150,7 +150,9 @@ fn worker(queue: &Mutex<mpsc::Receiver<Job>>, idle: &Mutex<Vec<Memory>>, release
         let job = match job {
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                idle.lock().map(|mut idle| idle.clear()).unwrap_or_default();
+                if let Ok(mut idle) = idle.lock() {
+                    idle.clear();
+                }
                 continue;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => return,

@@ -209,6 +209,8 @@ pub fn connect_and_subscribe(
 
 /// The answer to a server `PING`.
 pub const PONG: &[u8] = b"PONG\r\n";
+/// A keep-alive of our own.
+pub const PING: &[u8] = b"PING\r\n";
 
 #[cfg(test)]
 mod tests {

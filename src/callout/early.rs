@@ -109,82 +109,61 @@ pub async fn run(
     let mut lost_at = Instant::now();
     let mut last_complaint = String::new();
     let mut bearer = Bearer::default();
-    // The target whose last `INFO` said plain TCP, and the address that said it: there,
-    // `CONNECT` goes before `INFO` (and the fast dial goes to that address, not to whichever
-    // the name resolves to first).
-    let mut plain: Option<((String, u16), SocketAddr)> = None;
-    // An address that asked for TLS: not tried again (the client's own URL is `nats://`).
-    let mut tls_at: Option<(String, u16)> = None;
-    // Early `CONNECT`s in a row that got no plain `INFO` back.
-    let mut misses = 0;
+    let mut known = Known::default();
     loop {
-        let target = dialer.target();
-        let delay = if !dialer.target_is_plain() || tls_at.as_ref() == Some(&target) {
-            OFF_DELAY
-        } else {
-            let (host, port) = target.clone();
-            let mut seen = Seen::default();
-            let ended = match bearer.jwt(&dialer) {
-                Err(e) => Ended::Refused(format!("cannot sign its JWT: {e}")),
-                Ok((jwt, renew_at)) => {
-                    let known = plain.as_ref().filter(|(at, _)| *at == target).map(|(_, a)| *a);
-                    let follow = || dialer.target();
-                    let in_window = lost_at.elapsed() < FAST_RETRY_WINDOW;
-                    let attempt = Attempt {
-                        host: &host,
-                        port,
-                        jwt,
-                        early: known.is_some(),
-                        spin: known.filter(|_| in_window).map(|a| (a, lost_at + FAST_RETRY_WINDOW)),
-                        renew_at,
-                        connect_timeout: dialer.connect_timeout(),
-                        target: &follow,
-                    };
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        ended = attempt.run(&mut seen, &waiting, &stats) => ended,
+        let target = dialer.target().filter(|target| !known.wants_tls(target));
+        let delay = match target {
+            None => OFF_DELAY,
+            Some(target) => {
+                let (host, port) = target.clone();
+                let mut seen = Seen::default();
+                let ended = match bearer.jwt(&dialer) {
+                    Err(e) => Ended::Refused(format!("cannot sign its JWT: {e}")),
+                    Ok((jwt, renew_at)) => {
+                        let in_window = lost_at.elapsed() < FAST_RETRY_WINDOW;
+                        let follow = || dialer.target();
+                        let attempt = Attempt {
+                            host: &host,
+                            port,
+                            jwt,
+                            early: known.plain_at(&target).map(|addr| {
+                                (addr, in_window.then_some(lost_at + FAST_RETRY_WINDOW))
+                            }),
+                            renew_at,
+                            connect_timeout: dialer.connect_timeout(),
+                            target: &follow,
+                        };
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            ended = attempt.run(&mut seen, &waiting, &stats) => ended,
+                        }
                     }
-                }
-            };
-            if let Some(addr) = seen.plain_info {
-                plain = Some((target.clone(), addr));
-                misses = 0;
-            } else if seen.wrote_early {
-                // Written before an `INFO` that never came plain. Once or twice is a server
-                // going down (it still accepts while it closes); a few in a row is not NATS
-                // in plain TCP, and the JWT waits for a plain `INFO` again.
-                misses += 1;
-                if misses >= EARLY_MISSES {
-                    tracing::debug!(%host, port, ?ended, "early: no plain INFO after early CONNECTs");
-                    plain = None;
-                    misses = 0;
-                }
-            }
-            match ended {
-                Ended::Lost => {
-                    tracing::debug!(%host, port, "early callout subscription lost; retrying");
-                    lost_at = Instant::now();
-                    last_complaint.clear();
-                    FAST_RETRY_DELAY
-                }
-                Ended::Renew => Duration::ZERO,
-                Ended::Failed(_) if lost_at.elapsed() < FAST_RETRY_WINDOW => FAST_RETRY_DELAY,
-                Ended::Failed(cause) => {
-                    tracing::debug!(%host, port, %cause, "early callout subscription: no server");
-                    SOLE_SERVER_RETRY
-                }
-                Ended::Refused(cause) => {
-                    if cause != last_complaint {
-                        tracing::warn!(%host, port, %cause, "the early callout subscription was refused");
-                        last_complaint = cause;
+                };
+                known.learn(&target, &seen, matches!(ended, Ended::Tls));
+                match ended {
+                    Ended::Lost => {
+                        tracing::debug!(%host, port, "early callout subscription lost; retrying");
+                        lost_at = Instant::now();
+                        last_complaint.clear();
+                        FAST_RETRY_DELAY
                     }
-                    REFUSED_DELAY
-                }
-                Ended::Tls => {
-                    tracing::info!(%host, port, "the server asks for TLS: no early callout subscription there");
-                    plain = None;
-                    tls_at = Some(target);
-                    OFF_DELAY
+                    Ended::Renew => Duration::ZERO,
+                    Ended::Failed(_) if lost_at.elapsed() < FAST_RETRY_WINDOW => FAST_RETRY_DELAY,
+                    Ended::Failed(cause) => {
+                        tracing::debug!(%host, port, %cause, "early callout subscription: no server");
+                        SOLE_SERVER_RETRY
+                    }
+                    Ended::Refused(cause) => {
+                        if cause != last_complaint {
+                            tracing::warn!(%host, port, %cause, "the early callout subscription was refused");
+                            last_complaint = cause;
+                        }
+                        REFUSED_DELAY
+                    }
+                    Ended::Tls => {
+                        tracing::info!(%host, port, "the server asks for TLS: no early callout subscription there");
+                        OFF_DELAY
+                    }
                 }
             }
         };
@@ -195,20 +174,58 @@ pub async fn run(
     }
 }
 
+/// What the task learnt of the addresses it dialed: where the `CONNECT` may go before `INFO`
+/// (and the address that spoke plain NATS there), and where TLS was asked for.
+#[derive(Debug, Default)]
+struct Known {
+    /// The target whose last `INFO` said plain TCP, and the address that said it: the fast
+    /// dial goes there, not to whichever address the name resolves to first.
+    plain: Option<((String, u16), SocketAddr)>,
+    /// A target that asked for TLS: not tried again (the client's own URL is `nats://`).
+    tls: Option<(String, u16)>,
+    /// Early `CONNECT`s in a row that got no plain `INFO` back.
+    misses: u32,
+}
+
+impl Known {
+    /// Where to write the `CONNECT` before `INFO` at `target`, if anywhere.
+    fn plain_at(&self, target: &(String, u16)) -> Option<SocketAddr> {
+        self.plain.as_ref().filter(|(at, _)| at == target).map(|(_, addr)| *addr)
+    }
+
+    fn wants_tls(&self, target: &(String, u16)) -> bool {
+        self.tls.as_ref() == Some(target)
+    }
+
+    /// Takes in what one attempt at `target` saw; `tls`: its server asked for TLS.
+    fn learn(&mut self, target: &(String, u16), seen: &Seen, tls: bool) {
+        if tls {
+            self.plain = None;
+            self.tls = Some(target.clone());
+            self.misses = 0;
+        } else if let Some(addr) = seen.plain_info {
+            self.plain = Some((target.clone(), addr));
+            self.misses = 0;
+        } else if seen.wrote_early {
+            // Written before an `INFO` that never came plain. Once or twice is a server going
+            // down (it still accepts while it closes); a few in a row is not NATS in plain
+            // TCP, and the JWT waits for a plain `INFO` again.
+            self.misses += 1;
+            if self.misses >= EARLY_MISSES {
+                tracing::debug!(host = %target.0, port = target.1, "early: no plain INFO after early CONNECTs");
+                self.plain = None;
+                self.misses = 0;
+            }
+        }
+    }
+}
+
 /// What the bearer JWT allows: one subscription to authorization requests, in the service's
 /// queue group only (so a stolen copy cannot take every request), and no publish.
 fn receive_only() -> UserPermissionLimits {
-    let mut limits = UserPermissionLimits {
-        permissions: crate::claims::Permissions {
-            publish: Permission { allow: vec![], deny: vec![">".into()] },
-            subscribe: Permission {
-                allow: vec![format!("{AUTH_SUBJECT} {QUEUE_GROUP}")],
-                deny: vec![],
-            },
-            response: None,
-        },
-        ..UserPermissionLimits::default()
-    };
+    let mut limits = crate::policy::deny_all();
+    limits.permissions.subscribe =
+        Permission { allow: vec![format!("{AUTH_SUBJECT} {QUEUE_GROUP}")], deny: vec![] };
     limits.limits.subs = 1;
     limits
 }
@@ -238,16 +255,15 @@ struct Attempt<'a> {
     host: &'a str,
     port: u16,
     jwt: &'a str,
-    /// Write the `CONNECT` before reading the server's `INFO`.
-    early: bool,
-    /// With `early`: connect to this address from a blocking thread, trying every
-    /// [`SPIN_DELAY`] until then.
-    spin: Option<(SocketAddr, Instant)>,
+    /// Write the `CONNECT` before reading the server's `INFO`, to this address (it spoke plain
+    /// NATS last time); with an instant, dial it from a blocking thread every [`SPIN_DELAY`]
+    /// until then.
+    early: Option<(SocketAddr, Option<Instant>)>,
     /// When to end the connection to take a fresh JWT.
     renew_at: Instant,
     connect_timeout: Duration,
     /// The client's server now: the connection ends when it is another.
-    target: &'a (dyn Fn() -> (String, u16) + Sync),
+    target: &'a (dyn Fn() -> Option<(String, u16)> + Sync),
 }
 
 impl Attempt<'_> {
@@ -265,8 +281,8 @@ impl Attempt<'_> {
             QUEUE_GROUP,
             SID,
         );
-        let (stream, written) = match (self.early, self.spin) {
-            (true, Some((addr, until))) => {
+        let (stream, written) = match self.early {
+            Some((addr, Some(until))) => {
                 match dial_spinning(addr, &hello, until, self.connect_timeout).await {
                     Dialed::Ready(stream) => {
                         seen.wrote_early = true;
@@ -293,7 +309,7 @@ impl Attempt<'_> {
         let peer = stream.peer_addr().ok();
         let (mut reader, mut writer) = stream.into_split();
         let mut buf = BytesMut::with_capacity(16 * 1024);
-        if self.early && !written {
+        if self.early.is_some() && !written {
             seen.wrote_early = true;
             if let Err(e) = writer.write_all(&hello).await {
                 return failed(&e);
@@ -325,7 +341,7 @@ impl Attempt<'_> {
             return Ended::Tls;
         }
         seen.plain_info = peer;
-        if !self.early {
+        if self.early.is_none() {
             if let Err(e) = writer.write_all(&hello).await {
                 return failed(&e);
             }
@@ -387,13 +403,13 @@ impl Attempt<'_> {
                     if awaiting_pong {
                         return if up { Ended::Lost } else { failed(&"no PONG") };
                     }
-                    if writer.write_all(b"PING\r\n").await.is_err() {
+                    if writer.write_all(wire::PING).await.is_err() {
                         return Ended::Lost;
                     }
                     awaiting_pong = true;
                 }
                 _ = moved.tick() => {
-                    if (self.target)() != (host.to_string(), port) {
+                    if (self.target)() != Some((host.to_string(), port)) {
                         return Ended::Renew;
                     }
                 }
@@ -524,14 +540,17 @@ mod tests {
         (before, after)
     }
 
-    async fn attempt(port: u16, early: bool, seen: &mut Seen) -> Ended {
-        let target = move || ("127.0.0.1".to_string(), port);
+    /// One attempt at the listener on `port`: `early` writes before `INFO`, `dial` from the
+    /// blocking thread.
+    async fn attempt(port: u16, early: bool, dial: bool, seen: &mut Seen) -> Ended {
+        let target = move || Some(("127.0.0.1".to_string(), port));
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let until = Instant::now() + Duration::from_secs(1);
         let attempt = Attempt {
             host: "127.0.0.1",
             port,
             jwt: "bearer.jwt.here",
-            early,
-            spin: None,
+            early: early.then_some((addr, dial.then_some(until))),
             renew_at: Instant::now() + Duration::from_secs(60),
             connect_timeout: Duration::from_secs(2),
             target: &target,
@@ -552,7 +571,7 @@ mod tests {
         // Not early: nothing before INFO, CONNECT + SUB + PING after it.
         let mut seen = Seen::default();
         let (server, ended) =
-            tokio::join!(handshake(&listener, plain), attempt(port, false, &mut seen));
+            tokio::join!(handshake(&listener, plain), attempt(port, false, false, &mut seen));
         let (before, after) = server;
         assert!(before.is_empty(), "{:?}", String::from_utf8_lossy(&before));
         let after = String::from_utf8(after).unwrap();
@@ -564,7 +583,16 @@ mod tests {
 
         // Early: all of it before the INFO.
         let mut seen = Seen::default();
-        let (server, _) = tokio::join!(handshake(&listener, plain), attempt(port, true, &mut seen));
+        let (server, _) =
+            tokio::join!(handshake(&listener, plain), attempt(port, true, false, &mut seen));
+        let before = String::from_utf8(server.0).unwrap();
+        assert!(before.starts_with("CONNECT {") && before.ends_with("PING\r\n"), "{before:?}");
+        assert!(seen.plain_info.is_some() && seen.wrote_early);
+
+        // Early through the fast dial (a blocking thread): the same, before the INFO.
+        let mut seen = Seen::default();
+        let (server, _) =
+            tokio::join!(handshake(&listener, plain), attempt(port, true, true, &mut seen));
         let before = String::from_utf8(server.0).unwrap();
         assert!(before.starts_with("CONNECT {") && before.ends_with("PING\r\n"), "{before:?}");
         assert!(seen.plain_info.is_some() && seen.wrote_early);
@@ -573,10 +601,37 @@ mod tests {
         let tls = "INFO {\"nonce\":\"n\",\"tls_required\":true}\r\n";
         let mut seen = Seen::default();
         let (server, ended) =
-            tokio::join!(handshake(&listener, tls), attempt(port, false, &mut seen));
+            tokio::join!(handshake(&listener, tls), attempt(port, false, false, &mut seen));
         assert!(server.0.is_empty() && server.1.is_empty(), "{server:?}");
         assert!(matches!(ended, Ended::Tls));
         assert!(seen.plain_info.is_none());
+    }
+
+    #[test]
+    fn early_connects_go_only_where_plain_nats_answered_and_stop_after_three_misses() {
+        let here = ("nats.example".to_string(), 4222);
+        let there = ("other.example".to_string(), 4222);
+        let addr = SocketAddr::from(([10, 0, 0, 1], 4222));
+        let plain = Seen { plain_info: Some(addr), wrote_early: false };
+        let missed = Seen { plain_info: None, wrote_early: true };
+        let refused = Seen::default();
+        let mut known = Known::default();
+        assert_eq!(known.plain_at(&here), None, "nothing before a plain INFO");
+        known.learn(&here, &plain, false);
+        assert_eq!(known.plain_at(&here), Some(addr));
+        assert_eq!(known.plain_at(&there), None, "only where it was seen");
+        // A refused connect wrote nothing; two misses are a server going down.
+        known.learn(&here, &refused, false);
+        known.learn(&here, &missed, false);
+        known.learn(&here, &missed, false);
+        assert_eq!(known.plain_at(&here), Some(addr));
+        known.learn(&here, &missed, false);
+        assert_eq!(known.plain_at(&here), None, "the third miss in a row waits for INFO again");
+        known.learn(&here, &plain, false);
+        assert_eq!(known.plain_at(&here), Some(addr));
+        known.learn(&here, &refused, true);
+        assert_eq!(known.plain_at(&here), None);
+        assert!(known.wants_tls(&here) && !known.wants_tls(&there));
     }
 
     #[test]

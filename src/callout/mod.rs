@@ -318,11 +318,10 @@ impl Callout {
         }
         let _ = requests.unsubscribe().await;
         early_stop.cancel();
-        if let Some(Err(e)) = match early {
-            Some(early) => Some(early.await),
-            None => None,
-        } {
-            tracing::error!(error = %e, "the early callout subscription task failed");
+        if let Some(early) = early {
+            if let Err(e) = early.await {
+                tracing::error!(error = %e, "the early callout subscription task failed");
+            }
         }
         // Requests already received are still answered (or dropped as expired), bounded below.
         waiting.close();
