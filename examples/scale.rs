@@ -495,6 +495,12 @@ async fn measure(
         format!("{rss:.1} MiB (peak {hwm:.1} MiB)"),
     );
 
+    logins(url, plan, table).await?;
+    // The argon2 workers free their blocks after `password::IDLE_RELEASE` without a hash.
+    tokio::time::sleep(nats_authd::password::IDLE_RELEASE + Duration::from_secs(5)).await;
+    let (rss, _) = memory(service.pid)?;
+    table.row("service RSS after the creates and logins, 15 s idle", format!("{rss:.1} MiB"));
+
     let (s, took) = status(&admin).await?;
     anyhow::ensure!(s.users >= plan.users, "status counts {} users", s.users);
     table.row(format!("status ({} users, {} accounts counted)", s.users, s.accounts), ms(took));
@@ -559,6 +565,49 @@ async fn measure(
         format!("{rss:.1} MiB (peak {hwm:.1} MiB)"),
     );
     service.stop().await?;
+    Ok(())
+}
+
+/// Password logins through the callout at this size, one at a time: the first of each user
+/// (argon2), then again (the verified-password cache) by bare name and by `name@account`.
+async fn logins(url: &str, plan: &Plan, table: &mut Table) -> Result<()> {
+    let users: Vec<usize> =
+        (0..plan.users).filter(|&i| plan.secret_of(i) == Secret::Password).take(20).collect();
+    if users.is_empty() {
+        return Ok(());
+    }
+    let login = |name: String| async move {
+        let t = Instant::now();
+        let client = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            ConnectOptions::with_user_and_password(name.clone(), PASSWORD.into())
+                .max_reconnects(Some(1))
+                .connect(url),
+        )
+        .await
+        .with_context(|| format!("login {name} timed out"))?
+        .with_context(|| format!("login {name}"))?;
+        client.flush().await?;
+        let took = t.elapsed();
+        drop(client.drain().await);
+        anyhow::Ok(took)
+    };
+    let with_account =
+        |i: usize| format!("{}@{}", Plan::user_name(i), Plan::account_name(plan.account_of(i)));
+    let (mut first, mut bare, mut qualified) = (Vec::new(), Vec::new(), Vec::new());
+    for &i in &users {
+        first.push(login(with_account(i)).await?);
+    }
+    for _ in 0..5 {
+        for &i in &users {
+            bare.push(login(Plan::user_name(i)).await?);
+            qualified.push(login(with_account(i)).await?);
+        }
+    }
+    let n = users.len();
+    table.row(format!("password login, first ({n} users: argon2)"), p50_p99(first));
+    table.row(format!("password login again, bare name ({n} users × 5)"), p50_p99(bare));
+    table.row(format!("password login again, name@account ({n} users × 5)"), p50_p99(qualified));
     Ok(())
 }
 

@@ -7,7 +7,8 @@ use crate::model::{
     UserName, UserRecord,
 };
 use crate::policy;
-use crate::store::{Db, StoreError, OPERATOR_KEY};
+use crate::store::migrate::{self, Migrated};
+use crate::store::{Db, StoreError, OPERATOR_KEY, SCHEMA_VERSION};
 use crate::trust::{self, CalloutSettings, TrustError};
 use crate::vault::{MasterKey, VaultError};
 
@@ -67,6 +68,21 @@ pub fn key_check_value(master: &MasterKey) -> Vec<u8> {
         .expect("sealed values serialize")
 }
 
+/// Brings a store of an older build up to this build's schema (after the key check: only the
+/// store's owner changes it).
+async fn upgrade(db: &Db) -> Result<(), StoreError> {
+    if let Migrated::Upgraded { from, logins, ambiguous } = migrate::run(db).await? {
+        tracing::info!(
+            from,
+            to = SCHEMA_VERSION,
+            logins,
+            ambiguous = ambiguous.len(),
+            "upgraded the store's schema"
+        );
+    }
+    Ok(())
+}
+
 impl Authority {
     /// Opens an initialized store with `master`.
     ///
@@ -79,6 +95,7 @@ impl Authority {
         };
         let sealed = serde_json::from_slice(&check).map_err(|_| VaultError::Malformed)?;
         master.open(&sealed, KEY_CHECK.as_bytes()).map_err(|_| VaultError::WrongMasterKey)?;
+        upgrade(&db).await?;
         Ok(Authority { db, master: Arc::new(master) })
     }
 
@@ -93,6 +110,7 @@ impl Authority {
         };
         let sealed = serde_json::from_slice(&check).map_err(|_| VaultError::Malformed)?;
         self.master.open(&sealed, KEY_CHECK.as_bytes()).map_err(|_| VaultError::WrongMasterKey)?;
+        upgrade(&db).await?;
         Ok(Authority { db, master: Arc::clone(&self.master) })
     }
 

@@ -253,6 +253,15 @@ pub enum UserKind {
     Member,
 }
 
+/// A login name: the tenant account whose user of that name has a password. Written and
+/// removed in the same batch as the user's password, so a bare-name login reads one key and
+/// two tenants cannot both claim a name (see `manage::logins`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginRecord {
+    pub name: UserName,
+    pub account: AccountName,
+}
+
 /// A user of an account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {

@@ -464,6 +464,30 @@ async fn another_tenant_taking_a_login_name_cannot_lock_its_owner_out() {
     // acme's dev1 still logs in with its bare name and with name@account.
     login(&s.stack, "dev1", DEV1_PW).await.unwrap();
     login(&s.stack, "dev1@acme", DEV1_PW).await.unwrap();
+
+    // The name is free once acme's dev1 has no password: beta's dev1 takes it, and the bare
+    // name now logs in beta's user (acme's old password does not).
+    let set_password = |account: &str, password: &str| {
+        json!({"account": account, "name": "dev1", "password": password})
+    };
+    s.admin.call("user.update", &set_password("acme", "")).await.unwrap();
+    s.admin.call("user.update", &set_password("beta", "beta-dev1-pw")).await.unwrap();
+    let taken = s.admin.call("user.update", &set_password("acme", DEV1_PW)).await;
+    assert_eq!(taken.map_err(|e| e.code()).unwrap_err(), Some(409), "now beta holds the name");
+    drained(&s.admin).await;
+    login(&s.stack, "dev1", "beta-dev1-pw").await.unwrap();
+    login(&s.stack, "dev1@beta", "beta-dev1-pw").await.unwrap();
+    assert!(login(&s.stack, "dev1", DEV1_PW).await.is_err(), "acme's dev1 has no password");
+    // Deleting beta (with its users) frees the name again.
+    s.admin.call("account.delete", &json!({"name": "beta", "cascade": true})).await.unwrap();
+    s.admin.call("user.update", &set_password("acme", DEV1_PW)).await.unwrap();
+    drained(&s.admin).await;
+    login(&s.stack, "dev1", DEV1_PW).await.unwrap();
+    // And deleting the user frees it.
+    s.admin.call("user.delete", &json!({"account": "acme", "name": "dev1"})).await.unwrap();
+    s.admin.call("account.create", &json!({"name": "gamma"})).await.unwrap();
+    let gamma = json!({"account": "gamma", "name": "dev1", "password": "gamma-dev1-pw"});
+    s.admin.call("user.create", &gamma).await.unwrap();
 }
 
 #[tokio::test]

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 
 use crate::authority::Authority;
 use crate::model::{
-    AccountKind, AccountName, AccountRecord, RoleName, RoleRecord, TokenRecord, UserName,
-    UserRecord,
+    AccountKind, AccountName, AccountRecord, LoginRecord, RoleName, RoleRecord, TokenRecord,
+    UserName, UserRecord,
 };
 use crate::store::StoreError;
 
@@ -41,8 +41,8 @@ pub enum Lookup {
 pub trait Directory: Send + Sync + 'static {
     /// An account by name, of any kind.
     async fn account(&self, name: &AccountName) -> Result<Option<AccountRecord>, DirectoryError>;
-    /// Every account, of any kind.
-    async fn accounts(&self) -> Result<Vec<AccountRecord>, DirectoryError>;
+    /// The accounts whose user `name` logs in by bare name (the login records: at most one).
+    async fn login_accounts(&self, name: &UserName) -> Result<Vec<AccountName>, DirectoryError>;
     /// A user by account and name.
     async fn user(
         &self,
@@ -72,10 +72,10 @@ pub trait Directory: Send + Sync + 'static {
     }
 
     /// `name@account`, or a bare `name` that a user with a password of exactly one tenant
-    /// account has. Such names are unique across tenant accounts (`user.create` and
-    /// `user.update` refuse a password for a name another tenant's user with a password has:
-    /// see `manage::logins`), so a bare name means one user and no tenant can take another's
-    /// login away; a name found in several accounts anyway is [`Lookup::Ambiguous`].
+    /// account has. Such names are unique across tenant accounts, kept so by one login record
+    /// per name (see `manage::logins`), so a bare name means one user, found with one read,
+    /// and no tenant can take another's login away; a name found in several accounts anyway
+    /// is [`Lookup::Ambiguous`].
     async fn resolve_login(
         &self,
         name: &UserName,
@@ -88,20 +88,16 @@ pub trait Directory: Send + Sync + 'static {
                 .map_or(Lookup::Missing, |m| Lookup::Found(Box::new(m))));
         }
         let mut found = None;
-        for account in self.accounts().await? {
-            if account.kind != AccountKind::Tenant {
+        for account in self.login_accounts(name).await? {
+            // Only users with a password of a tenant log in by name.
+            let Some((account, user)) = self.member(&account, name).await? else { continue };
+            if user.password_hash.is_none() {
                 continue;
             }
-            // Only users with a password log in by name; others cannot collide.
-            if let Some(user) = self.user(&account.name, name).await? {
-                if user.password_hash.is_none() {
-                    continue;
-                }
-                if found.is_some() {
-                    return Ok(Lookup::Ambiguous);
-                }
-                found = Some((account, user));
+            if found.is_some() {
+                return Ok(Lookup::Ambiguous);
             }
+            found = Some((account, user));
         }
         Ok(found.map_or(Lookup::Missing, |m| Lookup::Found(Box::new(m))))
     }
@@ -146,8 +142,9 @@ impl Directory for StoreDirectory {
         Ok(self.authority.db().get(name.as_str()).await?)
     }
 
-    async fn accounts(&self) -> Result<Vec<AccountRecord>, DirectoryError> {
-        Ok(self.authority.db().list("").await?)
+    async fn login_accounts(&self, name: &UserName) -> Result<Vec<AccountName>, DirectoryError> {
+        let login: Option<LoginRecord> = self.authority.db().get(name.as_str()).await?;
+        Ok(login.map(|l| l.account).into_iter().collect())
     }
 
     async fn user(
@@ -188,8 +185,12 @@ impl Directory for MemoryDirectory {
         Ok(self.accounts.lock().unwrap().iter().find(|a| &a.name == name).cloned())
     }
 
-    async fn accounts(&self) -> Result<Vec<AccountRecord>, DirectoryError> {
-        Ok(self.accounts.lock().unwrap().clone())
+    /// Every account with a user of that name and a password, so that tests can also hold
+    /// what the login records prevent.
+    async fn login_accounts(&self, name: &UserName) -> Result<Vec<AccountName>, DirectoryError> {
+        let users = self.users.lock().unwrap();
+        let with_password = users.iter().filter(|u| &u.name == name && u.password_hash.is_some());
+        Ok(with_password.map(|u| u.account.clone()).collect())
     }
 
     async fn user(

@@ -346,6 +346,7 @@ impl Manager {
         batch.delete_with::<AccountRecord>(account.name.as_str(), unchanged);
         for user in &users {
             batch.delete::<UserRecord>(&UserRecord::key_of(&user.account, &user.name));
+            Self::release_login(&account, user, &mut batch);
         }
         for role in &roles {
             batch.delete::<RoleRecord>(&RoleRecord::key_of(&role.account, &role.name));

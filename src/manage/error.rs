@@ -23,6 +23,8 @@ pub enum Noun {
     Push,
     /// The operator record.
     Operator,
+    /// A login name ([`crate::model::LoginRecord`]).
+    Login,
     /// Anything else the store holds.
     Record,
 }
@@ -37,6 +39,7 @@ impl Noun {
             Tree::Tokens => Noun::Token,
             Tree::Pending => Noun::Push,
             Tree::Operator => Noun::Operator,
+            Tree::Logins => Noun::Login,
             _ => Noun::Record,
         }
     }
@@ -51,6 +54,7 @@ impl fmt::Display for Noun {
             Noun::Token => "token",
             Noun::Push => "push for account",
             Noun::Operator => "operator",
+            Noun::Login => "login name",
             Noun::Record => "record",
         })
     }

@@ -4,16 +4,17 @@
 //! users of several tenants, a tenant creating `dev1` would change what another tenant's
 //! `dev1` login means, or lock it out. So the name of a tenant user *with a password* (the
 //! only users a bare name logs in: tokens carry their own id, creds need no name) is unique
-//! across tenant accounts: giving a user a password, at create or update, is refused (409,
-//! without saying which account) when a user of another tenant with that name has one, and
-//! the batch requires that still so when it commits, so two racing changes cannot both win.
-//! Users without a password never collide. A bare name therefore means at most one user;
-//! `name@account` always works. Names in ADMIN, AUTH and SYS do not count: the callout never
-//! logs them in.
+//! across tenant accounts. The store keeps one [`LoginRecord`] per such name
+//! ([`Tree::Logins`]), created in the batch that gives the user its password and removed in
+//! the batch that takes it away or deletes the user: a create that finds the name taken
+//! fails the whole batch (409, without saying which account), so two racing changes cannot
+//! both win, and a bare-name login reads that one key instead of every account. Users without
+//! a password never collide; `name@account` always works. Names in ADMIN, AUTH and SYS do not
+//! count: the callout never logs them in.
 
 use super::{ManageError, Manager, Noun};
-use crate::model::{AccountKind, AccountRecord, UserName, UserRecord};
-use crate::store::{Batch, Expect, Op, Tree};
+use crate::model::{AccountKind, AccountRecord, LoginRecord, UserName, UserRecord};
+use crate::store::{Batch, Expect};
 
 fn login_taken(name: &UserName) -> ManageError {
     ManageError::Refused(format!(
@@ -24,51 +25,27 @@ fn login_taken(name: &UserName) -> ManageError {
 }
 
 impl Manager {
-    /// Refuses a password for user `name` of tenant `account` if a user of that name in
-    /// another tenant has one, and adds to `batch` the checks that it is still so at commit.
-    ///
-    /// # Errors
-    /// [`ManageError::Refused`] (409) if the name is taken.
-    pub(crate) async fn claim_login(
-        &self,
-        account: &AccountRecord,
-        name: &UserName,
-        batch: &mut Batch,
-    ) -> Result<(), ManageError> {
-        if account.kind != AccountKind::Tenant {
-            return Ok(());
+    /// Claims login `name` for tenant `account` in `batch` (which gives its user a password):
+    /// the batch fails if another tenant's user holds the name.
+    pub(crate) fn claim_login(account: &AccountRecord, name: &UserName, batch: &mut Batch) {
+        if account.kind == AccountKind::Tenant {
+            batch.create(&LoginRecord { name: name.clone(), account: account.name.clone() });
         }
-        let db = self.authority.db();
-        for other in db.list::<AccountRecord>("").await? {
-            if other.kind != AccountKind::Tenant || other.name == account.name {
-                continue;
-            }
-            let key = UserRecord::key_of(&other.name, name);
-            match db.get::<UserRecord>(&key).await? {
-                Some(user) if user.password_hash.is_some() => return Err(login_taken(name)),
-                // Unchanged at commit: not given a password meanwhile.
-                Some(user) => {
-                    batch.require(&user);
-                }
-                None => {
-                    batch.push(Op::Check { tree: Tree::Users, key, expect: Expect::Absent });
-                }
-            }
-        }
-        Ok(())
     }
 
-    /// A create's conflict on another account's key (a racing create of the same name there)
-    /// becomes the login-name refusal, which names no account.
-    pub(crate) fn login_conflict(
-        error: ManageError,
-        own_key: &str,
-        name: &UserName,
-    ) -> ManageError {
+    /// Gives up `user`'s login name in `batch` (which takes its password away or deletes it).
+    /// Unconditional: a store upgraded with this name left out as ambiguous has no record.
+    pub(crate) fn release_login(account: &AccountRecord, user: &UserRecord, batch: &mut Batch) {
+        if account.kind == AccountKind::Tenant && user.password_hash.is_some() {
+            batch.delete_with::<LoginRecord>(user.name.as_str(), Expect::Any);
+        }
+    }
+
+    /// A batch that failed on the login record becomes the login-name refusal, which names no
+    /// account.
+    pub(crate) fn login_conflict(error: ManageError, name: &UserName) -> ManageError {
         match error {
-            ManageError::AlreadyExists { what: Noun::User, name: key } if key != own_key => {
-                login_taken(name)
-            }
+            ManageError::AlreadyExists { what: Noun::Login, .. } => login_taken(name),
             other => other,
         }
     }

@@ -175,10 +175,9 @@ impl Manager {
         }
         // Names of tenant users with a password are unique across tenants (see `logins`).
         if user.password_hash.is_some() {
-            self.claim_login(&account, &user.name, &mut batch).await?;
+            Self::claim_login(&account, &user.name, &mut batch);
         }
-        let own_key = UserRecord::key_of(&user.account, &user.name);
-        self.commit(batch).await.map_err(|e| Self::login_conflict(e, &own_key, &user.name))?;
+        self.commit(batch).await.map_err(|e| Self::login_conflict(e, &user.name))?;
         Ok(UserView::from(&user))
     }
 
@@ -287,10 +286,12 @@ impl Manager {
         if let Some(role) = &assigned {
             batch.require(role);
         }
-        // A first password makes the name a login: unique across tenants (see `logins`).
-        let claims = current.password_hash.is_none() && user.password_hash.is_some();
-        if claims {
-            self.claim_login(&account, &user.name, &mut batch).await?;
+        // A first password makes the name a login, unique across tenants; taking the password
+        // away frees the name (see `logins`).
+        match (&current.password_hash, &user.password_hash) {
+            (None, Some(_)) => Self::claim_login(&account, &user.name, &mut batch),
+            (Some(_), None) => Self::release_login(&account, &current, &mut batch),
+            _ => {}
         }
         batch.replace(&current, &user);
         if revoke == Some(true) {
@@ -300,8 +301,7 @@ impl Manager {
             batch.replace(&account, &changed);
             self.enqueue(&mut batch, &changed, false, now);
         }
-        let own_key = UserRecord::key_of(&user.account, &user.name);
-        self.commit(batch).await.map_err(|e| Self::login_conflict(e, &own_key, &user.name))?;
+        self.commit(batch).await.map_err(|e| Self::login_conflict(e, &user.name))?;
         if revoke == Some(true) || password_changed {
             self.revoke(Revoked::User {
                 account: user.account.to_string(),
@@ -329,6 +329,7 @@ impl Manager {
             &UserRecord::key_of(&user.account, &user.name),
             crate::store::Expect::Value(serde_json::to_vec(&user).expect("records serialize")),
         );
+        Self::release_login(&account, &user, &mut batch);
         batch.replace(&account, &changed);
         for token in self.tokens_of(&user.account, Some(&user.name)).await? {
             batch.delete::<crate::model::TokenRecord>(&token.id);

@@ -8,6 +8,7 @@
 
 pub mod choice;
 pub mod jetstream;
+pub mod migrate;
 pub mod sled;
 
 use std::collections::{HashMap, HashSet};
@@ -18,13 +19,16 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::model::{AccountRecord, OperatorRecord, RoleRecord, TokenRecord, UserRecord};
+use crate::model::{
+    AccountRecord, LoginRecord, OperatorRecord, RoleRecord, TokenRecord, UserRecord,
+};
 
 /// Rows read at a time by the default [`Store::count`].
 pub const COUNT_PAGE: usize = 1000;
 
-/// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema version this build reads and writes. Version 2 added [`Tree::Logins`]; a
+/// version-1 store gets it built when opened ([`migrate::run`]).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Meta key of the schema version (decimal text).
 pub const SCHEMA_KEY: &str = "schema_version";
@@ -42,6 +46,9 @@ pub enum Tree {
     Pending,
     /// API tokens, by id.
     Tokens,
+    /// Login names: which tenant account has a user of that name with a password
+    /// ([`crate::model::LoginRecord`]), so a bare-name login reads one key.
+    Logins,
     /// Connections admitted through the callout, kept so they can be kicked after a restart.
     Sessions,
     /// Coordination between running instances (the publisher lease, replies kept for
@@ -51,7 +58,7 @@ pub enum Tree {
 
 impl Tree {
     /// Every tree, in a fixed order.
-    pub const ALL: [Tree; 9] = [
+    pub const ALL: [Tree; 10] = [
         Tree::Meta,
         Tree::Operator,
         Tree::Accounts,
@@ -59,6 +66,7 @@ impl Tree {
         Tree::Roles,
         Tree::Pending,
         Tree::Tokens,
+        Tree::Logins,
         Tree::Sessions,
         Tree::Runtime,
     ];
@@ -73,6 +81,7 @@ impl Tree {
             Tree::Roles => "roles",
             Tree::Pending => "pending",
             Tree::Tokens => "tokens",
+            Tree::Logins => "logins",
             Tree::Sessions => "sessions",
             Tree::Runtime => "runtime",
         }
@@ -324,6 +333,13 @@ impl Record for TokenRecord {
     const TREE: Tree = Tree::Tokens;
     fn key(&self) -> String {
         self.id.clone()
+    }
+}
+
+impl Record for LoginRecord {
+    const TREE: Tree = Tree::Logins;
+    fn key(&self) -> String {
+        self.name.to_string()
     }
 }
 
