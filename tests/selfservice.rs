@@ -467,9 +467,7 @@ async fn another_tenant_taking_a_login_name_cannot_lock_its_owner_out() {
 
     // The name is free once acme's dev1 has no password: beta's dev1 takes it, and the bare
     // name now logs in beta's user (acme's old password does not).
-    let set_password = |account: &str, password: &str| {
-        json!({"account": account, "name": "dev1", "password": password})
-    };
+    let set_password = |account: &str, password: &str| json!({"account": account, "name": "dev1", "password": password});
     s.admin.call("user.update", &set_password("acme", "")).await.unwrap();
     s.admin.call("user.update", &set_password("beta", "beta-dev1-pw")).await.unwrap();
     let taken = s.admin.call("user.update", &set_password("acme", DEV1_PW)).await;

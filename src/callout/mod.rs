@@ -349,8 +349,11 @@ impl Callout {
         Ok(())
     }
 
+    // DEBUG: at INFO the span's fields were formatted on every login for the few error lines
+    // that could use them.
     #[tracing::instrument(
         name = "callout",
+        level = "debug",
         skip_all,
         fields(server = Empty, cid = Empty, host = Empty, login = Empty, outcome = Empty)
     )]
@@ -476,7 +479,12 @@ impl Callout {
         };
         if let Err(e) = self.sessions.record(session.clone()).await {
             // Without a record the connection could not be kicked later: refuse.
-            tracing::error!(error = %e, "cannot record a session; refusing the login");
+            tracing::error!(
+                error = %e,
+                server = %session.server_id,
+                cid = session.cid,
+                "cannot record a session; refusing the login"
+            );
             return Err(Refusal::Internal);
         }
         let minted = if self.authorizer.still_valid(admitted).await {

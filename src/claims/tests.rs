@@ -307,3 +307,27 @@ fn malformed_payload_errors_do_not_quote_values() {
     assert!(matches!(err, ClaimsError::Malformed(_)));
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
+
+#[test]
+fn the_remembered_issuer_key_verifies_only_its_own_signatures() {
+    let (a, b) = (key(KeyPairType::Account, 7), key(KeyPairType::Account, 8));
+    let user = key(KeyPairType::User, 9).public_key();
+    let signed_by = |signer: &KeyPair| {
+        encode(&Claims::new(user.as_str(), User::default(), NOW), signer).unwrap()
+    };
+    let by_a = signed_by(&a);
+    assert!(decode::<User>(&by_a, &Validation::at(NOW)).is_ok(), "a is now remembered");
+    // b's signature over a payload naming a as its issuer.
+    let by_b = signed_by(&b);
+    let (a_head, a_payload, _) = {
+        let mut p = by_a.split('.');
+        (p.next().unwrap(), p.next().unwrap(), p.next().unwrap())
+    };
+    let signing_input = format!("{a_head}.{a_payload}");
+    let b_sig = data_encoding::BASE64URL_NOPAD.encode(&b.sign(signing_input.as_bytes()).unwrap());
+    let forged = format!("{signing_input}.{b_sig}");
+    assert_eq!(decode::<User>(&forged, &Validation::at(NOW)), Err(ClaimsError::BadSignature));
+    // Another issuer replaces the remembered one and is checked against its own key.
+    assert_eq!(decode::<User>(&by_b, &Validation::at(NOW)).unwrap().issuer, b.public_key());
+    assert!(decode::<User>(&by_a, &Validation::at(NOW)).is_ok(), "and back");
+}
