@@ -501,6 +501,7 @@ async fn measure(
     let (s, took) = status(&admin).await?;
     anyhow::ensure!(s.users >= plan.users, "status counts {} users", s.users);
     table.row(format!("status ({} users, {} accounts counted)", s.users, s.accounts), ms(took));
+    table.row("service RSS after status, 15 s idle", settled(service.pid).await?);
 
     let mut rng = rand::thread_rng();
     let mut gets = |admin: &AdminClient, n: usize| {

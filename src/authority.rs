@@ -71,11 +71,12 @@ pub fn key_check_value(master: &MasterKey) -> Vec<u8> {
 /// Brings a store of an older build up to this build's schema (after the key check: only the
 /// store's owner changes it).
 async fn upgrade(db: &Db) -> Result<(), StoreError> {
-    if let Migrated::Upgraded { from, logins, ambiguous } = migrate::run(db).await? {
+    if let Migrated::Upgraded { from, written, removed, ambiguous } = migrate::run(db).await? {
         tracing::info!(
             from,
             to = SCHEMA_VERSION,
-            logins,
+            written,
+            removed,
             ambiguous = ambiguous.len(),
             "upgraded the store's schema"
         );

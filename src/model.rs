@@ -259,7 +259,9 @@ pub enum UserKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginRecord {
     pub name: UserName,
-    pub account: AccountName,
+    /// One account; several only for a name that tenants shared before login names were
+    /// unique (kept by a store upgrade so that the name stays taken and logs in nobody).
+    pub accounts: Vec<AccountName>,
 }
 
 /// A user of an account.

@@ -22,8 +22,9 @@ use nats_authd::api::{Page, MAX_PAGE};
 use nats_authd::client::{AdminClient, ClientError};
 use nats_authd::manage::selfservice::Caller;
 use nats_authd::manage::{ManageError, Manager, PAGE_ENVELOPE_BYTES};
-use nats_authd::model::{self, AccountName, SelfService, UserName, UserRecord};
+use nats_authd::model::{self, AccountName, LoginRecord, SelfService, UserName, UserRecord};
 use nats_authd::names::API_PREFIX;
+use nats_authd::store::Batch;
 use serde_json::{json, Value};
 
 const DEV1_PW: &str = "dev1-password";
@@ -486,6 +487,46 @@ async fn another_tenant_taking_a_login_name_cannot_lock_its_owner_out() {
     s.admin.call("account.create", &json!({"name": "gamma"})).await.unwrap();
     let gamma = json!({"account": "gamma", "name": "dev1", "password": "gamma-dev1-pw"});
     s.admin.call("user.create", &gamma).await.unwrap();
+}
+
+#[tokio::test]
+async fn login_records_are_only_ever_released_by_their_own_account() {
+    let s = setup().await;
+    let db = s.stack.authority().db().clone();
+    let record = |name: &str, accounts: &[&str]| LoginRecord {
+        name: UserName::new(name).unwrap(),
+        accounts: accounts.iter().map(|a| AccountName::new(a).unwrap()).collect(),
+    };
+    let put = |login: LoginRecord| {
+        let db = db.clone();
+        async move {
+            let mut batch = Batch::new();
+            batch.put(&login);
+            db.commit(batch).await.unwrap();
+        }
+    };
+    let stored = |name: &'static str| {
+        let db = db.clone();
+        async move { db.get::<LoginRecord>(name).await.unwrap() }
+    };
+    assert_eq!(stored("dev1").await, Some(record("dev1", &["acme"])), "made with the password");
+    // A record acme left behind (an interrupted change) does not lock acme out of its name,
+    // and still keeps it from beta.
+    put(record("dev9", &["acme"])).await;
+    let dev9 =
+        |account: &str| json!({"account": account, "name": "dev9", "password": "dev9-password"});
+    let taken = s.admin.call("user.create", &dev9("beta")).await;
+    assert_eq!(taken.map_err(|e| e.code()).unwrap_err(), Some(409));
+    s.admin.call("user.create", &dev9("acme")).await.unwrap();
+    // Taking acme's password away removes only a record that names acme.
+    put(record("dev2", &["beta"])).await;
+    let no_password = json!({"account": "acme", "name": "dev2", "password": ""});
+    s.admin.call("user.update", &no_password).await.unwrap();
+    assert_eq!(stored("dev2").await, Some(record("dev2", &["beta"])));
+    // A name two tenants had before names were unique: acme deleting its user leaves beta's.
+    put(record("dev9", &["acme", "beta"])).await;
+    s.admin.call("user.delete", &json!({"account": "acme", "name": "dev9"})).await.unwrap();
+    assert_eq!(stored("dev9").await, Some(record("dev9", &["beta"])));
 }
 
 #[tokio::test]

@@ -254,7 +254,7 @@ impl Authorizer {
             Ok(Lookup::Missing) => (None, false),
             Ok(Lookup::Ambiguous) => (None, true),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the user of a login");
+                tracing::warn!(error = %e, host = request.host, "cannot read the user of a login");
                 let login = credential::login_key(presented);
                 return Decision { login, result: Err(Refusal::Internal) };
             }

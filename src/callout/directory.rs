@@ -144,7 +144,7 @@ impl Directory for StoreDirectory {
 
     async fn login_accounts(&self, name: &UserName) -> Result<Vec<AccountName>, DirectoryError> {
         let login: Option<LoginRecord> = self.authority.db().get(name.as_str()).await?;
-        Ok(login.map(|l| l.account).into_iter().collect())
+        Ok(login.map(|l| l.accounts).unwrap_or_default())
     }
 
     async fn user(

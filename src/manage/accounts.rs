@@ -345,8 +345,16 @@ impl Manager {
         let unchanged = Expect::Value(serde_json::to_vec(&account).expect("records serialize"));
         batch.delete_with::<AccountRecord>(account.name.as_str(), unchanged);
         for user in &users {
-            batch.delete::<UserRecord>(&UserRecord::key_of(&user.account, &user.name));
-            Self::release_login(&account, user, &mut batch);
+            // As listed: a password given meanwhile fails the batch instead of leaving its
+            // login record behind.
+            let unchanged = Expect::Value(serde_json::to_vec(user).expect("records serialize"));
+            batch.delete_with::<UserRecord>(
+                &UserRecord::key_of(&user.account, &user.name),
+                unchanged,
+            );
+            if user.password_hash.is_some() {
+                self.release_login(&account, user, &mut batch).await?;
+            }
         }
         for role in &roles {
             batch.delete::<RoleRecord>(&RoleRecord::key_of(&role.account, &role.name));

@@ -14,7 +14,7 @@
 
 use super::{ManageError, Manager, Noun};
 use crate::model::{AccountKind, AccountRecord, LoginRecord, UserName, UserRecord};
-use crate::store::{Batch, Expect};
+use crate::store::Batch;
 
 fn login_taken(name: &UserName) -> ManageError {
     ManageError::Refused(format!(
@@ -25,20 +25,67 @@ fn login_taken(name: &UserName) -> ManageError {
 }
 
 impl Manager {
-    /// Claims login `name` for tenant `account` in `batch` (which gives its user a password):
-    /// the batch fails if another tenant's user holds the name.
-    pub(crate) fn claim_login(account: &AccountRecord, name: &UserName, batch: &mut Batch) {
-        if account.kind == AccountKind::Tenant {
-            batch.create(&LoginRecord { name: name.clone(), account: account.name.clone() });
+    /// Claims login `name` for tenant `account` in `batch` (which gives its user a password).
+    /// A record naming this account alone is kept (left by an interrupted change), and
+    /// required unchanged at commit.
+    ///
+    /// # Errors
+    /// [`ManageError::Refused`] (409) if another tenant holds the name.
+    pub(crate) async fn claim_login(
+        &self,
+        account: &AccountRecord,
+        name: &UserName,
+        batch: &mut Batch,
+    ) -> Result<(), ManageError> {
+        if account.kind != AccountKind::Tenant {
+            return Ok(());
         }
+        match self.authority.db().get::<LoginRecord>(name.as_str()).await? {
+            None => {
+                batch.create(&LoginRecord {
+                    name: name.clone(),
+                    accounts: vec![account.name.clone()],
+                });
+            }
+            Some(login) if login.accounts == [account.name.clone()] => {
+                batch.require(&login);
+            }
+            Some(_) => return Err(login_taken(name)),
+        }
+        Ok(())
     }
 
-    /// Gives up `user`'s login name in `batch` (which takes its password away or deletes it).
-    /// Unconditional: a store upgraded with this name left out as ambiguous has no record.
-    pub(crate) fn release_login(account: &AccountRecord, user: &UserRecord, batch: &mut Batch) {
-        if account.kind == AccountKind::Tenant && user.password_hash.is_some() {
-            batch.delete_with::<LoginRecord>(user.name.as_str(), Expect::Any);
+    /// Gives up `user`'s claim on its name in `batch` (which takes its password away or
+    /// deletes it): only this account's part of the record, and only if the record is still
+    /// as read when the batch commits.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub(crate) async fn release_login(
+        &self,
+        account: &AccountRecord,
+        user: &UserRecord,
+        batch: &mut Batch,
+    ) -> Result<(), ManageError> {
+        if account.kind != AccountKind::Tenant {
+            return Ok(());
         }
+        let Some(login) = self.authority.db().get::<LoginRecord>(user.name.as_str()).await? else {
+            return Ok(());
+        };
+        if !login.accounts.contains(&account.name) {
+            return Ok(());
+        }
+        let mut rest = login.clone();
+        rest.accounts.retain(|a| a != &account.name);
+        if rest.accounts.is_empty() {
+            let unchanged =
+                crate::store::Expect::Value(serde_json::to_vec(&login).expect("records serialize"));
+            batch.delete_with::<LoginRecord>(user.name.as_str(), unchanged);
+        } else {
+            batch.replace(&login, &rest);
+        }
+        Ok(())
     }
 
     /// A batch that failed on the login record becomes the login-name refusal, which names no

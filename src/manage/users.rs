@@ -175,7 +175,7 @@ impl Manager {
         }
         // Names of tenant users with a password are unique across tenants (see `logins`).
         if user.password_hash.is_some() {
-            Self::claim_login(&account, &user.name, &mut batch);
+            self.claim_login(&account, &user.name, &mut batch).await?;
         }
         self.commit(batch).await.map_err(|e| Self::login_conflict(e, &user.name))?;
         Ok(UserView::from(&user))
@@ -289,8 +289,12 @@ impl Manager {
         // A first password makes the name a login, unique across tenants; taking the password
         // away frees the name (see `logins`).
         match (&current.password_hash, &user.password_hash) {
-            (None, Some(_)) => Self::claim_login(&account, &user.name, &mut batch),
-            (Some(_), None) => Self::release_login(&account, &current, &mut batch),
+            (None, Some(_)) => {
+                self.claim_login(&account, &user.name, &mut batch).await?;
+                // Not claimed for an account being deleted (its cascade would leave the record).
+                batch.require(&account);
+            }
+            (Some(_), None) => self.release_login(&account, &current, &mut batch).await?,
             _ => {}
         }
         batch.replace(&current, &user);
@@ -329,7 +333,7 @@ impl Manager {
             &UserRecord::key_of(&user.account, &user.name),
             crate::store::Expect::Value(serde_json::to_vec(&user).expect("records serialize")),
         );
-        Self::release_login(&account, &user, &mut batch);
+        self.release_login(&account, &user, &mut batch).await?;
         batch.replace(&account, &changed);
         for token in self.tokens_of(&user.account, Some(&user.name)).await? {
             batch.delete::<crate::model::TokenRecord>(&token.id);

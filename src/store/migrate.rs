@@ -1,20 +1,25 @@
 //! Brings a store written by an older build up to [`SCHEMA_VERSION`] when it is opened.
 //!
-//! Version 1 → 2 builds [`Tree::Logins`] from the users: one [`LoginRecord`] per tenant user
-//! with a password. Version-1 builds kept those names unique across tenants by reading every
-//! account; a name found in several tenants anyway gets no record (a bare-name login then
-//! finds nobody, `name@account` still works) and a warning names it. The records are written
-//! first and the version last, so an interrupted migration runs again on the next open and
-//! writes the same records; several instances opening one shared store at once write the same
-//! records too, and the version write compares against the old version, so one wins and the
-//! others see it done.
+//! Version 1 → 2 reconciles [`Tree::Logins`] with the users: one [`LoginRecord`] per name
+//! that tenant users with a password have. Version-1 builds kept those names unique across
+//! tenants by reading every account; a name several tenants have anyway gets one record naming
+//! them all, so it stays taken and a bare-name login finds it ambiguous (`name@account` still
+//! works), and a warning names it.
+//!
+//! Every write is conditional, so the upgrade can run again (after an interruption, or an
+//! older build writing the store in between) and run on several instances at once without
+//! undoing a newer change: a record that is not what the users call for is removed only if it
+//! is still as read; a missing one is created only if still absent and only while the users it
+//! comes from are unchanged. Whatever a condition turns away was changed by someone else since
+//! the read, through code that keeps the records. The version is written last, compared
+//! against the old one.
 
 use std::collections::BTreeMap;
 
 use super::{Batch, Db, Expect, Op, StoreError, Tree, COUNT_PAGE, SCHEMA_KEY, SCHEMA_VERSION};
 use crate::model::{AccountKind, AccountName, AccountRecord, LoginRecord, UserName, UserRecord};
 
-/// Login records written per commit.
+/// Records written per commit.
 const BATCH: usize = 256;
 
 /// What [`run`] did.
@@ -22,8 +27,9 @@ const BATCH: usize = 256;
 pub enum Migrated {
     /// The store was at this build's version already.
     Current,
-    /// Upgraded from `from`: `logins` login records written, `ambiguous` names left out.
-    Upgraded { from: u32, logins: usize, ambiguous: Vec<String> },
+    /// Upgraded from `from`: `written` login records created, `removed` stale ones deleted,
+    /// `ambiguous` names that several tenants have.
+    Upgraded { from: u32, written: usize, removed: usize, ambiguous: Vec<String> },
 }
 
 /// Upgrades `db` to [`SCHEMA_VERSION`] if it is older. A store without a version is left
@@ -36,14 +42,33 @@ pub async fn run(db: &Db) -> Result<Migrated, StoreError> {
     if found >= SCHEMA_VERSION {
         return Ok(Migrated::Current);
     }
-    let (logins, ambiguous) = logins(db).await?;
-    let written = logins.len();
-    for chunk in logins.chunks(BATCH) {
-        let mut batch = Batch::new();
-        for login in chunk {
-            batch.put(login);
+    let wanted = wanted_logins(db).await?;
+    let mut removed = 0;
+    let mut stale = Vec::new();
+    for (name, login) in db.list::<LoginRecord>("").await?.into_iter().map(|l| (l.name.clone(), l))
+    {
+        if wanted.get(&name).map(|(w, _)| w) != Some(&login) {
+            let mut batch = Batch::new();
+            let unchanged = Expect::Value(serde_json::to_vec(&login).expect("records serialize"));
+            batch.delete_with::<LoginRecord>(name.as_str(), unchanged);
+            stale.push(batch);
         }
-        db.commit(batch).await?;
+    }
+    for batch in stale {
+        removed += commit_unless_changed(db, vec![batch]).await?;
+    }
+    let mut creates = Vec::new();
+    for (login, users) in wanted.values() {
+        let mut batch = Batch::new();
+        batch.create(login);
+        for user in users {
+            batch.require(user);
+        }
+        creates.push(batch);
+    }
+    let mut written = 0;
+    for chunk in creates.chunks(BATCH) {
+        written += commit_unless_changed(db, chunk.to_vec()).await?;
     }
     let mut stamp = Batch::new();
     stamp.push(Op::Put {
@@ -54,18 +79,48 @@ pub async fn run(db: &Db) -> Result<Migrated, StoreError> {
     });
     match db.commit(stamp).await {
         Ok(()) => {}
-        // Another instance stamped it first, after writing the same records.
+        // Another instance upgraded it at the same time.
         Err(StoreError::Conflict { .. }) if version(db).await? >= Some(SCHEMA_VERSION) => {}
         Err(e) => return Err(e),
     }
+    let ambiguous: Vec<String> = wanted
+        .values()
+        .filter(|(login, _)| login.accounts.len() > 1)
+        .map(|(login, _)| login.name.to_string())
+        .collect();
     for name in &ambiguous {
         tracing::warn!(
             name,
             "users of several tenant accounts have this name and a password: a bare-name \
-             login finds none of them; they log in as name@account"
+             login is refused as ambiguous; they log in as name@account"
         );
     }
-    Ok(Migrated::Upgraded { from: found, logins: written, ambiguous })
+    Ok(Migrated::Upgraded { from: found, written, removed, ambiguous })
+}
+
+/// Commits `batches` as one if it can, else each alone, skipping those whose conditions
+/// failed. Returns how many were committed.
+async fn commit_unless_changed(db: &Db, batches: Vec<Batch>) -> Result<usize, StoreError> {
+    let mut all = Batch::new();
+    for batch in &batches {
+        for op in batch.ops() {
+            all.push(op.clone());
+        }
+    }
+    match db.commit(all).await {
+        Ok(()) => return Ok(batches.len()),
+        Err(StoreError::Conflict { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let mut committed = 0;
+    for batch in batches {
+        match db.commit(batch).await {
+            Ok(()) => committed += 1,
+            Err(StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(committed)
 }
 
 async fn version(db: &Db) -> Result<Option<u32>, StoreError> {
@@ -79,8 +134,10 @@ async fn version(db: &Db) -> Result<Option<u32>, StoreError> {
     })
 }
 
-/// The login records the users call for, and the names several tenants claim.
-async fn logins(db: &Db) -> Result<(Vec<LoginRecord>, Vec<String>), StoreError> {
+/// The login record each name calls for, with the users it comes from.
+async fn wanted_logins(
+    db: &Db,
+) -> Result<BTreeMap<UserName, (LoginRecord, Vec<UserRecord>)>, StoreError> {
     let tenants: std::collections::HashSet<AccountName> = db
         .list::<AccountRecord>("")
         .await?
@@ -88,13 +145,17 @@ async fn logins(db: &Db) -> Result<(Vec<LoginRecord>, Vec<String>), StoreError> 
         .filter(|a| a.kind == AccountKind::Tenant)
         .map(|a| a.name)
         .collect();
-    let mut claims: BTreeMap<UserName, Vec<AccountName>> = BTreeMap::new();
+    let mut wanted: BTreeMap<UserName, (LoginRecord, Vec<UserRecord>)> = BTreeMap::new();
     let mut after: Option<String> = None;
     loop {
         let page = db.list_page::<UserRecord>("", after.as_deref(), COUNT_PAGE).await?;
         for (_, user) in &page {
             if user.password_hash.is_some() && tenants.contains(&user.account) {
-                claims.entry(user.name.clone()).or_default().push(user.account.clone());
+                let (login, users) = wanted.entry(user.name.clone()).or_insert_with(|| {
+                    (LoginRecord { name: user.name.clone(), accounts: Vec::new() }, Vec::new())
+                });
+                login.accounts.push(user.account.clone());
+                users.push(user.clone());
             }
         }
         if page.len() < COUNT_PAGE {
@@ -102,16 +163,7 @@ async fn logins(db: &Db) -> Result<(Vec<LoginRecord>, Vec<String>), StoreError> 
         }
         after = page.last().map(|(key, _)| key.clone());
     }
-    let mut records = Vec::with_capacity(claims.len());
-    let mut ambiguous = Vec::new();
-    for (name, mut accounts) in claims {
-        if accounts.len() == 1 {
-            records.push(LoginRecord { name, account: accounts.remove(0) });
-        } else {
-            ambiguous.push(name.to_string());
-        }
-    }
-    Ok((records, ambiguous))
+    Ok(wanted)
 }
 
 #[cfg(test)]
@@ -167,15 +219,28 @@ mod tests {
         db.commit(b).await.unwrap();
         stamp(&db, "1").await;
 
+        // Left by an earlier, interrupted upgrade and an older build's changes since: one
+        // record right, one for a user who has no password now, one naming the wrong account.
+        let login = |name: &str, accounts: &[&str]| LoginRecord {
+            name: UserName::new(name).unwrap(),
+            accounts: accounts.iter().map(|a| AccountName::new(a).unwrap()).collect(),
+        };
+        let mut b = Batch::new();
+        b.put(&login("dev1", &["acme"]))
+            .put(&login("creds-only", &["acme"]))
+            .put(&login("dev2", &["acme"]));
+        db.commit(b).await.unwrap();
+
         let migrated = run(&db).await.unwrap();
         assert_eq!(
             migrated,
-            Migrated::Upgraded { from: 1, logins: 2, ambiguous: vec!["twin".into()] }
+            Migrated::Upgraded { from: 1, written: 2, removed: 2, ambiguous: vec!["twin".into()] }
         );
         let logins: Vec<LoginRecord> = db.list("").await.unwrap();
-        let pairs: Vec<(&str, &str)> =
-            logins.iter().map(|l| (l.name.as_str(), l.account.as_str())).collect();
-        assert_eq!(pairs, [("dev1", "acme"), ("dev2", "beta")]);
+        assert_eq!(
+            logins,
+            [login("dev1", &["acme"]), login("dev2", &["beta"]), login("twin", &["acme", "beta"])]
+        );
         assert_eq!(version(&db).await.unwrap(), Some(SCHEMA_VERSION));
         assert_eq!(run(&db).await.unwrap(), Migrated::Current, "a second open does nothing");
     }
