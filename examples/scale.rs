@@ -1,5 +1,6 @@
 //! Scale run: many users in many accounts, created through the real management API, then what
-//! that size costs the service: create rate, resident memory, disk, start-up time, `user.get`
+//! that size costs the service: create rate, password logins by bare name and by
+//! `name@account`, resident memory (also after 15 s idle), disk, start-up time, `user.get`
 //! latency and paged `user.list`. Prints a table; asserts nothing.
 //!
 //! The service runs as a child process of the release binary (`nats-authd serve`), so the
