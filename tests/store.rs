@@ -379,3 +379,41 @@ async fn secrets_on_disk_are_private() {
     assert_eq!(mode(&stack.layout.data_dir), 0o700);
     assert_eq!(mode(&stack.layout.store_dir()), 0o700);
 }
+
+#[tokio::test]
+async fn a_version_1_store_gets_its_login_records_when_opened() {
+    let mut stack = Stack::init().await;
+    let master = stack.authority().master().clone();
+    let acme = AccountRecord::new(
+        model::AccountName::new("acme").unwrap(),
+        model::AccountKind::Tenant,
+        &master,
+        model::now(),
+    );
+    let mut dev1 = UserRecord::new(
+        acme.name.clone(),
+        model::UserName::new("dev1").unwrap(),
+        model::UserKind::Member,
+        &master,
+        model::now(),
+    );
+    dev1.password_hash =
+        Some(model::PasswordHash::new("$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA".into()));
+    // What a version-1 build left: the records, no login record, version 1.
+    let mut batch = Batch::new();
+    batch.put(&acme).put(&dev1).push(Op::Put {
+        tree: Tree::Meta,
+        key: nats_authd::store::SCHEMA_KEY.into(),
+        value: b"1".to_vec(),
+        expect: Expect::Any,
+    });
+    stack.authority().db().commit(batch).await.unwrap();
+    stack.release_store();
+
+    let authority =
+        bootstrap::open(&stack.layout.data_dir, &MasterKeyOptions::default()).await.unwrap();
+    let login: Option<model::LoginRecord> = authority.db().get("dev1").await.unwrap();
+    assert_eq!(login.map(|l| l.accounts), Some(vec![acme.name.clone()]));
+    let version = authority.db().meta(nats_authd::store::SCHEMA_KEY).await.unwrap();
+    assert_eq!(version, Some(nats_authd::store::SCHEMA_VERSION.to_string().into_bytes()));
+}
