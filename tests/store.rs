@@ -383,18 +383,18 @@ async fn secrets_on_disk_are_private() {
 #[tokio::test]
 async fn a_version_1_store_gets_its_login_records_when_opened() {
     let mut stack = Stack::init().await;
-    let master = stack.authority().master().clone();
+    let master = stack.authority().master();
     let acme = AccountRecord::new(
         model::AccountName::new("acme").unwrap(),
         model::AccountKind::Tenant,
-        &master,
+        master,
         model::now(),
     );
     let mut dev1 = UserRecord::new(
         acme.name.clone(),
         model::UserName::new("dev1").unwrap(),
         model::UserKind::Member,
-        &master,
+        master,
         model::now(),
     );
     dev1.password_hash =
