@@ -395,3 +395,60 @@ mod limits {
         assert!(more.is_err(), "nothing from ADMIN arrived in AUTH");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_bigger_than_a_store_batch_is_deleted_with_its_login_records() {
+    use nats_authd::api::account::{CreateAccount, DeleteAccount};
+    use nats_authd::manage::accounts::CASCADE_BATCH;
+    use nats_authd::manage::Manager;
+    use nats_authd::model::{
+        self, AccountName, LoginRecord, PasswordHash, UserKind, UserName, UserRecord,
+    };
+    use nats_authd::password::PasswordHasher;
+    use nats_authd::store::jetstream::MAX_BATCH_MESSAGES;
+    use nats_authd::store::Batch;
+
+    let stack = common::Stack::init().await;
+    let js = JsServer::start().await;
+    let authority = js.shared_authorities(&stack, 1).await.remove(0);
+    let db = authority.db().clone();
+    let manager = Manager::new(authority.clone(), PasswordHasher::default());
+    let acme = AccountName::new("acme").unwrap();
+    let request = CreateAccount {
+        name: acme.clone(),
+        description: None,
+        limits: None,
+        exports: Vec::new(),
+        imports: Vec::new(),
+    };
+    manager.create_account(request, model::now()).await.unwrap();
+    // More users than one JetStream batch holds (one batch for all failed with BatchTooLarge),
+    // every fourth with a password and its login record: written straight to the store, which
+    // is all the delete reads.
+    let users = MAX_BATCH_MESSAGES + 200;
+    const { assert!(CASCADE_BATCH * 2 < MAX_BATCH_MESSAGES) };
+    let master = authority.master();
+    for chunk in (0..users).collect::<Vec<_>>().chunks(200) {
+        let mut batch = Batch::new();
+        for i in chunk {
+            let name = UserName::new(&format!("u{i:05}")).unwrap();
+            let mut user =
+                UserRecord::new(acme.clone(), name.clone(), UserKind::Member, master, model::now());
+            if i % 4 == 0 {
+                user.password_hash = Some(PasswordHash::new("$argon2id$placeholder".into()));
+                batch.put(&LoginRecord { name, accounts: vec![acme.clone()] });
+            }
+            batch.put(&user);
+        }
+        db.commit(batch).await.unwrap();
+    }
+
+    let deleted = manager
+        .delete_account(DeleteAccount { name: acme.clone(), cascade: true }, model::now())
+        .await
+        .unwrap();
+    assert_eq!(deleted.users, users);
+    assert!(db.list::<UserRecord>("acme/").await.unwrap().is_empty());
+    assert!(db.list::<LoginRecord>("").await.unwrap().is_empty());
+    assert!(db.get::<model::AccountRecord>("acme").await.unwrap().is_none());
+}

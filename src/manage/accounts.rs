@@ -15,7 +15,11 @@ use crate::model::{
     AccountKind, AccountName, AccountRecord, RoleName, RoleRecord, Subject, UnixTime, UserRecord,
 };
 use crate::names::{API_PREFIX, AUTH_ACCOUNT, RESERVED_SUBJECTS};
-use crate::store::{Batch, Expect};
+use crate::store::{Batch, Expect, Op, Tree};
+
+/// Most writes in one batch of a cascading account delete: well under the JetStream store's
+/// 1,000 messages a batch, whatever else (checks, a push) rides along.
+pub const CASCADE_BATCH: usize = 400;
 
 fn apply_limits(limits: &mut OperatorLimits, input: &LimitsInput) -> Result<(), ManageError> {
     let fields: [(&str, Option<i64>, &mut i64); 11] = [
@@ -303,6 +307,21 @@ impl Manager {
         self.account_view(&account).await
     }
 
+    /// Commits `batch` with the check `marked` once it holds [`CASCADE_BATCH`] writes, and
+    /// starts it over.
+    async fn commit_full(
+        &self,
+        batch: &mut Batch,
+        marked: impl Fn() -> Op,
+    ) -> Result<(), ManageError> {
+        if batch.ops().len() >= CASCADE_BATCH {
+            let mut full = std::mem::take(batch);
+            full.push(marked());
+            self.commit(full).await?;
+        }
+        Ok(())
+    }
+
     /// Deletes a tenant account (and with `cascade` its users and roles), and queues its
     /// removal from the servers.
     ///
@@ -341,9 +360,20 @@ impl Manager {
         }
         let users = self.authority.db().list::<UserRecord>(&prefix).await?;
         let roles = self.authority.db().list::<RoleRecord>(&prefix).await?;
+        let tokens = self.tokens_of(&account.name, None).await?;
+        // In batches of at most `CASCADE_BATCH` writes (the JetStream store takes 1,000
+        // messages a batch), each requiring the account still as marked; the account goes
+        // last, with its push, so a delete cut short leaves the mark for the next one.
+        let marked = || Op::Check {
+            tree: Tree::Accounts,
+            key: account.name.to_string(),
+            expect: Expect::Value(serde_json::to_vec(&account).expect("records serialize")),
+        };
         let mut batch = Batch::new();
-        let unchanged = Expect::Value(serde_json::to_vec(&account).expect("records serialize"));
-        batch.delete_with::<AccountRecord>(account.name.as_str(), unchanged);
+        for token in &tokens {
+            batch.delete::<crate::model::TokenRecord>(&token.id);
+            self.commit_full(&mut batch, marked).await?;
+        }
         for user in &users {
             // As listed: a password given meanwhile fails the batch instead of leaving its
             // login record behind.
@@ -355,13 +385,14 @@ impl Manager {
             if user.password_hash.is_some() {
                 self.release_login(&account, user, &mut batch).await?;
             }
+            self.commit_full(&mut batch, marked).await?;
         }
         for role in &roles {
             batch.delete::<RoleRecord>(&RoleRecord::key_of(&role.account, &role.name));
+            self.commit_full(&mut batch, marked).await?;
         }
-        for token in self.tokens_of(&account.name, None).await? {
-            batch.delete::<crate::model::TokenRecord>(&token.id);
-        }
+        let unchanged = Expect::Value(serde_json::to_vec(&account).expect("records serialize"));
+        batch.delete_with::<AccountRecord>(account.name.as_str(), unchanged);
         self.enqueue(&mut batch, &account, true, now);
         self.commit(batch).await?;
         self.revoke(Revoked::Account { account: account.name.to_string() });
