@@ -424,7 +424,12 @@ impl Callout {
         let token = match claims::encode(&response, &self.signer) {
             Ok(t) => t,
             Err(e) => {
-                tracing::error!(error = %e, server = %request.nats.server.name, cid = client_info.id, "cannot sign an authorization response");
+                tracing::error!(
+                    error = %e,
+                    server = %request.nats.server.name,
+                    cid = client_info.id,
+                    "cannot sign an authorization response"
+                );
                 return;
             }
         };
@@ -432,14 +437,24 @@ impl Callout {
             (Some(server), Some(ours)) => match ours.seal(token.as_bytes(), server) {
                 Ok(sealed) => Bytes::from(sealed),
                 Err(e) => {
-                    tracing::error!(error = %e, server = %request.nats.server.name, cid = client_info.id, "cannot seal an authorization response");
+                    tracing::error!(
+                        error = %e,
+                        server = %request.nats.server.name,
+                        cid = client_info.id,
+                        "cannot seal an authorization response"
+                    );
                     return;
                 }
             },
             _ => Bytes::from(token),
         };
         if let Err(e) = self.client.publish(reply, payload).await {
-            tracing::warn!(error = %e, server = %request.nats.server.name, cid = client_info.id, "cannot answer an authorization request");
+            tracing::warn!(
+                error = %e,
+                server = %request.nats.server.name,
+                cid = client_info.id,
+                "cannot answer an authorization request"
+            );
         }
         match &decision.result {
             Ok(admitted) => {
@@ -490,7 +505,12 @@ impl Callout {
         let minted = if self.authorizer.still_valid(admitted).await {
             let master = self.authority.master();
             self.signers.mint(admitted, &request.nats.user_nkey, master, now).map_err(|e| {
-                tracing::error!(error = %e, server = %session.server_id, cid = session.cid, "cannot mint a user JWT");
+                tracing::error!(
+                    error = %e,
+                    server = %session.server_id,
+                    cid = session.cid,
+                    "cannot mint a user JWT"
+                );
                 Refusal::Internal
             })
         } else {
