@@ -2,6 +2,7 @@
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -31,9 +32,17 @@ pub struct SledStore {
     inner: Arc<Inner>,
 }
 
+/// Trees whose number of keys is kept as batches commit, so that counting them (`status`)
+/// reads a number instead of walking every key: on a store of 100,000 users that walk took
+/// ~250 ms and left ~25 MiB of sled's pages resident in the process that wrote them.
+const COUNTED: [Tree; 3] = [Tree::Accounts, Tree::Users, Tree::Roles];
+
 struct Inner {
     db: sled::Db,
     trees: Vec<sled::Tree>,
+    /// Keys per tree, by [`index`]; kept for [`COUNTED`] trees only (counted once at open,
+    /// then by what each committed batch inserted and removed).
+    counts: Vec<AtomicI64>,
     // Held for the store's lifetime; the OS releases it when the process dies, even on kill -9.
     _lock: Option<File>,
 }
@@ -166,7 +175,14 @@ impl SledStore {
                 db.flush().map_err(backend)?;
             }
         }
-        Ok(SledStore { inner: Arc::new(Inner { db, trees, _lock: lock }) })
+        let counts = Tree::ALL
+            .iter()
+            .zip(&trees)
+            .map(|(tree, t)| {
+                AtomicI64::new(if COUNTED.contains(tree) { t.len() as i64 } else { 0 })
+            })
+            .collect();
+        Ok(SledStore { inner: Arc::new(Inner { db, trees, counts, _lock: lock }) })
     }
 }
 
@@ -275,8 +291,12 @@ impl Store for SledStore {
             .collect()
     }
 
-    // Keys only: a status call on 100,000 users must not copy every record (~90 MB) to count.
+    // Kept counts for whole counted trees; otherwise keys only: a count must not copy every
+    // record to count it.
     async fn count(&self, tree: Tree, prefix: &str) -> Result<usize, StoreError> {
+        if prefix.is_empty() && COUNTED.contains(&tree) {
+            return Ok(self.inner.counts[index(tree)].load(Ordering::Acquire).max(0) as usize);
+        }
         self.inner.trees[index(tree)]
             .scan_prefix(prefix)
             .keys()
@@ -329,18 +349,27 @@ impl Store for SledStore {
                 inner.db.flush().map_err(backend)?;
                 return Ok(());
             }
+            // Keys added (+1) and removed (-1) per tree by the attempt that commits: sled may
+            // run the closure more than once, so each attempt starts from zero.
+            let added = std::cell::RefCell::new(vec![0i64; Tree::ALL.len()]);
             let result = inner.trees[..].transaction(|views| {
+                let mut added = added.borrow_mut();
+                added.iter_mut().for_each(|n| *n = 0);
                 for op in batch.ops() {
                     match op {
                         Op::Put { tree, key, value, expect } => {
                             let view = &views[index(*tree)];
                             check(view, *tree, key, expect)?;
-                            view.insert(key.as_bytes(), value.as_slice())?;
+                            if view.insert(key.as_bytes(), value.as_slice())?.is_none() {
+                                added[index(*tree)] += 1;
+                            }
                         }
                         Op::Delete { tree, key, expect } => {
                             let view = &views[index(*tree)];
                             check(view, *tree, key, expect)?;
-                            view.remove(key.as_bytes())?;
+                            if view.remove(key.as_bytes())?.is_some() {
+                                added[index(*tree)] -= 1;
+                            }
                         }
                         Op::Check { tree, key, expect } => {
                             check(&views[index(*tree)], *tree, key, expect)?;
@@ -350,7 +379,13 @@ impl Store for SledStore {
                 Ok(())
             });
             match result {
-                Ok(()) => {}
+                Ok(()) => {
+                    for (count, n) in inner.counts.iter().zip(added.into_inner()) {
+                        if n != 0 {
+                            count.fetch_add(n, Ordering::AcqRel);
+                        }
+                    }
+                }
                 Err(TransactionError::Abort(e)) => return Err(e),
                 Err(TransactionError::Storage(e)) => return Err(backend(e)),
             }
@@ -370,7 +405,8 @@ impl Store for SledStore {
     }
 }
 
-/// The one tree of `batch` when it only writes or deletes there with nothing to check.
+/// The one tree of `batch` when it only writes or deletes there with nothing to check (and
+/// is not [`COUNTED`]: sled's batch does not say which keys were new).
 fn unconditional_on_one_tree(batch: &Batch) -> Option<Tree> {
     let mut only = None;
     for op in batch.ops() {
@@ -383,7 +419,7 @@ fn unconditional_on_one_tree(batch: &Batch) -> Option<Tree> {
             return None;
         }
     }
-    only
+    only.filter(|tree| !COUNTED.contains(tree))
 }
 
 #[cfg(test)]
@@ -531,6 +567,42 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(db.store().scan(Tree::Roles, "").await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn kept_counts_follow_every_commit_and_are_counted_again_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let walked = |db: &Db| {
+            let store = Arc::clone(db.store());
+            async move { store.scan(Tree::Roles, "").await.unwrap().len() }
+        };
+        {
+            let db =
+                Db::new(Arc::new(SledStore::open(dir.path(), OpenMode::CreateIfMissing).unwrap()));
+            let mut b = Batch::new();
+            b.create(&thing("a", 1)).create(&thing("b", 2));
+            db.commit(b).await.unwrap();
+            assert_eq!(db.count::<Thing>().await.unwrap(), 2);
+            // Overwritten, not added; one tree with no condition (the fast path elsewhere).
+            let mut b = Batch::new();
+            b.put(&thing("a", 3));
+            db.commit(b).await.unwrap();
+            assert_eq!(db.count::<Thing>().await.unwrap(), 2);
+            // A batch that fails counts nothing, though its first write was new.
+            let mut b = Batch::new();
+            b.create(&thing("c", 1)).create(&thing("a", 1));
+            db.commit(b).await.unwrap_err();
+            assert_eq!(db.count::<Thing>().await.unwrap(), 2);
+            // Removing a missing key removes nothing.
+            let mut b = Batch::new();
+            b.delete_with::<Thing>("a", Expect::Any).delete_with::<Thing>("zz", Expect::Any);
+            db.commit(b).await.unwrap();
+            assert_eq!(db.count::<Thing>().await.unwrap(), 1);
+            assert_eq!(walked(&db).await, 1);
+            assert_eq!(db.store().count(Tree::Roles, "b").await.unwrap(), 1, "a prefix walks");
+        }
+        let db = Db::new(Arc::new(SledStore::open(dir.path(), OpenMode::MustExist).unwrap()));
+        assert_eq!(db.count::<Thing>().await.unwrap(), 1, "counted at open");
     }
 
     #[tokio::test]
