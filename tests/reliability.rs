@@ -302,3 +302,45 @@ async fn an_admin_gets_a_system_account_user_for_the_servers_own_requests() {
     let pong: Value = serde_json::from_slice(&pong.payload).unwrap();
     assert!(pong["server"]["name"].is_string(), "{pong}");
 }
+
+#[tokio::test]
+async fn no_token_lands_in_an_account_being_deleted_and_a_second_delete_finishes_it() {
+    use nats_authd::api::account::DeleteAccount;
+    use nats_authd::api::token::CreateToken;
+    use nats_authd::model::{AccountRecord, TokenRecord};
+    use nats_authd::store::Batch;
+
+    let stack = Stack::init().await;
+    let manager = stack.manager();
+    tenant(&manager, "acme").await;
+    manager.create_user(create_user("acme", "u1", None, None), now()).await.unwrap();
+    let token = |user: &str| CreateToken {
+        account: account("acme"),
+        user: self::user(user),
+        description: None,
+    };
+    manager.create_token(token("u1"), now()).await.unwrap();
+    // A cascading delete cut short after its mark (it lists the tokens once, then deletes
+    // users batch by batch).
+    let db = stack.authority().db().clone();
+    let current: AccountRecord = db.get("acme").await.unwrap().unwrap();
+    let mut marked = current.clone();
+    marked.deleting = true;
+    marked.active = false;
+    let mut batch = Batch::new();
+    batch.replace(&current, &marked);
+    db.commit(batch).await.unwrap();
+
+    let refused = manager.create_token(token("u1"), now()).await;
+    assert!(
+        matches!(&refused, Err(ManageError::Refused(m)) if m.contains("being deleted")),
+        "{refused:?}"
+    );
+    let deleted = manager
+        .delete_account(DeleteAccount { name: account("acme"), cascade: true }, now())
+        .await
+        .unwrap();
+    assert_eq!(deleted.users, 1);
+    assert!(db.list::<TokenRecord>("").await.unwrap().is_empty(), "a token outlived its account");
+    assert!(db.get::<AccountRecord>("acme").await.unwrap().is_none());
+}

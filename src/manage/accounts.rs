@@ -356,8 +356,13 @@ impl Manager {
             account.updated_at = now;
             let mut mark = Batch::new();
             mark.replace(&current, &account);
+            // Pushed as inactive now, as a deactivation is: creds connections end too.
+            self.enqueue(&mut mark, &account, false, now);
             self.commit(mark).await?;
         }
+        // Its live connections end now, not when the last batch below commits: a delete cut
+        // short leaves no deleted user connected.
+        self.revoke(Revoked::Account { account: account.name.to_string() });
         let users = self.authority.db().list::<UserRecord>(&prefix).await?;
         let roles = self.authority.db().list::<RoleRecord>(&prefix).await?;
         let tokens = self.tokens_of(&account.name, None).await?;

@@ -37,6 +37,8 @@ impl Manager {
         if account.kind != AccountKind::Tenant {
             return Err(ManageError::Invalid("API tokens are for users of tenant accounts".into()));
         }
+        // A cascading delete lists the tokens once, then deletes users over several batches.
+        Self::open_for_changes(&account)?;
         let user = self.authority.user(&account.name, &req.user).await?;
         let description = req.description.unwrap_or_default();
         check_len("description", &description, MAX_DESCRIPTION_LEN)?;
