@@ -93,7 +93,7 @@ pub async fn open(
     match db.meta(SCHEMA_KEY).await? {
         None => return Err(SharedStoreError::Incomplete { stream, what: "schema version" }),
         Some(bytes) => {
-            let found = std::str::from_utf8(&bytes).ok().and_then(|s| s.parse::<u32>().ok());
+            let found = crate::store::parse_schema_version(&bytes);
             let Some(found) = found else {
                 return Err(SharedStoreError::Incomplete {
                     stream,

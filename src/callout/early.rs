@@ -581,21 +581,19 @@ mod tests {
         assert!(seen.plain_info.is_some() && !seen.wrote_early);
         assert!(matches!(ended, Ended::Failed(_)), "no PONG came: {ended:?}");
 
-        // Early: all of it before the INFO.
-        let mut seen = Seen::default();
-        let (server, _) =
-            tokio::join!(handshake(&listener, plain), attempt(port, true, false, &mut seen));
-        let before = String::from_utf8(server.0).unwrap();
-        assert!(before.starts_with("CONNECT {") && before.ends_with("PING\r\n"), "{before:?}");
-        assert!(seen.plain_info.is_some() && seen.wrote_early);
-
-        // Early through the fast dial (a blocking thread): the same, before the INFO.
-        let mut seen = Seen::default();
-        let (server, _) =
-            tokio::join!(handshake(&listener, plain), attempt(port, true, true, &mut seen));
-        let before = String::from_utf8(server.0).unwrap();
-        assert!(before.starts_with("CONNECT {") && before.ends_with("PING\r\n"), "{before:?}");
-        assert!(seen.plain_info.is_some() && seen.wrote_early);
+        // Early: all of it before the INFO, dialled on the runtime and through the fast dial
+        // (a blocking thread) alike.
+        for fast in [false, true] {
+            let mut seen = Seen::default();
+            let (server, _) =
+                tokio::join!(handshake(&listener, plain), attempt(port, true, fast, &mut seen));
+            let before = String::from_utf8(server.0).unwrap();
+            assert!(
+                before.starts_with("CONNECT {") && before.ends_with("PING\r\n"),
+                "fast {fast}: {before:?}"
+            );
+            assert!(seen.plain_info.is_some() && seen.wrote_early, "fast {fast}");
+        }
 
         // A server asking for TLS gets nothing from a cautious attempt.
         let tls = "INFO {\"nonce\":\"n\",\"tls_required\":true}\r\n";

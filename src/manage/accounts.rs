@@ -15,7 +15,7 @@ use crate::model::{
     AccountKind, AccountName, AccountRecord, RoleName, RoleRecord, Subject, UnixTime, UserRecord,
 };
 use crate::names::{API_PREFIX, AUTH_ACCOUNT, RESERVED_SUBJECTS};
-use crate::store::{Batch, Expect, Op, Tree};
+use crate::store::Batch;
 
 /// Most writes in one batch of a cascading account delete: well under the JetStream store's
 /// 1,000 messages a batch, whatever else (checks, a push) rides along.
@@ -307,16 +307,16 @@ impl Manager {
         self.account_view(&account).await
     }
 
-    /// Commits `batch` with the check `marked` once it holds [`CASCADE_BATCH`] writes, and
-    /// starts it over.
+    /// Commits `batch`, requiring `marked` unchanged, once it holds [`CASCADE_BATCH`] writes,
+    /// and starts it over.
     async fn commit_full(
         &self,
         batch: &mut Batch,
-        marked: impl Fn() -> Op,
+        marked: &AccountRecord,
     ) -> Result<(), ManageError> {
         if batch.ops().len() >= CASCADE_BATCH {
             let mut full = std::mem::take(batch);
-            full.push(marked());
+            full.require(marked);
             self.commit(full).await?;
         }
         Ok(())
@@ -369,35 +369,25 @@ impl Manager {
         // In batches of at most `CASCADE_BATCH` writes (the JetStream store takes 1,000
         // messages a batch), each requiring the account still as marked; the account goes
         // last, with its push, so a delete cut short leaves the mark for the next one.
-        let marked = || Op::Check {
-            tree: Tree::Accounts,
-            key: account.name.to_string(),
-            expect: Expect::Value(serde_json::to_vec(&account).expect("records serialize")),
-        };
         let mut batch = Batch::new();
         for token in &tokens {
             batch.delete::<crate::model::TokenRecord>(&token.id);
-            self.commit_full(&mut batch, marked).await?;
+            self.commit_full(&mut batch, &account).await?;
         }
         for user in &users {
             // As listed: a password given meanwhile fails the batch instead of leaving its
             // login record behind.
-            let unchanged = Expect::Value(serde_json::to_vec(user).expect("records serialize"));
-            batch.delete_with::<UserRecord>(
-                &UserRecord::key_of(&user.account, &user.name),
-                unchanged,
-            );
+            batch.delete_unchanged(user);
             if user.password_hash.is_some() {
                 self.release_login(&account, user, &mut batch).await?;
             }
-            self.commit_full(&mut batch, marked).await?;
+            self.commit_full(&mut batch, &account).await?;
         }
         for role in &roles {
             batch.delete::<RoleRecord>(&RoleRecord::key_of(&role.account, &role.name));
-            self.commit_full(&mut batch, marked).await?;
+            self.commit_full(&mut batch, &account).await?;
         }
-        let unchanged = Expect::Value(serde_json::to_vec(&account).expect("records serialize"));
-        batch.delete_with::<AccountRecord>(account.name.as_str(), unchanged);
+        batch.delete_unchanged(&account);
         self.enqueue(&mut batch, &account, true, now);
         self.commit(batch).await?;
         self.revoke(Revoked::Account { account: account.name.to_string() });

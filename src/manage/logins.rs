@@ -79,9 +79,7 @@ impl Manager {
         let mut rest = login.clone();
         rest.accounts.retain(|a| a != &account.name);
         if rest.accounts.is_empty() {
-            let unchanged =
-                crate::store::Expect::Value(serde_json::to_vec(&login).expect("records serialize"));
-            batch.delete_with::<LoginRecord>(user.name.as_str(), unchanged);
+            batch.delete_unchanged(&login);
         } else {
             batch.replace(&login, &rest);
         }

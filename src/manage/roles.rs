@@ -14,7 +14,7 @@ use crate::model::{
     AccountKind, AccountName, AccountRecord, RoleName, RoleRecord, Subject, UnixTime, UserRecord,
 };
 use crate::policy;
-use crate::store::{Batch, Expect};
+use crate::store::Batch;
 
 /// Most subjects in one allow or deny list.
 pub const MAX_SUBJECTS: usize = 256;
@@ -308,11 +308,7 @@ impl Manager {
                 detail: format!("{holders} user(s) hold it; give them another role first"),
             });
         }
-        let unchanged = Expect::Value(serde_json::to_vec(&marked).expect("records serialize"));
-        batch.delete_with::<RoleRecord>(
-            &RoleRecord::key_of(&current.account, &current.name),
-            unchanged,
-        );
+        batch.delete_unchanged(&marked);
         // The account's default may not name it either; and a default set meanwhile fails
         // on the mark, so the account read now is the one to change.
         let account = self.authority.account(&account.name).await?;

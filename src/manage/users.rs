@@ -329,10 +329,7 @@ impl Manager {
         if user.kind == UserKind::Admin && user.active {
             batch.require(&self.another_active_admin(&user).await?);
         }
-        batch.delete_with::<UserRecord>(
-            &UserRecord::key_of(&user.account, &user.name),
-            crate::store::Expect::Value(serde_json::to_vec(&user).expect("records serialize")),
-        );
+        batch.delete_unchanged(&user);
         self.release_login(&account, &user, &mut batch).await?;
         batch.replace(&account, &changed);
         for token in self.tokens_of(&user.account, Some(&user.name)).await? {

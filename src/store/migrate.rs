@@ -49,8 +49,7 @@ pub async fn run(db: &Db) -> Result<Migrated, StoreError> {
     {
         if wanted.get(&name).map(|(w, _)| w) != Some(&login) {
             let mut batch = Batch::new();
-            let unchanged = Expect::Value(serde_json::to_vec(&login).expect("records serialize"));
-            batch.delete_with::<LoginRecord>(name.as_str(), unchanged);
+            batch.delete_unchanged(&login);
             stale.push(batch);
         }
     }
@@ -125,12 +124,10 @@ async fn commit_unless_changed(db: &Db, batches: Vec<Batch>) -> Result<usize, St
 
 async fn version(db: &Db) -> Result<Option<u32>, StoreError> {
     let Some(bytes) = db.meta(SCHEMA_KEY).await? else { return Ok(None) };
-    std::str::from_utf8(&bytes).ok().and_then(|s| s.parse().ok()).map(Some).ok_or_else(|| {
-        StoreError::Corrupt {
-            tree: Tree::Meta,
-            key: SCHEMA_KEY.into(),
-            message: "not a number".into(),
-        }
+    super::parse_schema_version(&bytes).map(Some).ok_or_else(|| StoreError::Corrupt {
+        tree: Tree::Meta,
+        key: SCHEMA_KEY.into(),
+        message: "not a number".into(),
     })
 }
 

@@ -33,6 +33,11 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// Meta key of the schema version (decimal text).
 pub const SCHEMA_KEY: &str = "schema_version";
 
+/// The schema version a [`SCHEMA_KEY`] value holds, if it is one.
+pub fn parse_schema_version(value: &[u8]) -> Option<u32> {
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
 /// A named collection of records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Tree {
@@ -220,6 +225,12 @@ impl Batch {
     /// Removes the `R` stored under `key` under a condition.
     pub fn delete_with<R: Record>(&mut self, key: &str, expect: Expect) -> &mut Self {
         self.push(Op::Delete { tree: R::TREE, key: key.to_string(), expect })
+    }
+
+    /// Removes `record`, which must still be stored exactly as given.
+    pub fn delete_unchanged<R: Record>(&mut self, record: &R) -> &mut Self {
+        let expect = Expect::Value(serde_json::to_vec(record).expect("records serialize to JSON"));
+        self.push(Op::Delete { tree: R::TREE, key: record.key(), expect })
     }
 
     /// Requires `record` to be stored exactly as given, without writing it: the batch fails

@@ -149,14 +149,11 @@ impl SledStore {
         let meta = &trees[index(Tree::Meta)];
         match meta.get(SCHEMA_KEY).map_err(backend)? {
             Some(v) => {
-                let found = std::str::from_utf8(&v)
-                    .ok()
-                    .and_then(|s| s.parse::<u32>().ok())
-                    .ok_or_else(|| StoreError::Corrupt {
-                        tree: Tree::Meta,
-                        key: SCHEMA_KEY.into(),
-                        message: "not a number".into(),
-                    })?;
+                let found = super::parse_schema_version(&v).ok_or_else(|| StoreError::Corrupt {
+                    tree: Tree::Meta,
+                    key: SCHEMA_KEY.into(),
+                    message: "not a number".into(),
+                })?;
                 if found > SCHEMA_VERSION {
                     return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION });
                 }
