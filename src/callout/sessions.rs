@@ -10,12 +10,15 @@
 //! Why the store and not asking the servers (`$SYS.REQ.SERVER.PING.CONNZ`): CONNZ answers
 //! depend on every server of a cluster answering in time and are paged; a record we wrote is
 //! exact and needs nothing from the servers until the kick itself. The cost is one durable
-//! write per login: concurrent logins share one commit (one fsync) through [`SessionWriter`].
+//! write per login: concurrent logins share one commit (one log write and sync) through
+//! [`SessionWriter`], which waits a little for more when logins come close together.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::model::Revoked;
 use crate::model::UnixTime;
@@ -27,6 +30,13 @@ pub const MAX_BATCH: usize = 512;
 pub const MAX_PRUNE: usize = 10_000;
 /// Sessions waiting to be written; beyond that logins wait for room.
 const QUEUE: usize = 4096;
+/// How long a commit waits for more sessions under load. Each commit is one log write and
+/// sync whatever its size: under steady load, one session per commit was a quarter of the
+/// service's CPU per login.
+pub const LINGER: Duration = Duration::from_millis(3);
+/// Sessions arriving less than this apart on average are under load (above 500 logins a
+/// second); one login at a time takes a few milliseconds, so those are committed at once.
+pub const CLOSE: Duration = Duration::from_millis(2);
 
 /// A connection admitted through the callout, kept so it can be kicked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,7 +72,12 @@ impl SessionRecord {
     }
 }
 
-type Write = (SessionRecord, oneshot::Sender<Result<(), StoreError>>);
+/// A session to write, when it was sent, and who waits for the outcome.
+struct Write {
+    session: SessionRecord,
+    sent: Instant,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
 
 /// The durable session list; cheap to clone.
 #[derive(Clone)]
@@ -81,13 +96,48 @@ impl std::fmt::Debug for Sessions {
 pub struct SessionWriter {
     db: Db,
     writes: mpsc::Receiver<Write>,
+    spacing: Spacing,
+}
+
+/// How far apart sessions arrive, smoothed.
+#[derive(Debug)]
+struct Spacing {
+    last: Option<Instant>,
+    mean: Duration,
+}
+
+impl Spacing {
+    /// Longest gap counted: after an idle hour, a few close sessions mean load again.
+    const MAX_GAP: Duration = Duration::from_millis(8);
+
+    fn new() -> Spacing {
+        Spacing { last: None, mean: Self::MAX_GAP }
+    }
+
+    /// Notes sessions sent at `sent`, in order.
+    fn note(&mut self, sent: impl IntoIterator<Item = Instant>) {
+        for sent in sent {
+            if let Some(last) = self.last {
+                let gap = sent.saturating_duration_since(last).min(Self::MAX_GAP);
+                self.mean = (self.mean * 7 + gap) / 8;
+            }
+            self.last = Some(sent);
+        }
+    }
+
+    fn under_load(&self) -> bool {
+        self.mean < CLOSE
+    }
 }
 
 impl Sessions {
     /// The session list over `db`, and the writer task's body (the caller runs and owns it).
     pub fn new(db: Db) -> (Sessions, SessionWriter) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        (Sessions { db: db.clone(), writes: tx }, SessionWriter { db, writes: rx })
+        (
+            Sessions { db: db.clone(), writes: tx },
+            SessionWriter { db, writes: rx, spacing: Spacing::new() },
+        )
     }
 
     /// Records `session`; durable when this returns `Ok`.
@@ -97,7 +147,8 @@ impl Sessions {
     pub async fn record(&self, session: SessionRecord) -> Result<(), StoreError> {
         let (done, result) = oneshot::channel();
         let stopped = || StoreError::Backend("the session writer has stopped".into());
-        self.writes.send((session, done)).await.map_err(|_| stopped())?;
+        let write = Write { session, sent: Instant::now(), done };
+        self.writes.send(write).await.map_err(|_| stopped())?;
         result.await.map_err(|_| stopped())?
     }
 
@@ -180,20 +231,43 @@ impl SessionWriter {
     pub async fn run(mut self) {
         let mut queued = Vec::with_capacity(MAX_BATCH);
         while self.writes.recv_many(&mut queued, MAX_BATCH).await > 0 {
+            self.gather(&mut queued).await;
             let mut batch = Batch::new();
-            for (session, _) in &queued {
-                batch.put(session);
+            for write in &queued {
+                batch.put(&write.session);
             }
             let result = self.db.commit(batch).await;
             if let Err(e) = &result {
                 tracing::error!(error = %e, sessions = queued.len(), "cannot record sessions");
             }
-            for (_, done) in queued.drain(..) {
+            for Write { done, .. } in queued.drain(..) {
                 let answer = match &result {
                     Ok(()) => Ok(()),
                     Err(_) => Err(StoreError::Backend("recording the session failed".into())),
                 };
                 let _ = done.send(answer);
+            }
+        }
+    }
+
+    /// Adds to `queued` (just received) what comes within [`LINGER`] when sessions have been
+    /// arriving [`CLOSE`] together; otherwise leaves it as it is.
+    async fn gather(&mut self, queued: &mut Vec<Write>) {
+        self.spacing.note(queued.iter().map(|w| w.sent));
+        if !self.spacing.under_load() {
+            return;
+        }
+        let deadline = Instant::now() + LINGER;
+        while queued.len() < MAX_BATCH {
+            let room = MAX_BATCH - queued.len();
+            tokio::select! {
+                n = self.writes.recv_many(queued, room) => {
+                    if n == 0 {
+                        return;
+                    }
+                    self.spacing.note(queued[queued.len() - n..].iter().map(|w| w.sent));
+                }
+                () = tokio::time::sleep_until(deadline) => return,
             }
         }
     }
@@ -259,6 +333,81 @@ mod tests {
         assert_eq!(left, vec![all[3].clone()]);
         drop(sessions);
         writer.await.unwrap();
+    }
+
+    fn writer() -> (tempfile::TempDir, Sessions, SessionWriter) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), crate::store::sled::OpenMode::CreateIfMissing);
+        let (sessions, writer) = Sessions::new(Db::new(std::sync::Arc::new(store.unwrap())));
+        (dir, sessions, writer)
+    }
+
+    fn keys(queued: &[Write]) -> Vec<String> {
+        queued.iter().map(|w| w.session.key()).collect()
+    }
+
+    /// After `gap`, one session sent and received as `run` receives it; returns how long the
+    /// writer then waited for more, and what it has to commit.
+    async fn after(gap: Duration, writer: &mut SessionWriter) -> (Duration, Vec<Write>) {
+        tokio::time::advance(gap).await;
+        let (done, _) = oneshot::channel();
+        let sent = Instant::now();
+        let mut queued = vec![Write { session: session("acme", "dev1", 1, None, 100), sent, done }];
+        writer.gather(&mut queued).await;
+        (sent.elapsed(), queued)
+    }
+
+    // Paused clock: a wait advances it exactly to the next timer, so how long `gather` waited
+    // is read off the clock, not measured.
+    #[tokio::test(start_paused = true)]
+    async fn one_login_at_a_time_is_committed_at_once_and_logins_under_load_wait_for_company() {
+        let (_dir, sessions, mut writer) = writer();
+        for _ in 0..50 {
+            let (waited, _) = after(Duration::from_millis(3), &mut writer).await;
+            assert_eq!(waited, Duration::ZERO, "3 ms apart is one login at a time");
+        }
+        let mut waits = Vec::new();
+        for _ in 0..20 {
+            waits.push(after(Duration::from_micros(500), &mut writer).await.0);
+        }
+        // Each wait (3 ms with nothing coming, as here) counts against "under load", but the
+        // sessions at 0.5 ms outweigh it.
+        let lingered = waits.iter().filter(|w| **w == LINGER).count();
+        assert!(lingered >= 5, "0.5 ms apart is load: {waits:?}");
+
+        // What comes while it waits joins the commit.
+        let later = sessions.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            later.record(session("acme", "dev2", 2, None, 100)).await
+        });
+        let mut waited = after(Duration::from_micros(500), &mut writer).await;
+        while waited.0 != LINGER {
+            waited = after(Duration::from_micros(500), &mut writer).await;
+        }
+        let (waited, queued) = waited;
+        assert_eq!(waited, LINGER, "waits LINGER, no longer");
+        assert_eq!(keys(&queued), ["acme/dev1/NSERVER/1", "acme/dev2/NSERVER/2"]);
+
+        // After a quiet spell the next login is alone again.
+        assert_eq!(after(Duration::from_secs(3600), &mut writer).await.0, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_batch_is_committed_without_waiting_out_the_linger() {
+        let (_dir, sessions, mut writer) = writer();
+        let now = Instant::now();
+        writer.spacing.note((0..20).map(|i| now - Duration::from_micros(100 * (20 - i))));
+        assert!(writer.spacing.under_load());
+        for cid in 2..=MAX_BATCH as u64 {
+            let sessions = sessions.clone();
+            tokio::spawn(
+                async move { sessions.record(session("acme", "dev1", cid, None, 1)).await },
+            );
+        }
+        let (waited, queued) = after(Duration::from_micros(100), &mut writer).await;
+        assert_eq!(waited, Duration::ZERO);
+        assert_eq!(queued.len(), MAX_BATCH);
     }
 
     /// The cost of recording sessions durably: `cargo test --lib sessions -- --ignored
