@@ -104,8 +104,8 @@ impl Refusal {
 /// An admitted login, not yet minted.
 #[derive(Debug, Clone)]
 pub struct Admitted {
-    pub account: AccountRecord,
-    pub user: UserRecord,
+    pub account: Arc<AccountRecord>,
+    pub user: Arc<UserRecord>,
     /// The role's permissions, templates resolved for this connection.
     pub permissions: UserPermissionLimits,
     /// When the minted JWT expires.
@@ -363,14 +363,14 @@ impl Authorizer {
         if record.created_at < user.created_at {
             return Err(Refusal::UnknownUser);
         }
-        self.admit(account, user, Some(record.id), false, request, now).await
+        self.admit(account, user, Some(record.id.clone()), false, request, now).await
     }
 
     /// The checks after the secret, and the permissions.
     async fn admit(
         &self,
-        account: AccountRecord,
-        user: UserRecord,
+        account: Arc<AccountRecord>,
+        user: Arc<UserRecord>,
         token_id: Option<String>,
         cached: bool,
         request: LoginRequest<'_>,
@@ -388,7 +388,7 @@ impl Authorizer {
         let role = self.directory.role_of(&user).await.map_err(internal)?;
         let permissions = policy::connection_permissions(
             &user,
-            role.as_ref(),
+            role.as_deref(),
             account.name.as_str(),
             request.user_nkey,
         );

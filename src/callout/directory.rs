@@ -5,6 +5,9 @@
 //! [`Directory::find_login`]): a user of SYS, AUTH or ADMIN is "no such user" to the callout,
 //! so its password is never even checked there.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use async_trait::async_trait;
 
 use crate::authority::Authority;
@@ -12,7 +15,7 @@ use crate::model::{
     AccountKind, AccountName, AccountRecord, LoginRecord, RoleName, RoleRecord, TokenRecord,
     UserName, UserRecord,
 };
-use crate::store::StoreError;
+use crate::store::{self, Record, StoreError};
 
 /// Why a lookup failed (not "absent": that is `Ok(None)`).
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +25,7 @@ pub enum DirectoryError {
 }
 
 /// A tenant account and one of its users.
-pub type Member = (AccountRecord, UserRecord);
+pub type Member = (Arc<AccountRecord>, Arc<UserRecord>);
 
 /// What a login name resolves to.
 #[derive(Debug, Clone)]
@@ -40,7 +43,10 @@ pub enum Lookup {
 #[async_trait]
 pub trait Directory: Send + Sync + 'static {
     /// An account by name, of any kind.
-    async fn account(&self, name: &AccountName) -> Result<Option<AccountRecord>, DirectoryError>;
+    async fn account(
+        &self,
+        name: &AccountName,
+    ) -> Result<Option<Arc<AccountRecord>>, DirectoryError>;
     /// The accounts whose user `name` logs in by bare name (the login records: at most one).
     async fn login_accounts(&self, name: &UserName) -> Result<Vec<AccountName>, DirectoryError>;
     /// A user by account and name.
@@ -48,15 +54,15 @@ pub trait Directory: Send + Sync + 'static {
         &self,
         account: &AccountName,
         name: &UserName,
-    ) -> Result<Option<UserRecord>, DirectoryError>;
+    ) -> Result<Option<Arc<UserRecord>>, DirectoryError>;
     /// A role by account and name.
     async fn role(
         &self,
         account: &AccountName,
         name: &RoleName,
-    ) -> Result<Option<RoleRecord>, DirectoryError>;
+    ) -> Result<Option<Arc<RoleRecord>>, DirectoryError>;
     /// An API token by id.
-    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, DirectoryError>;
+    async fn token(&self, id: &str) -> Result<Option<Arc<TokenRecord>>, DirectoryError>;
 
     /// A user of a tenant account, by account and name.
     async fn member(
@@ -115,7 +121,7 @@ pub trait Directory: Send + Sync + 'static {
     }
 
     /// The role a user holds, if any (and if it still exists).
-    async fn role_of(&self, user: &UserRecord) -> Result<Option<RoleRecord>, DirectoryError> {
+    async fn role_of(&self, user: &UserRecord) -> Result<Option<Arc<RoleRecord>>, DirectoryError> {
         match &user.role {
             Some(role) => self.role(&user.account, role).await,
             None => Ok(None),
@@ -127,19 +133,98 @@ pub trait Directory: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct StoreDirectory {
     authority: Authority,
+    decoded: Arc<Decoded>,
 }
 
 impl StoreDirectory {
     /// A directory over `authority`'s store.
     pub fn new(authority: Authority) -> Self {
-        StoreDirectory { authority }
+        StoreDirectory { authority, decoded: Arc::default() }
+    }
+
+    /// The `R` under `key`, decoded again only if its stored bytes changed.
+    async fn get<R: Record>(
+        &self,
+        key: &str,
+        cache: impl Fn(&Decoded) -> &Shared<R>,
+    ) -> Result<Option<Arc<R>>, DirectoryError> {
+        let Some(bytes) = self.authority.db().store().get(R::TREE, key).await? else {
+            return Ok(None);
+        };
+        Ok(Some(cache(&self.decoded).get(key, bytes)?))
+    }
+}
+
+/// The records every login reads again (its account, role, user, token), kept decoded.
+#[derive(Debug, Default)]
+struct Decoded {
+    accounts: Shared<AccountRecord>,
+    users: Shared<UserRecord>,
+    roles: Shared<RoleRecord>,
+    tokens: Shared<TokenRecord>,
+}
+
+/// Records by key, each with the stored bytes it was decoded from. A login compares the bytes
+/// it has just read instead of decoding JSON: decoding was most of the directory's cost, the
+/// account's above all, read twice per login. Always as fresh as the read itself.
+#[derive(Debug)]
+struct Shared<R> {
+    entries: Mutex<SharedEntries<R>>,
+}
+
+#[derive(Debug)]
+struct SharedEntries<R> {
+    by_key: HashMap<String, (Vec<u8>, Arc<R>)>,
+    bytes: usize,
+}
+
+impl<R> Default for Shared<R> {
+    fn default() -> Self {
+        Shared { entries: Mutex::new(SharedEntries { by_key: HashMap::new(), bytes: 0 }) }
+    }
+}
+
+impl<R: Record> Shared<R> {
+    /// Stored bytes kept per kind of record; past that the cache starts over.
+    const MAX_BYTES: usize = 1 << 20;
+
+    fn get(&self, key: &str, bytes: Vec<u8>) -> Result<Arc<R>, StoreError> {
+        if let Some((seen, record)) = self.lock().by_key.get(key) {
+            if *seen == bytes {
+                return Ok(Arc::clone(record));
+            }
+        }
+        let record = Arc::new(store::decode::<R>(key, &bytes)?);
+        // A record too big to keep (an account with a long revocation list) is decoded each
+        // time rather than pushing out every other.
+        if bytes.len() <= Self::MAX_BYTES / 8 {
+            let mut entries = self.lock();
+            if entries.bytes + bytes.len() > Self::MAX_BYTES {
+                entries.by_key.clear();
+                entries.bytes = 0;
+            }
+            entries.bytes += bytes.len();
+            let old = entries.by_key.insert(key.to_string(), (bytes, Arc::clone(&record)));
+            if let Some((old, _)) = old {
+                entries.bytes -= old.len();
+            }
+        }
+        Ok(record)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SharedEntries<R>> {
+        // Only plain map operations run under the lock: a panic there leaves it usable.
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 #[async_trait]
 impl Directory for StoreDirectory {
-    async fn account(&self, name: &AccountName) -> Result<Option<AccountRecord>, DirectoryError> {
-        Ok(self.authority.db().get(name.as_str()).await?)
+    async fn account(
+        &self,
+        name: &AccountName,
+    ) -> Result<Option<Arc<AccountRecord>>, DirectoryError> {
+        self.get(name.as_str(), |d| &d.accounts).await
     }
 
     async fn login_accounts(&self, name: &UserName) -> Result<Vec<AccountName>, DirectoryError> {
@@ -151,20 +236,20 @@ impl Directory for StoreDirectory {
         &self,
         account: &AccountName,
         name: &UserName,
-    ) -> Result<Option<UserRecord>, DirectoryError> {
-        Ok(self.authority.db().get(&UserRecord::key_of(account, name)).await?)
+    ) -> Result<Option<Arc<UserRecord>>, DirectoryError> {
+        self.get(&UserRecord::key_of(account, name), |d| &d.users).await
     }
 
     async fn role(
         &self,
         account: &AccountName,
         name: &RoleName,
-    ) -> Result<Option<RoleRecord>, DirectoryError> {
-        Ok(self.authority.db().get(&RoleRecord::key_of(account, name)).await?)
+    ) -> Result<Option<Arc<RoleRecord>>, DirectoryError> {
+        self.get(&RoleRecord::key_of(account, name), |d| &d.roles).await
     }
 
-    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, DirectoryError> {
-        Ok(self.authority.db().get(id).await?)
+    async fn token(&self, id: &str) -> Result<Option<Arc<TokenRecord>>, DirectoryError> {
+        self.get(id, |d| &d.tokens).await
     }
 }
 
@@ -181,8 +266,11 @@ pub struct MemoryDirectory {
 #[cfg(test)]
 #[async_trait]
 impl Directory for MemoryDirectory {
-    async fn account(&self, name: &AccountName) -> Result<Option<AccountRecord>, DirectoryError> {
-        Ok(self.accounts.lock().unwrap().iter().find(|a| &a.name == name).cloned())
+    async fn account(
+        &self,
+        name: &AccountName,
+    ) -> Result<Option<Arc<AccountRecord>>, DirectoryError> {
+        Ok(self.accounts.lock().unwrap().iter().find(|a| &a.name == name).cloned().map(Arc::new))
     }
 
     /// Every account with a user of that name and a password, so that tests can also hold
@@ -197,21 +285,71 @@ impl Directory for MemoryDirectory {
         &self,
         account: &AccountName,
         name: &UserName,
-    ) -> Result<Option<UserRecord>, DirectoryError> {
+    ) -> Result<Option<Arc<UserRecord>>, DirectoryError> {
         let users = self.users.lock().unwrap();
-        Ok(users.iter().find(|u| &u.account == account && &u.name == name).cloned())
+        Ok(users.iter().find(|u| &u.account == account && &u.name == name).cloned().map(Arc::new))
     }
 
     async fn role(
         &self,
         account: &AccountName,
         name: &RoleName,
-    ) -> Result<Option<RoleRecord>, DirectoryError> {
+    ) -> Result<Option<Arc<RoleRecord>>, DirectoryError> {
         let roles = self.roles.lock().unwrap();
-        Ok(roles.iter().find(|r| &r.account == account && &r.name == name).cloned())
+        Ok(roles.iter().find(|r| &r.account == account && &r.name == name).cloned().map(Arc::new))
     }
 
-    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, DirectoryError> {
-        Ok(self.tokens.lock().unwrap().iter().find(|t| t.id == id).cloned())
+    async fn token(&self, id: &str) -> Result<Option<Arc<TokenRecord>>, DirectoryError> {
+        Ok(self.tokens.lock().unwrap().iter().find(|t| t.id == id).cloned().map(Arc::new))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn login(name: &str, accounts: &[&str]) -> Vec<u8> {
+        let accounts = accounts.iter().map(|a| AccountName::new(*a).unwrap()).collect();
+        serde_json::to_vec(&LoginRecord { name: UserName::new(name).unwrap(), accounts }).unwrap()
+    }
+
+    #[test]
+    fn a_record_is_decoded_again_only_when_its_bytes_change() {
+        let cache = Shared::<LoginRecord>::default();
+        let first = cache.get("dev1", login("dev1", &["acme"])).unwrap();
+        let again = cache.get("dev1", login("dev1", &["acme"])).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "same bytes, same decoded record");
+
+        let changed = cache.get("dev1", login("dev1", &["globex"])).unwrap();
+        assert_eq!(changed.accounts, [AccountName::new("globex").unwrap()]);
+        assert_eq!(cache.lock().bytes, login("dev1", &["globex"]).len(), "replaced, not added");
+
+        let err = cache.get("dev2", b"{not json".to_vec()).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        assert!(!cache.lock().by_key.contains_key("dev2"));
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bytes_and_keeps_no_record_too_big_for_it() {
+        let cache = Shared::<LoginRecord>::default();
+        let max = Shared::<LoginRecord>::MAX_BYTES;
+        let big: Vec<String> = (0..max / 8 / 10).map(|i| format!("account{i:05}")).collect();
+        let big: Vec<&str> = big.iter().map(String::as_str).collect();
+        let big = login("big", &big);
+        assert!(big.len() > max / 8);
+        let first = cache.get("big", big.clone()).unwrap();
+        let again = cache.get("big", big).unwrap();
+        assert!(!Arc::ptr_eq(&first, &again), "decoded each time");
+        assert_eq!(cache.lock().bytes, 0);
+
+        let records = max / 30;
+        for i in 0..records {
+            let name = format!("u{i:06}");
+            cache.get(&name, login(&name, &["acme"])).unwrap();
+            assert!(cache.lock().bytes <= max);
+        }
+        let entries = cache.lock();
+        assert!(entries.by_key.len() < records, "started over at least once");
+        assert_eq!(entries.bytes, entries.by_key.values().map(|(b, _)| b.len()).sum::<usize>());
     }
 }

@@ -667,8 +667,8 @@ mod tests {
         let now = model::now();
         let admitted = authorize::Admitted {
             permissions: crate::policy::user_permissions(&user, None),
-            account,
-            user,
+            account: Arc::new(account),
+            user: Arc::new(user),
             expires: now + 600,
             token_id: None,
             cached: false,

@@ -477,7 +477,8 @@ impl Db {
     }
 }
 
-fn decode<R: Record>(key: &str, bytes: &[u8]) -> Result<R, StoreError> {
+/// `bytes` (stored under `key`) as an `R`.
+pub(crate) fn decode<R: Record>(key: &str, bytes: &[u8]) -> Result<R, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         tree: R::TREE,
         key: key.to_string(),
