@@ -309,7 +309,7 @@ mod tests {
     use super::*;
 
     fn login(name: &str, accounts: &[&str]) -> Vec<u8> {
-        let accounts = accounts.iter().map(|a| AccountName::new(*a).unwrap()).collect();
+        let accounts = accounts.iter().map(|a| AccountName::new(a).unwrap()).collect();
         serde_json::to_vec(&LoginRecord { name: UserName::new(name).unwrap(), accounts }).unwrap()
     }
 
