@@ -678,8 +678,9 @@ async fn storm(
             .ok()
             .and_then(|v| serde_json::from_value::<Status>(v).ok())
     };
-    let before = status().await.context("status")?.reconnects;
     let populations = [population(callout, &url, n).await?, population(direct, &url, n).await?];
+    let first = status().await.context("status")?;
+    let before = first.reconnects;
     let down = Instant::now();
     stack.server.take().context("server")?.stop(Duration::from_secs(5)).await;
     let stopped = down.elapsed();
@@ -741,6 +742,19 @@ async fn storm(
             n - back,
             connected.saturating_sub(n),
             p.errors.load(Ordering::SeqCst),
+        );
+    }
+    // Where the refusals came from: answered "no" by the service, or never reached it (the
+    // server's own callout time-out, counted by neither).
+    if let Some(last) = status().await {
+        let (a, b) = (&first.callout, &last.callout);
+        println!(
+            "\nthe service over the storm: {} allowed, {} refused ({} rate-limited), {} dropped \
+             unanswered (expired in the backlog or not verifiable)",
+            b.allowed - a.allowed,
+            b.refused - a.refused,
+            b.rate_limited - a.rate_limited,
+            b.dropped - a.dropped,
         );
     }
     let clients = populations.into_iter().flat_map(|p| p.clients);

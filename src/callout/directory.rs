@@ -139,7 +139,15 @@ pub struct StoreDirectory {
 impl StoreDirectory {
     /// A directory over `authority`'s store.
     pub fn new(authority: Authority) -> Self {
-        StoreDirectory { authority, decoded: Arc::default() }
+        let decoded = Decoded {
+            // Accounts are few and every login reads one; the others are per user, and what
+            // matters is that a login's second read (the re-check) finds its first.
+            accounts: Shared::new(1 << 20),
+            users: Shared::new(256 << 10),
+            roles: Shared::new(256 << 10),
+            tokens: Shared::new(256 << 10),
+        };
+        StoreDirectory { authority, decoded: Arc::new(decoded) }
     }
 
     /// The `R` under `key`, decoded again only if its stored bytes changed.
@@ -156,7 +164,7 @@ impl StoreDirectory {
 }
 
 /// The records every login reads again (its account, role, user, token), kept decoded.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Decoded {
     accounts: Shared<AccountRecord>,
     users: Shared<UserRecord>,
@@ -170,6 +178,8 @@ struct Decoded {
 #[derive(Debug)]
 struct Shared<R> {
     entries: Mutex<SharedEntries<R>>,
+    /// Stored bytes kept; past that the cache starts over.
+    max_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -178,15 +188,11 @@ struct SharedEntries<R> {
     bytes: usize,
 }
 
-impl<R> Default for Shared<R> {
-    fn default() -> Self {
-        Shared { entries: Mutex::new(SharedEntries { by_key: HashMap::new(), bytes: 0 }) }
-    }
-}
-
 impl<R: Record> Shared<R> {
-    /// Stored bytes kept per kind of record; past that the cache starts over.
-    const MAX_BYTES: usize = 1 << 20;
+    fn new(max_bytes: usize) -> Self {
+        let entries = SharedEntries { by_key: HashMap::new(), bytes: 0 };
+        Shared { entries: Mutex::new(entries), max_bytes }
+    }
 
     fn get(&self, key: &str, bytes: Vec<u8>) -> Result<Arc<R>, StoreError> {
         if let Some((seen, record)) = self.lock().by_key.get(key) {
@@ -197,9 +203,9 @@ impl<R: Record> Shared<R> {
         let record = Arc::new(store::decode::<R>(key, &bytes)?);
         // A record too big to keep (an account with a long revocation list) is decoded each
         // time rather than pushing out every other.
-        if bytes.len() <= Self::MAX_BYTES / 8 {
+        if bytes.len() <= self.max_bytes / 8 {
             let mut entries = self.lock();
-            if entries.bytes + bytes.len() > Self::MAX_BYTES {
+            if entries.bytes + bytes.len() > self.max_bytes {
                 entries.by_key.clear();
                 entries.bytes = 0;
             }
@@ -315,7 +321,7 @@ mod tests {
 
     #[test]
     fn a_record_is_decoded_again_only_when_its_bytes_change() {
-        let cache = Shared::<LoginRecord>::default();
+        let cache = Shared::<LoginRecord>::new(1 << 20);
         let first = cache.get("dev1", login("dev1", &["acme"])).unwrap();
         let again = cache.get("dev1", login("dev1", &["acme"])).unwrap();
         assert!(Arc::ptr_eq(&first, &again), "same bytes, same decoded record");
@@ -331,8 +337,8 @@ mod tests {
 
     #[test]
     fn the_cache_stays_within_its_bytes_and_keeps_no_record_too_big_for_it() {
-        let cache = Shared::<LoginRecord>::default();
-        let max = Shared::<LoginRecord>::MAX_BYTES;
+        let max = 256 << 10;
+        let cache = Shared::<LoginRecord>::new(max);
         let big: Vec<String> = (0..max / 8 / 10).map(|i| format!("account{i:05}")).collect();
         let big: Vec<&str> = big.iter().map(String::as_str).collect();
         let big = login("big", &big);
