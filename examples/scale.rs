@@ -62,6 +62,14 @@ struct Args {
     keep: Option<PathBuf>,
 }
 
+const USAGE: &str = "\
+usage: scale [--users N] [--accounts N] [--big N] [--passwords N] [--tokens N] [--inflight N]
+             [--gets N] [--bin PATH] [--keep DIR]
+
+Creates users through the management API of a throw-away stack on loopback and prints what
+that size costs. Defaults: --users 10000 --accounts 100 --big USERS/10 --passwords 100
+--tokens 100 --inflight 64 --gets 2000 --bin <next to this example>/nats-authd.";
+
 fn args() -> Result<Args> {
     let mut a = Args {
         users: 10_000,
@@ -76,6 +84,10 @@ fn args() -> Result<Args> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         let n = || value.parse::<usize>().with_context(|| format!("{flag} {value}"));
         match flag.as_str() {
