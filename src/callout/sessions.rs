@@ -30,10 +30,13 @@ pub const MAX_BATCH: usize = 512;
 pub const MAX_PRUNE: usize = 10_000;
 /// Sessions waiting to be written; beyond that logins wait for room.
 const QUEUE: usize = 4096;
-/// How long a commit waits for more sessions under load. Each commit is one log write and
+/// Longest a commit waits for more sessions under load. Each commit is one log write and
 /// sync whatever its size: under steady load, one session per commit was a quarter of the
 /// service's CPU per login.
-pub const LINGER: Duration = Duration::from_millis(3);
+pub const LINGER: Duration = Duration::from_millis(6);
+/// Sessions a commit under load waits for (at most [`LINGER`]): at a thousand logins a
+/// second that is the whole linger, in a storm a millisecond or two.
+pub const ENOUGH: usize = 8;
 /// Sessions arriving less than this apart on average are under load (above 500 logins a
 /// second); one login at a time takes a few milliseconds, so those are committed at once.
 pub const CLOSE: Duration = Duration::from_millis(2);
@@ -250,15 +253,16 @@ impl SessionWriter {
         }
     }
 
-    /// Adds to `queued` (just received) what comes within [`LINGER`] when sessions have been
-    /// arriving [`CLOSE`] together; otherwise leaves it as it is.
+    /// Adds to `queued` (just received) what comes within [`LINGER`], until it holds
+    /// [`ENOUGH`], when sessions have been arriving [`CLOSE`] together; otherwise leaves it as
+    /// it is.
     async fn gather(&mut self, queued: &mut Vec<Write>) {
         self.spacing.note(queued.iter().map(|w| w.sent));
         if !self.spacing.under_load() {
             return;
         }
         let deadline = Instant::now() + LINGER;
-        while queued.len() < MAX_BATCH {
+        while queued.len() < ENOUGH {
             let room = MAX_BATCH - queued.len();
             tokio::select! {
                 n = self.writes.recv_many(queued, room) => {
@@ -357,6 +361,12 @@ mod tests {
         (sent.elapsed(), queued)
     }
 
+    /// Whether a wait was the whole linger: tokio's timer has whole milliseconds, so a
+    /// deadline between two fires at the later one.
+    fn whole_linger(waited: Duration) -> bool {
+        (LINGER..=LINGER + Duration::from_millis(1)).contains(&waited)
+    }
+
     // Paused clock: a wait advances it exactly to the next timer, so how long `gather` waited
     // is read off the clock, not measured.
     #[tokio::test(start_paused = true)]
@@ -372,7 +382,7 @@ mod tests {
         }
         // Each wait (3 ms with nothing coming, as here) counts against "under load", but the
         // sessions at 0.5 ms outweigh it.
-        let lingered = waits.iter().filter(|w| **w == LINGER).count();
+        let lingered = waits.iter().filter(|w| whole_linger(**w)).count();
         assert!(lingered >= 5, "0.5 ms apart is load: {waits:?}");
 
         // What comes while it waits joins the commit.
@@ -382,11 +392,11 @@ mod tests {
             later.record(session("acme", "dev2", 2, None, 100)).await
         });
         let mut waited = after(Duration::from_micros(500), &mut writer).await;
-        while waited.0 != LINGER {
+        while !whole_linger(waited.0) {
             waited = after(Duration::from_micros(500), &mut writer).await;
         }
         let (waited, queued) = waited;
-        assert_eq!(waited, LINGER, "waits LINGER, no longer");
+        assert!(whole_linger(waited), "waits LINGER, no longer: {waited:?}");
         assert_eq!(keys(&queued), ["acme/dev1/NSERVER/1", "acme/dev2/NSERVER/2"]);
 
         // After a quiet spell the next login is alone again.
@@ -394,12 +404,12 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_full_batch_is_committed_without_waiting_out_the_linger() {
+    async fn enough_sessions_are_committed_without_waiting_out_the_linger() {
         let (_dir, sessions, mut writer) = writer();
         let now = Instant::now();
         writer.spacing.note((0..20).map(|i| now - Duration::from_micros(100 * (20 - i))));
         assert!(writer.spacing.under_load());
-        for cid in 2..=MAX_BATCH as u64 {
+        for cid in 2..=ENOUGH as u64 + 5 {
             let sessions = sessions.clone();
             tokio::spawn(
                 async move { sessions.record(session("acme", "dev1", cid, None, 1)).await },
@@ -407,7 +417,7 @@ mod tests {
         }
         let (waited, queued) = after(Duration::from_micros(100), &mut writer).await;
         assert_eq!(waited, Duration::ZERO);
-        assert_eq!(queued.len(), MAX_BATCH);
+        assert!((ENOUGH..=ENOUGH + 5).contains(&queued.len()), "{}", queued.len());
     }
 
     /// The cost of recording sessions durably: `cargo test --lib sessions -- --ignored
