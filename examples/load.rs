@@ -764,10 +764,10 @@ async fn storm(
         println!(
             "\nthe service over the storm: {} allowed, {} refused ({} rate-limited), {} dropped \
              unanswered (expired in the backlog or not verifiable)",
-            b.allowed - a.allowed,
-            b.refused - a.refused,
-            b.rate_limited - a.rate_limited,
-            b.dropped - a.dropped,
+            b.allowed.saturating_sub(a.allowed),
+            b.refused.saturating_sub(a.refused),
+            b.rate_limited.saturating_sub(a.rate_limited),
+            b.dropped.saturating_sub(a.dropped),
         );
     }
     let clients = populations.into_iter().flat_map(|p| p.clients);

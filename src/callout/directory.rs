@@ -130,7 +130,7 @@ pub trait Directory: Send + Sync + 'static {
 }
 
 /// The store, as the callout reads it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreDirectory {
     authority: Authority,
     decoded: Arc<Decoded>,
@@ -163,8 +163,14 @@ impl StoreDirectory {
     }
 }
 
+// Not `Debug`: the cache holds stored bytes, password and token hashes among them.
+impl std::fmt::Debug for StoreDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreDirectory").finish_non_exhaustive()
+    }
+}
+
 /// The records every login reads again (its account, role, user, token), kept decoded.
-#[derive(Debug)]
 struct Decoded {
     accounts: Shared<AccountRecord>,
     users: Shared<UserRecord>,
@@ -175,14 +181,12 @@ struct Decoded {
 /// Records by key, each with the stored bytes it was decoded from. A login compares the bytes
 /// it has just read instead of decoding JSON: decoding was most of the directory's cost, the
 /// account's above all, read twice per login. Always as fresh as the read itself.
-#[derive(Debug)]
 struct Shared<R> {
     entries: Mutex<SharedEntries<R>>,
     /// Stored bytes kept; past that the cache starts over.
     max_bytes: usize,
 }
 
-#[derive(Debug)]
 struct SharedEntries<R> {
     by_key: HashMap<String, (Vec<u8>, Arc<R>)>,
     bytes: usize,
@@ -203,17 +207,17 @@ impl<R: Record> Shared<R> {
         let record = Arc::new(store::decode::<R>(key, &bytes)?);
         // A record too big to keep (an account with a long revocation list) is decoded each
         // time rather than pushing out every other.
+        let mut entries = self.lock();
+        if let Some((old, _)) = entries.by_key.remove(key) {
+            entries.bytes -= old.len();
+        }
         if bytes.len() <= self.max_bytes / 8 {
-            let mut entries = self.lock();
             if entries.bytes + bytes.len() > self.max_bytes {
                 entries.by_key.clear();
                 entries.bytes = 0;
             }
             entries.bytes += bytes.len();
-            let old = entries.by_key.insert(key.to_string(), (bytes, Arc::clone(&record)));
-            if let Some((old, _)) = old {
-                entries.bytes -= old.len();
-            }
+            entries.by_key.insert(key.to_string(), (bytes, Arc::clone(&record)));
         }
         Ok(record)
     }
@@ -343,7 +347,9 @@ mod tests {
         let big: Vec<&str> = big.iter().map(String::as_str).collect();
         let big = login("big", &big);
         assert!(big.len() > max / 8);
+        cache.get("big", login("big", &["acme"])).unwrap();
         let first = cache.get("big", big.clone()).unwrap();
+        assert!(!cache.lock().by_key.contains_key("big"), "the small one it replaced is gone");
         let again = cache.get("big", big).unwrap();
         assert!(!Arc::ptr_eq(&first, &again), "decoded each time");
         assert_eq!(cache.lock().bytes, 0);

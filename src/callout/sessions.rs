@@ -117,14 +117,15 @@ impl Spacing {
         Spacing { last: None, mean: Self::MAX_GAP }
     }
 
-    /// Notes sessions sent at `sent`, in order.
+    /// Notes sessions sent at `sent`, roughly in order (concurrent logins may swap places
+    /// on the way: one sent earlier counts as no gap, and the latest stays the reference).
     fn note(&mut self, sent: impl IntoIterator<Item = Instant>) {
         for sent in sent {
             if let Some(last) = self.last {
                 let gap = sent.saturating_duration_since(last).min(Self::MAX_GAP);
                 self.mean = (self.mean * 7 + gap) / 8;
             }
-            self.last = Some(sent);
+            self.last = Some(self.last.map_or(sent, |last| last.max(sent)));
         }
     }
 
@@ -253,15 +254,17 @@ impl SessionWriter {
         }
     }
 
-    /// Adds to `queued` (just received) what comes within [`LINGER`], until it holds
-    /// [`ENOUGH`], when sessions have been arriving [`CLOSE`] together; otherwise leaves it as
-    /// it is.
+    /// Adds to `queued` (just received) what comes until it holds [`ENOUGH`], at most until
+    /// [`LINGER`] after the oldest one was sent, when sessions have been arriving [`CLOSE`]
+    /// together; otherwise leaves it as it is.
     async fn gather(&mut self, queued: &mut Vec<Write>) {
         self.spacing.note(queued.iter().map(|w| w.sent));
         if !self.spacing.under_load() {
             return;
         }
-        let deadline = Instant::now() + LINGER;
+        // From the oldest session's send: one that already waited out a commit in the channel
+        // is not held a whole LINGER more.
+        let deadline = queued.iter().map(|w| w.sent).min().unwrap_or_else(Instant::now) + LINGER;
         while queued.len() < ENOUGH {
             let room = MAX_BATCH - queued.len();
             tokio::select! {
@@ -403,12 +406,54 @@ mod tests {
         assert_eq!(after(Duration::from_secs(3600), &mut writer).await.0, Duration::ZERO);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn enough_sessions_are_committed_without_waiting_out_the_linger() {
-        let (_dir, sessions, mut writer) = writer();
+    /// A writer that has seen sessions 0.1 ms apart.
+    fn under_load(writer: &mut SessionWriter) {
         let now = Instant::now();
         writer.spacing.note((0..20).map(|i| now - Duration::from_micros(100 * (20 - i))));
         assert!(writer.spacing.under_load());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_ends_when_enough_have_come_one_by_one() {
+        let (_dir, sessions, mut writer) = writer();
+        under_load(&mut writer);
+        for cid in 2..=ENOUGH as u64 {
+            let sessions = sessions.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_micros(500 * cid)).await;
+                sessions.record(session("acme", "dev1", cid, None, 1)).await
+            });
+        }
+        let (waited, queued) = after(Duration::ZERO, &mut writer).await;
+        assert!(waited < LINGER, "{waited:?}");
+        assert_eq!(queued.len(), ENOUGH);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_counts_from_the_oldest_send_and_ends_at_shutdown() {
+        let (_dir, sessions, mut writer) = writer();
+        under_load(&mut writer);
+        // Sent 4 ms ago (it waited in the channel while the last commit ran).
+        let (done, _) = oneshot::channel();
+        let sent = Instant::now() - Duration::from_millis(4);
+        let mut queued = vec![Write { session: session("acme", "dev1", 1, None, 1), sent, done }];
+        let started = Instant::now();
+        writer.gather(&mut queued).await;
+        let waited = started.elapsed();
+        assert!(waited >= LINGER - Duration::from_millis(4), "{waited:?}");
+        assert!(waited <= LINGER - Duration::from_millis(3), "{waited:?}");
+
+        // Every handle gone: nothing more can come, no waiting.
+        drop(sessions);
+        let (waited, queued) = after(Duration::from_micros(100), &mut writer).await;
+        assert_eq!(waited, Duration::ZERO);
+        assert_eq!(queued.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn enough_sessions_are_committed_without_waiting_out_the_linger() {
+        let (_dir, sessions, mut writer) = writer();
+        under_load(&mut writer);
         for cid in 2..=ENOUGH as u64 + 5 {
             let sessions = sessions.clone();
             tokio::spawn(
