@@ -1,5 +1,6 @@
 //! The records a login decision reads, behind a trait: the store in production
-//! ([`StoreDirectory`]), an in-memory map in unit tests.
+//! ([`StoreDirectory`], which reads the store every time but decodes a record again only
+//! when its stored bytes changed), an in-memory map in unit tests.
 //!
 //! Only tenant accounts are visible through the lookups a login uses ([`Directory::member`],
 //! [`Directory::find_login`]): a user of SYS, AUTH or ADMIN is "no such user" to the callout,
