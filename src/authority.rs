@@ -8,7 +8,7 @@ use crate::model::{
 };
 use crate::policy;
 use crate::store::migrate::{self, Migrated};
-use crate::store::{Db, StoreError, OPERATOR_KEY, SCHEMA_VERSION};
+use crate::store::{Batch, Db, StoreError, OPERATOR_KEY, SCHEMA_VERSION};
 use crate::trust::{self, CalloutSettings, TrustError};
 use crate::vault::{MasterKey, VaultError};
 
@@ -198,10 +198,12 @@ impl Authority {
         Ok(trust::operator_jwt(&self.operator().await?, &self.master, now)?)
     }
 
-    /// A creds file for a stored user, with a JWT signed now.
+    /// A creds file for a stored user, with a JWT signed now, recorded as issued in the
+    /// user's record (so that revoking its key lasts as long as the creds may).
     ///
     /// # Errors
-    /// [`AuthorityError::NoSuchUser`], [`AuthorityError::NoSuchAccount`], store or key failures.
+    /// [`AuthorityError::NoSuchUser`], [`AuthorityError::NoSuchAccount`], store or key
+    /// failures, a conflict if the user changed meanwhile.
     pub async fn user_creds(
         &self,
         account: &AccountName,
@@ -210,7 +212,28 @@ impl Authority {
     ) -> Result<String, AuthorityError> {
         let account = self.account(account).await?;
         let user = self.user(&account.name, name).await?;
-        self.creds_of(&account, &user, now).await
+        self.issue_creds(&account, &user, now).await
+    }
+
+    /// Creds for loaded records (as [`Authority::creds_of`]), returned once the user's record
+    /// says they were issued.
+    ///
+    /// # Errors
+    /// Store or key failures, a conflict if the user changed since it was read.
+    pub async fn issue_creds(
+        &self,
+        account: &AccountRecord,
+        user: &UserRecord,
+        now: UnixTime,
+    ) -> Result<String, AuthorityError> {
+        let creds = self.creds_of(account, user, now).await?;
+        let mut issued = user.clone();
+        if issued.note_creds(now) {
+            let mut batch = Batch::new();
+            batch.replace(user, &issued);
+            self.db.commit(batch).await?;
+        }
+        Ok(creds)
     }
 
     /// The role a user holds, if any (and if it still exists).

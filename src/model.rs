@@ -171,6 +171,12 @@ pub struct AccountRecord {
     /// User public key -> unix time before which its JWTs are revoked.
     #[serde(default)]
     pub revocations: BTreeMap<String, i64>,
+    /// User public key -> expiry of the last creds JWT issued for it, for revocations that
+    /// may go once it has passed (see [`AccountRecord::revoke`]); a revocation without an
+    /// entry here is kept for good. Not written while empty, so older records compare byte
+    /// for byte.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub revocations_expire: BTreeMap<String, UnixTime>,
     /// Role of users created without one.
     #[serde(default)]
     pub default_role: Option<RoleName>,
@@ -197,6 +203,7 @@ impl AccountRecord {
             imports: Vec::new(),
             exports: Vec::new(),
             revocations: BTreeMap::new(),
+            revocations_expire: BTreeMap::new(),
             default_role: None,
             deleting: false,
             created_at: now,
@@ -207,6 +214,48 @@ impl AccountRecord {
     /// The account's public key.
     pub fn public_key(&self) -> &str {
         &self.identity.public
+    }
+
+    /// Revokes the JWTs issued for `key` up to `now`, as long as one of them may still be
+    /// valid, and drops the revocations no JWT needs any more. Returns whether anything
+    /// changed (the account's JWT must then be written and pushed).
+    ///
+    /// Only creds JWTs carry a user's own key (callout JWTs are for the connection's key),
+    /// so a key no creds were issued for needs no revocation, and one whose creds have all
+    /// expired needs it only until then: without this, every user ever deactivated,
+    /// deleted or regenerated stayed in the account's JWT, which grows toward the servers'
+    /// max payload.
+    pub fn revoke(&mut self, key: &str, issued: Option<CredsIssued>, now: UnixTime) -> bool {
+        let mut changed = self.prune_revocations(now);
+        let until = match issued.unwrap_or(CredsIssued::Lasting) {
+            CredsIssued::Never => return changed,
+            CredsIssued::Expiring(exp) if exp + REVOCATION_SLACK_SECS < now => return changed,
+            CredsIssued::Expiring(exp) => Some(exp),
+            CredsIssued::Lasting => None,
+        };
+        changed |= self.revocations.insert(key.to_string(), now) != Some(now);
+        changed |= match until {
+            // A later expiry than one recorded before can only come from the same key, whose
+            // newest creds decide.
+            Some(exp) => self.revocations_expire.insert(key.to_string(), exp) != Some(exp),
+            None => self.revocations_expire.remove(key).is_some(),
+        };
+        changed
+    }
+
+    /// Drops the revocations of keys whose last creds expired more than
+    /// [`REVOCATION_SLACK_SECS`] before `now`. Returns whether any went.
+    pub fn prune_revocations(&mut self, now: UnixTime) -> bool {
+        let before = self.revocations_expire.len();
+        let revocations = &mut self.revocations;
+        self.revocations_expire.retain(|key, exp| {
+            let keep = *exp + REVOCATION_SLACK_SECS >= now;
+            if !keep {
+                revocations.remove(key);
+            }
+            keep
+        });
+        self.revocations_expire.len() != before
     }
 
     /// The key that signs this account's users: the first signing key, else the identity.
@@ -283,6 +332,12 @@ pub struct UserRecord {
     /// Lifetime of issued JWTs in seconds; `None`: no expiry.
     #[serde(default)]
     pub jwt_ttl_secs: Option<i64>,
+    /// Creds issued for `identity`, so that revoking it is kept only while they may be valid.
+    /// `None`: not tracked (records of older builds and of `init`), read as
+    /// [`CredsIssued::Lasting`]. Not written while `None`, so older records compare byte for
+    /// byte.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creds_issued: Option<CredsIssued>,
     #[serde(default)]
     pub bearer_token: bool,
     /// Free-form `key -> value` tags; role templates read them with `{{tag(key)}}`.
@@ -311,6 +366,7 @@ impl UserRecord {
             identity: SealedKey::generate(KeyRole::User, master),
             password_hash: None,
             jwt_ttl_secs: None,
+            creds_issued: None,
             bearer_token: false,
             tags: BTreeMap::new(),
             created_at: now,
@@ -322,6 +378,46 @@ impl UserRecord {
     pub fn key_of(account: &AccountName, name: &UserName) -> String {
         format!("{account}/{name}")
     }
+
+    /// When creds issued `now` expire: `now` plus the user's JWT lifetime, if it has one.
+    pub fn creds_expiry(&self, now: UnixTime) -> Option<UnixTime> {
+        self.jwt_ttl_secs.map(|ttl| now + ttl)
+    }
+
+    /// A new nkey, with no creds issued for it yet.
+    pub fn new_key(&mut self, master: &MasterKey) {
+        self.identity = SealedKey::generate(KeyRole::User, master);
+        self.creds_issued = Some(CredsIssued::Never);
+    }
+
+    /// Records creds issued `now` for the current key. Returns whether the record changed
+    /// (then it must be written before the creds are handed out).
+    pub fn note_creds(&mut self, now: UnixTime) -> bool {
+        let Some(issued) = self.creds_issued else { return false };
+        let next = match (issued, self.creds_expiry(now)) {
+            (CredsIssued::Lasting, _) | (_, None) => CredsIssued::Lasting,
+            (CredsIssued::Never, Some(exp)) => CredsIssued::Expiring(exp),
+            (CredsIssued::Expiring(was), Some(exp)) => CredsIssued::Expiring(was.max(exp)),
+        };
+        self.creds_issued = Some(next);
+        next != issued
+    }
+}
+
+/// How long a revocation outlives the last creds it covers, for clocks that differ between
+/// the hosts of nats-authd and of the servers that check the expiry.
+pub const REVOCATION_SLACK_SECS: i64 = 300;
+
+/// What creds JWTs were handed out for a user's current key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredsIssued {
+    /// None yet.
+    Never,
+    /// The last of them expires at this unix time.
+    Expiring(UnixTime),
+    /// At least one without expiry.
+    Lasting,
 }
 
 /// A named set of permissions and limits within an account.
@@ -624,5 +720,94 @@ mod tests {
         assert!(!s("orders.>").intersects(&s("$SYS.>")));
         assert!(!s("a.b").intersects(&s("a.c")));
         assert!(!s("a.*").intersects(&s("a.b.c")));
+    }
+
+    fn user(master: &MasterKey, ttl: Option<i64>) -> UserRecord {
+        let mut user = UserRecord::new(
+            AccountName::new("acme").unwrap(),
+            UserName::new("dev1").unwrap(),
+            UserKind::Member,
+            master,
+            0,
+        );
+        user.jwt_ttl_secs = ttl;
+        user.new_key(master);
+        user
+    }
+
+    #[test]
+    fn issued_creds_are_noted_with_their_latest_expiry_and_lasting_ones_win() {
+        let master = MasterKey::generate();
+        let mut expiring = user(&master, Some(60));
+        assert!(expiring.note_creds(1000));
+        assert_eq!(expiring.creds_issued, Some(CredsIssued::Expiring(1060)));
+        assert!(!expiring.note_creds(990), "an earlier expiry replaced a later one");
+        assert_eq!(expiring.creds_issued, Some(CredsIssued::Expiring(1060)));
+        assert!(expiring.note_creds(2000));
+        assert_eq!(expiring.creds_issued, Some(CredsIssued::Expiring(2060)));
+        // The lifetime taken away: creds without expiry now exist.
+        expiring.jwt_ttl_secs = None;
+        assert!(expiring.note_creds(2001));
+        assert_eq!(expiring.creds_issued, Some(CredsIssued::Lasting));
+        expiring.jwt_ttl_secs = Some(60);
+        assert!(!expiring.note_creds(3000), "lasting creds were forgotten");
+
+        let mut untracked = user(&master, Some(60));
+        untracked.creds_issued = None;
+        assert!(!untracked.note_creds(1000));
+        assert_eq!(untracked.creds_issued, None);
+
+        untracked.new_key(&master);
+        assert_eq!(untracked.creds_issued, Some(CredsIssued::Never), "a new key has no creds");
+    }
+
+    #[test]
+    fn a_revocation_lasts_as_long_as_the_creds_it_covers() {
+        let master = MasterKey::generate();
+        let mut account =
+            AccountRecord::new(AccountName::new("acme").unwrap(), AccountKind::Tenant, &master, 0);
+        // No creds, or only expired ones: nothing to revoke, nothing written.
+        assert!(!account.revoke("UNEVER", Some(CredsIssued::Never), 1000));
+        let stale = 1000 - REVOCATION_SLACK_SECS - 1;
+        assert!(!account.revoke("USTALE", Some(CredsIssued::Expiring(stale)), 1000));
+        assert!(account.revocations.is_empty());
+        // Creds that may still be valid (within the slack too), lasting ones, untracked keys.
+        let skewed = 1000 - REVOCATION_SLACK_SECS;
+        assert!(account.revoke("USKEW", Some(CredsIssued::Expiring(skewed)), 1000));
+        assert!(account.revoke("UHOUR", Some(CredsIssued::Expiring(4600)), 1000));
+        assert!(account.revoke("ULAST", Some(CredsIssued::Lasting), 1000));
+        assert!(account.revoke("UOLD", None, 1000));
+        let keys = |a: &AccountRecord| a.revocations.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&account), ["UHOUR", "ULAST", "UOLD", "USKEW"]);
+        assert!(account.revocations.values().all(|at| *at == 1000));
+        assert!(!account.revoke("UHOUR", Some(CredsIssued::Expiring(4600)), 1000), "no change");
+
+        // Once their creds are past the slack, the next change drops them; lasting ones stay.
+        assert!(account.prune_revocations(1001));
+        assert_eq!(keys(&account), ["UHOUR", "ULAST", "UOLD"]);
+        assert!(!account.prune_revocations(4600 + REVOCATION_SLACK_SECS));
+        assert!(account.revoke("UNEVER", Some(CredsIssued::Never), 4601 + REVOCATION_SLACK_SECS));
+        assert_eq!(keys(&account), ["ULAST", "UOLD"]);
+        assert!(account.revocations_expire.is_empty());
+
+        // Lasting creds issued later for a key with an expiring revocation keep it for good.
+        assert!(account.revoke("UBOTH", Some(CredsIssued::Expiring(9000)), 8000));
+        assert!(account.revoke("UBOTH", Some(CredsIssued::Lasting), 8000));
+        assert!(!account.prune_revocations(99_999));
+        assert!(account.revocations.contains_key("UBOTH"));
+    }
+
+    #[test]
+    fn records_without_the_new_fields_read_back_byte_for_byte() {
+        let master = MasterKey::generate();
+        let mut user = user(&master, None);
+        user.creds_issued = None;
+        let old = serde_json::to_string(&user).unwrap();
+        assert!(!old.contains("creds_issued"));
+        let back: UserRecord = serde_json::from_str(&old).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), old);
+        let account =
+            AccountRecord::new(AccountName::new("acme").unwrap(), AccountKind::Tenant, &master, 0);
+        assert!(!serde_json::to_string(&account).unwrap().contains("revocations_expire"));
     }
 }

@@ -159,7 +159,7 @@ pub fn user_creds(
     master: &MasterKey,
     now: UnixTime,
 ) -> Result<String, TrustError> {
-    let expires = user.jwt_ttl_secs.map(|ttl| now + ttl);
+    let expires = user.creds_expiry(now);
     let jwt = user_jwt(
         account,
         &user.identity.public,

@@ -14,7 +14,7 @@ use nats_authd::api::account::{
 };
 use nats_authd::api::ops::GetStatus;
 use nats_authd::api::role::UpdateRole;
-use nats_authd::api::user::{DeleteUser, GetCreds, RegenerateUser, UserRef};
+use nats_authd::api::user::{CreateUser, DeleteUser, GetCreds, RegenerateUser, UserRef};
 use nats_authd::api::Endpoint;
 use nats_authd::client::{AdminClient, ClientError};
 use nats_authd::service::Status;
@@ -144,6 +144,32 @@ async fn role_changes_reach_new_jwts_and_deleting_a_user_cuts_it_off() {
     admin.send(&DeleteUser(dev1())).await.unwrap();
     disconnected_within(&mut live_events, Duration::from_secs(10)).await;
     assert!(matches!(admin.send(&dev1()).await, Err(ClientError::Service { code: 404, .. })));
+    drop(live);
+}
+
+/// What lets a revocation leave the account JWT once the creds it covers have expired.
+#[tokio::test]
+async fn creds_with_a_lifetime_stop_working_when_it_ends() {
+    let stack = Stack::start().await;
+    let _service = stack.serve();
+    let admin = stack.admin().await;
+    tenant(&admin, "acme").await.open_role("all").await;
+    let brief = CreateUser {
+        role: Some("all".into()),
+        jwt_ttl_secs: Some(2),
+        ..CreateUser::new(account_name("acme"), user_name("brief"))
+    };
+    admin.send(&brief).await.unwrap();
+    drained(&admin).await;
+    let brief = creds(&admin, "acme", "brief").await;
+    let (live, mut events) = stack.connect_creds(&brief).await;
+    live.flush().await.unwrap();
+    disconnected_within(&mut events, Duration::from_secs(6)).await;
+    // The server closes the connection at `exp` but takes the JWT for the rest of that
+    // second (it is expired once `exp < now`, in whole seconds).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again = async_nats::ConnectOptions::with_credentials(&brief).unwrap();
+    assert!(again.connect(stack.url()).await.is_err(), "expired creds connected");
     drop(live);
 }
 

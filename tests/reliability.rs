@@ -11,7 +11,9 @@ use nats_authd::api::account::{CreateAccount, UpdateAccount};
 use nats_authd::api::role::{CreateRole, RoleRef};
 use nats_authd::api::user::{CreateUser, Password, UpdateUser, UserRef};
 use nats_authd::manage::{ManageError, Manager, Noun};
-use nats_authd::model::{now, AccountName, RoleName, RoleRecord, UserName, UserRecord};
+use nats_authd::model::{
+    now, AccountName, RoleName, RoleRecord, UserName, UserRecord, REVOCATION_SLACK_SECS,
+};
 use nats_authd::service::reply::WireError;
 use serde_json::{json, Value};
 
@@ -343,4 +345,46 @@ async fn no_token_lands_in_an_account_being_deleted_and_a_second_delete_finishes
     assert_eq!(deleted.users, 1);
     assert!(db.list::<TokenRecord>("").await.unwrap().is_empty(), "a token outlived its account");
     assert!(db.get::<AccountRecord>("acme").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn revocations_stay_only_as_long_as_creds_they_cover_may_be_valid() {
+    let stack = Stack::init().await;
+    let manager = stack.manager();
+    tenant(&manager, "acme").await;
+    let t0 = now();
+    for (name, ttl) in [("quiet", None), ("lasting", None), ("brief", Some(60)), ("other", None)] {
+        let create = CreateUser { jwt_ttl_secs: ttl, ..create_user("acme", name, None, None) };
+        manager.create_user(create, t0).await.unwrap();
+    }
+    for name in ["lasting", "brief"] {
+        manager.user_creds(user_ref("acme", name), t0).await.unwrap();
+    }
+    let acme = || async { stack.authority().account(&account("acme")).await.unwrap() };
+    let deactivate = |name: &str, at| {
+        let update =
+            UpdateUser { active: Some(false), ..UpdateUser::new(account("acme"), user(name)) };
+        manager.update_user(update, at)
+    };
+
+    // No creds were ever issued for its key: the account's JWT does not change.
+    let before = acme().await;
+    deactivate("quiet", t0).await.unwrap();
+    manager.delete_user(user_ref("acme", "quiet"), t0).await.unwrap();
+    assert_eq!(acme().await, before, "a key without creds was revoked");
+
+    manager.delete_user(user_ref("acme", "lasting"), t0).await.unwrap();
+    deactivate("brief", t0).await.unwrap();
+    let revoked = acme().await.revocations;
+    assert_eq!(revoked.len(), 2, "{revoked:?}");
+
+    // Once brief's creds (60 s) and the slack are past, the next revocation drops its entry;
+    // creds without expiry keep theirs.
+    let later = t0 + 60 + REVOCATION_SLACK_SECS + 1;
+    manager.user_creds(user_ref("acme", "other"), t0).await.unwrap();
+    manager.regenerate_user(user_ref("acme", "other"), later).await.unwrap();
+    let acme = acme().await;
+    let brief = stack.authority().user(&account("acme"), &user("brief")).await.unwrap();
+    assert!(!acme.revocations.contains_key(&brief.identity.public), "brief's stayed");
+    assert_eq!(acme.revocations.len(), 2, "lasting's and other's old key: {:?}", acme.revocations);
 }

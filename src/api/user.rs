@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{requests, ApiRequest, Endpoint};
-use crate::model::{AccountName, UnixTime, UserKind, UserName, UserRecord};
+use crate::model::{AccountName, AccountRecord, UnixTime, UserKind, UserName, UserRecord};
 
 /// A password as a request carries it: wiped on drop, never printed.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +193,18 @@ impl std::fmt::Debug for CredsView {
             .field("public_key", &self.public_key)
             .field("creds", &"<redacted>")
             .finish()
+    }
+}
+
+impl CredsView {
+    /// The view of `creds` issued for `user` of `account`.
+    pub fn new(account: &AccountRecord, user: &UserRecord, creds: &str) -> Self {
+        CredsView {
+            account: account.name.to_string(),
+            name: user.name.to_string(),
+            public_key: user.identity.public.clone(),
+            creds: creds.to_string(),
+        }
     }
 }
 

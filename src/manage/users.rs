@@ -7,10 +7,9 @@ use zeroize::Zeroizing;
 use super::{check_len, ManageError, Manager, Noun, PageSpec, Revoked, MAX_DESCRIPTION_LEN};
 use crate::api::user::{CreateUser, CredsView, UpdateUser, UserListRef, UserRef, UserView};
 use crate::api::Page;
-use crate::keys::{KeyRole, SealedKey};
 use crate::model::{
-    AccountKind, AccountName, AccountRecord, PasswordHash, RoleName, RoleRecord, UnixTime,
-    UserKind, UserName, UserRecord,
+    AccountKind, AccountName, AccountRecord, CredsIssued, PasswordHash, RoleName, RoleRecord,
+    UnixTime, UserKind, UserName, UserRecord,
 };
 use crate::names::{SYS_ACCOUNT, SYS_OPERATOR_USER};
 use crate::password::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN};
@@ -157,6 +156,7 @@ impl Manager {
         user.role = role.as_ref().map(|r| r.name.clone());
         user.description = description;
         user.jwt_ttl_secs = jwt_ttl_secs;
+        user.creds_issued = Some(CredsIssued::Never);
         user.bearer_token = req.bearer_token.unwrap_or(false);
         if let Some(tags) = req.tags {
             check_tags(&tags)?;
@@ -281,7 +281,7 @@ impl Manager {
             // Every JWT issued before the deactivation stays revoked for good: a reactivated
             // user gets a new key and needs new creds, so creds handed out before (and perhaps
             // the reason for the deactivation) do not come back to life.
-            user.identity = SealedKey::generate(KeyRole::User, self.authority.master());
+            user.new_key(self.authority.master());
         }
         if let Some(role) = &assigned {
             batch.require(role);
@@ -299,11 +299,7 @@ impl Manager {
         }
         batch.replace(&current, &user);
         if revoke == Some(true) {
-            let mut changed = account.clone();
-            changed.revocations.insert(user.identity.public.clone(), now);
-            changed.updated_at = now;
-            batch.replace(&account, &changed);
-            self.enqueue(&mut batch, &changed, false, now);
+            self.revoke_key(&account, &user, now, &mut batch);
         }
         self.commit(batch).await.map_err(|e| Self::login_conflict(e, &user.name))?;
         if revoke == Some(true) || password_changed {
@@ -322,20 +318,16 @@ impl Manager {
     pub async fn delete_user(&self, req: UserRef, now: UnixTime) -> Result<UserView, ManageError> {
         let account = self.user_account(&req.account).await?;
         let user = self.user_record(&account, &req.name).await?;
-        let mut changed = account.clone();
-        changed.revocations.insert(user.identity.public.clone(), now);
-        changed.updated_at = now;
         let mut batch = Batch::new();
         if user.kind == UserKind::Admin && user.active {
             batch.require(&self.another_active_admin(&user).await?);
         }
         batch.delete_unchanged(&user);
         self.release_login(&account, &user, &mut batch).await?;
-        batch.replace(&account, &changed);
+        self.revoke_key(&account, &user, now, &mut batch);
         for token in self.tokens_of(&user.account, Some(&user.name)).await? {
             batch.delete::<crate::model::TokenRecord>(&token.id);
         }
-        self.enqueue(&mut batch, &changed, false, now);
         self.commit(batch).await?;
         self.revoke(Revoked::User {
             account: user.account.to_string(),
@@ -356,18 +348,38 @@ impl Manager {
         let account = self.user_account(&req.account).await?;
         let current = self.user_record(&account, &req.name).await?;
         let mut user = current.clone();
-        user.identity = SealedKey::generate(KeyRole::User, self.authority.master());
+        user.new_key(self.authority.master());
         user.updated_at = now;
-        let mut changed = account.clone();
-        changed.revocations.insert(current.identity.public.clone(), now);
-        changed.updated_at = now;
-        let creds = self.creds_for(&changed, &user, now).await?;
+        super::ensure_active(&account, &user)?;
+        // The old key's revocation does not change the account's signing keys, so the creds
+        // can be made from the account as read.
+        let creds = Zeroizing::new(self.authority.creds_of(&account, &user, now).await?);
+        user.note_creds(now);
         let mut batch = Batch::new();
         batch.replace(&current, &user);
-        batch.replace(&account, &changed);
-        self.enqueue(&mut batch, &changed, false, now);
+        self.revoke_key(&account, &current, now, &mut batch);
         self.commit(batch).await?;
-        Ok(creds)
+        Ok(CredsView::new(&account, &user, &creds))
+    }
+
+    /// Adds to `batch` the revocation of `user`'s current key in `account` (as read from the
+    /// store) and the push of the account's JWT, if that changes it (see
+    /// [`AccountRecord::revoke`]); either way the batch requires the account unchanged.
+    fn revoke_key(
+        &self,
+        account: &AccountRecord,
+        user: &UserRecord,
+        now: UnixTime,
+        batch: &mut Batch,
+    ) {
+        let mut changed = account.clone();
+        if changed.revoke(&user.identity.public, user.creds_issued, now) {
+            changed.updated_at = now;
+            batch.replace(account, &changed);
+            self.enqueue(batch, &changed, false, now);
+        } else {
+            batch.require(account);
+        }
     }
 
     /// A creds file for a user, with a JWT carrying its role's permissions as they are now.
@@ -416,6 +428,7 @@ impl Manager {
         self.creds_for(&sys, &user, now).await
     }
 
+    /// Creds for a stored user, handed out once its record says they were issued.
     async fn creds_for(
         &self,
         account: &AccountRecord,
@@ -423,12 +436,7 @@ impl Manager {
         now: UnixTime,
     ) -> Result<CredsView, ManageError> {
         super::ensure_active(account, user)?;
-        let creds = Zeroizing::new(self.authority.creds_of(account, user, now).await?);
-        Ok(CredsView {
-            account: account.name.to_string(),
-            name: user.name.to_string(),
-            public_key: user.identity.public.clone(),
-            creds: creds.to_string(),
-        })
+        let creds = Zeroizing::new(self.authority.issue_creds(account, user, now).await?);
+        Ok(CredsView::new(account, user, &creds))
     }
 }
