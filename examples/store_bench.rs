@@ -90,7 +90,25 @@ async fn bench(name: &str, store: &Arc<dyn Store>, rounds: usize) -> Result<()> 
     let scan =
         time(rounds.min(50), |_| async { store.scan(Tree::Users, "acme/").await.map(|_| ()) })
             .await?;
-    println!("{name:>9}: create(1 put, Absent) {create}   put(Any) {blind}   batch(1 check + 9 creates) {batch10}   get {get}   scan({rounds} keys) {scan}");
+    // Pages and counts as lists and `status` read them: a page of 100 from the middle of the
+    // keys, and the count of every key (a tenth of them deleted first).
+    let middle = format!("acme/u{:06}", rounds / 2);
+    let page = time(rounds.min(50), |_| async {
+        store.scan_page(Tree::Users, "acme/", Some(&middle), 100).await.map(|_| ())
+    })
+    .await?;
+    for i in (0..rounds).step_by(10) {
+        let mut b = Batch::new();
+        b.push(Op::Delete { tree: Tree::Users, key: format!("acme/u{i:06}"), expect: Expect::Any });
+        store.commit(b).await?;
+    }
+    let count = time(rounds.min(20), |_| async {
+        let n = store.count(Tree::Users, "").await?;
+        assert_eq!(n, rounds - rounds.div_ceil(10), "count");
+        Ok::<_, nats_authd::store::StoreError>(())
+    })
+    .await?;
+    println!("{name:>9}: create(1 put, Absent) {create}   put(Any) {blind}   batch(1 check + 9 creates) {batch10}   get {get}   scan({rounds} keys) {scan}   page(100) {page}   count {count}");
     Ok(())
 }
 

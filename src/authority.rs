@@ -36,6 +36,9 @@ pub enum AuthorityError {
     /// No such user.
     #[error("user {0:?} not found")]
     NoSuchUser(String),
+    /// The user or its account is deactivated: no creds for it.
+    #[error("user {0:?} or its account is deactivated")]
+    Inactive(String),
 }
 
 /// AUTH's `allowed_accounts`: any account, so AUTH's JWT stays the same as tenants come and go.
@@ -198,12 +201,13 @@ impl Authority {
         Ok(trust::operator_jwt(&self.operator().await?, &self.master, now)?)
     }
 
-    /// A creds file for a stored user, with a JWT signed now, recorded as issued in the
+    /// A creds file for a stored active user, with a JWT signed now, recorded as issued in the
     /// user's record (so that revoking its key lasts as long as the creds may).
     ///
     /// # Errors
-    /// [`AuthorityError::NoSuchUser`], [`AuthorityError::NoSuchAccount`], store or key
-    /// failures, a conflict if the user changed meanwhile.
+    /// [`AuthorityError::NoSuchUser`], [`AuthorityError::NoSuchAccount`],
+    /// [`AuthorityError::Inactive`], store or key failures, a conflict if the user changed
+    /// meanwhile.
     pub async fn user_creds(
         &self,
         account: &AccountName,
@@ -212,6 +216,9 @@ impl Authority {
     ) -> Result<String, AuthorityError> {
         let account = self.account(account).await?;
         let user = self.user(&account.name, name).await?;
+        if !(account.active && user.active) {
+            return Err(AuthorityError::Inactive(name.to_string()));
+        }
         self.issue_creds(&account, &user, now).await
     }
 
@@ -228,11 +235,15 @@ impl Authority {
     ) -> Result<String, AuthorityError> {
         let creds = self.creds_of(account, user, now).await?;
         let mut issued = user.clone();
+        let mut batch = Batch::new();
+        // Checked even when nothing is to be written: creds are not handed out for a user
+        // deactivated, deleted or given a new key since it was read.
         if issued.note_creds(now) {
-            let mut batch = Batch::new();
             batch.replace(user, &issued);
-            self.db.commit(batch).await?;
+        } else {
+            batch.require(user);
         }
+        self.db.commit(batch).await?;
         Ok(creds)
     }
 

@@ -713,6 +713,11 @@ pub async fn write_outputs_with_tls(
             Err(AuthorityError::NoSuchUser(_)) if user.as_str() == ADMIN_USER => {
                 tracing::warn!(path = %path.display(), "the first admin was deleted; not writing its creds");
             }
+            // Deactivated since (another admin is active): fresh creds would postdate the
+            // revocation of its key and work again.
+            Err(AuthorityError::Inactive(_)) if user.as_str() == ADMIN_USER => {
+                tracing::warn!(path = %path.display(), "the first admin is deactivated; not writing its creds");
+            }
             Err(e) => return Err(e.into()),
         }
     }

@@ -216,8 +216,8 @@ impl AccountRecord {
         &self.identity.public
     }
 
-    /// Revokes the JWTs issued for `key` up to `now`, as long as one of them may still be
-    /// valid, and drops the revocations no JWT needs any more. Returns whether anything
+    /// Revokes the JWTs issued for `key` (up to [`REVOCATION_SLACK_SECS`] after `now`), as
+    /// long as one of them may still be valid, and drops the revocations no JWT needs any more. Returns whether anything
     /// changed (the account's JWT must then be written and pushed).
     ///
     /// Only creds JWTs carry a user's own key (callout JWTs are for the connection's key),
@@ -233,7 +233,16 @@ impl AccountRecord {
             CredsIssued::Expiring(exp) => Some(exp),
             CredsIssued::Lasting => None,
         };
-        changed |= self.revocations.insert(key.to_string(), now) != Some(now);
+        // Dated ahead: every JWT for the key signed before this revocation commits is covered,
+        // even one whose request came later (or from a host whose clock is ahead). The key is
+        // never used again (reactivating or regenerating makes a new one), so nothing signed
+        // later is lost.
+        let at = now + REVOCATION_SLACK_SECS;
+        let was = self.revocations.get(key).copied();
+        if was.is_none_or(|was| was < at) {
+            self.revocations.insert(key.to_string(), at);
+            changed = true;
+        }
         changed |= match until {
             // A later expiry than one recorded before can only come from the same key, whose
             // newest creds decide.
@@ -405,7 +414,8 @@ impl UserRecord {
 }
 
 /// How long a revocation outlives the last creds it covers, for clocks that differ between
-/// the hosts of nats-authd and of the servers that check the expiry.
+/// the hosts of nats-authd and of the servers that check the expiry; also how far ahead a
+/// revocation is dated.
 pub const REVOCATION_SLACK_SECS: i64 = 300;
 
 /// What creds JWTs were handed out for a user's current key.
@@ -779,8 +789,12 @@ mod tests {
         assert!(account.revoke("UOLD", None, 1000));
         let keys = |a: &AccountRecord| a.revocations.keys().cloned().collect::<Vec<_>>();
         assert_eq!(keys(&account), ["UHOUR", "ULAST", "UOLD", "USKEW"]);
-        assert!(account.revocations.values().all(|at| *at == 1000));
+        // Dated ahead by the slack; a later revocation of the same key never moves it back.
+        let ahead = 1000 + REVOCATION_SLACK_SECS;
+        assert!(account.revocations.values().all(|at| *at == ahead));
         assert!(!account.revoke("UHOUR", Some(CredsIssued::Expiring(4600)), 1000), "no change");
+        assert!(!account.revoke("ULAST", Some(CredsIssued::Lasting), 900), "moved back");
+        assert_eq!(account.revocations["ULAST"], ahead);
 
         // Once their creds are past the slack, the next change drops them; lasting ones stay.
         assert!(account.prune_revocations(1001));

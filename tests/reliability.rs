@@ -178,6 +178,23 @@ async fn init_still_runs_after_the_first_admin_was_deleted() {
 }
 
 #[tokio::test]
+async fn init_writes_no_fresh_creds_for_a_deactivated_first_admin() {
+    let mut stack = Stack::init().await;
+    let manager = stack.manager();
+    manager.create_user(create_user("admin", "second", None, None), now()).await.unwrap();
+    let deactivate =
+        UpdateUser { active: Some(false), ..UpdateUser::new(account("admin"), user("admin")) };
+    manager.update_user(deactivate, now()).await.unwrap();
+    drop(manager);
+    let path = stack.layout.admin_creds();
+    let before = std::fs::read_to_string(&path).unwrap();
+    // A JWT signed after the revocation would not be covered by it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    stack.reinit().await.expect("init must not need an active first admin");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before, "fresh creds were written");
+}
+
+#[tokio::test]
 async fn an_account_delete_during_a_burst_of_password_user_creates_is_answered() {
     let stack = Stack::start().await;
     let _service = stack.serve();
@@ -383,8 +400,23 @@ async fn revocations_stay_only_as_long_as_creds_they_cover_may_be_valid() {
     let later = t0 + 60 + REVOCATION_SLACK_SECS + 1;
     manager.user_creds(user_ref("acme", "other"), t0).await.unwrap();
     manager.regenerate_user(user_ref("acme", "other"), later).await.unwrap();
-    let acme = acme().await;
+    let revoked = acme().await.revocations;
     let brief = stack.authority().user(&account("acme"), &user("brief")).await.unwrap();
-    assert!(!acme.revocations.contains_key(&brief.identity.public), "brief's stayed");
-    assert_eq!(acme.revocations.len(), 2, "lasting's and other's old key: {:?}", acme.revocations);
+    assert!(!revoked.contains_key(&brief.identity.public), "brief's stayed");
+    assert_eq!(revoked.len(), 2, "lasting's and other's old key: {revoked:?}");
+
+    // The regenerate's creds were noted for the new key: deactivating revokes it.
+    let other = stack.authority().user(&account("acme"), &user("other")).await.unwrap();
+    deactivate("other", later).await.unwrap();
+    assert!(acme().await.revocations.contains_key(&other.identity.public), "new key not revoked");
+
+    // Creds are not signed for a user read before it was deactivated, even with nothing to
+    // note (its creds were lasting already).
+    let create = create_user("acme", "stale", None, None);
+    manager.create_user(create, later).await.unwrap();
+    manager.user_creds(user_ref("acme", "stale"), later).await.unwrap();
+    let stale = stack.authority().user(&account("acme"), &user("stale")).await.unwrap();
+    deactivate("stale", later).await.unwrap();
+    let signed = stack.authority().issue_creds(&acme().await, &stale, later).await;
+    assert!(signed.is_err(), "creds signed from a stale record");
 }

@@ -15,6 +15,8 @@
 //! - `scan(tree, prefix)`: one (paged) stream-info request listing the tree's subjects, then
 //!   one direct get per subject whose token matches the prefix (16 in flight), tombstones
 //!   included. Not a snapshot: each key is read as of its own get, as a sled scan does.
+//! - `scan_page`: the same listing, then direct gets in key order only until the page is
+//!   full. `count`: the listing, then one get per subject (to leave out tombstones).
 //! - `commit`: one direct get per distinct key, then one publish per key it writes or must
 //!   check. Several messages go out as one atomic batch (only the last is a request); a single
 //!   message is a plain publish, which is atomic on its own.
@@ -237,6 +239,57 @@ impl JetStreamStore {
         Ok(Current { seq: message.sequence, value })
     }
 
+    /// The keys of `tree` that start with `prefix` and sort after `after`, with their
+    /// subjects, in key order, from one (paged) stream-info listing: no value is read.
+    async fn subjects(
+        &self,
+        tree: Tree,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let filter = format!("{SUBJECT_PREFIX}.{}.>", tree.name());
+        let wanted = token(prefix);
+        let mut subjects: Vec<(String, String)> = self
+            .stream
+            .info_with_subjects(filter)
+            .await
+            .map_err(failed)?
+            .map_ok(|(subject, _count)| subject)
+            .try_filter_map(|subject| {
+                let hit = subject.rsplit('.').next().is_some_and(|t| t.starts_with(&wanted));
+                let key = if hit { key_of(&subject) } else { None };
+                let key = key.filter(|k| after.is_none_or(|a| k.as_str() > a));
+                futures::future::ready(Ok(key.map(|k| (k, subject))))
+            })
+            .try_collect()
+            .await
+            .map_err(failed)?;
+        // Byte order of keys, which is also the order of their hex tokens.
+        subjects.sort();
+        Ok(subjects)
+    }
+
+    /// The values of the first `limit` keys of `subjects` that are not tombstones, read
+    /// concurrently and in order; reading stops once `limit` are found.
+    async fn read_live(
+        &self,
+        subjects: Vec<(String, String)>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let reads: Vec<_> = subjects
+            .into_iter()
+            .map(|(key, subject)| async move {
+                Ok::<_, StoreError>(self.read_subject(subject).await?.value.map(|v| (key, v)))
+            })
+            .collect();
+        futures::stream::iter(reads)
+            .buffered(SCAN_CONCURRENCY)
+            .try_filter_map(|row| futures::future::ready(Ok(row)))
+            .take(limit)
+            .try_collect()
+            .await
+    }
+
     /// Reads every key the plans touch, concurrently.
     async fn read_all(&self, plans: &[KeyPlan]) -> Result<Vec<Current>, StoreError> {
         // Collected first: a closure inside the stream type trips async-trait's Send check.
@@ -397,33 +450,35 @@ impl Store for JetStreamStore {
     }
 
     async fn scan(&self, tree: Tree, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let filter = format!("{SUBJECT_PREFIX}.{}.>", tree.name());
-        let wanted = token(prefix);
-        let mut subjects: Vec<(String, String)> = self
-            .stream
-            .info_with_subjects(filter)
-            .await
-            .map_err(failed)?
-            .map_ok(|(subject, _count)| subject)
-            .try_filter_map(|subject| {
-                let hit = subject.rsplit('.').next().is_some_and(|t| t.starts_with(&wanted));
-                let key = if hit { key_of(&subject) } else { None };
-                futures::future::ready(Ok(key.map(|k| (k, subject))))
+        let subjects = self.subjects(tree, prefix, None).await?;
+        self.read_live(subjects, usize::MAX).await
+    }
+
+    // Only the page's own values are read (and the tombstones among them), not every key's.
+    async fn scan_page(
+        &self,
+        tree: Tree,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let subjects = self.subjects(tree, prefix, after).await?;
+        self.read_live(subjects, limit).await
+    }
+
+    // One pass over the keys: the default counts page by page, and a page here lists every
+    // subject of the tree, which made a count quadratic in the keys.
+    async fn count(&self, tree: Tree, prefix: &str) -> Result<usize, StoreError> {
+        let subjects = self.subjects(tree, prefix, None).await?;
+        // A tombstone's subject is listed too: each value is read to tell them apart.
+        let reads: Vec<_> =
+            subjects.into_iter().map(|(_, subject)| self.read_subject(subject)).collect();
+        futures::stream::iter(reads)
+            .buffered(SCAN_CONCURRENCY)
+            .try_fold(0, |n, current| {
+                futures::future::ready(Ok(n + current.value.is_some() as usize))
             })
-            .try_collect()
             .await
-            .map_err(failed)?;
-        // Byte order of keys, which is also the order of their hex tokens.
-        subjects.sort();
-        let reads: Vec<_> = subjects
-            .into_iter()
-            .map(|(key, subject)| async move {
-                Ok::<_, StoreError>((key, self.read_subject(subject).await?))
-            })
-            .collect();
-        let rows: Vec<(String, Current)> =
-            futures::stream::iter(reads).buffered(SCAN_CONCURRENCY).try_collect().await?;
-        Ok(rows.into_iter().filter_map(|(k, c)| c.value.map(|v| (k, v))).collect())
     }
 
     async fn commit(&self, batch: Batch) -> Result<(), StoreError> {

@@ -1,5 +1,7 @@
 //! Brings a store written by an older build up to [`SCHEMA_VERSION`] when it is opened.
 //!
+//! Version 2 → 3 only writes the version (see [`SCHEMA_VERSION`]).
+//!
 //! Version 1 → 2 reconciles [`Tree::Logins`] with the users: one [`LoginRecord`] per name
 //! that tenant users with a password have. Version-1 builds kept those names unique across
 //! tenants by reading every account; a name several tenants have anyway gets one record naming
@@ -42,6 +44,37 @@ pub async fn run(db: &Db) -> Result<Migrated, StoreError> {
     if found >= SCHEMA_VERSION {
         return Ok(Migrated::Current);
     }
+    // 2 → 3 writes only the version: it stops builds of version 2, which neither record the
+    // creds they issue nor keep `creds_issued` and `revocations_expire`, from writing the
+    // store again (one would hand out creds that a later revocation skips).
+    let (written, removed, ambiguous) =
+        if found < 2 { logins_from_users(db).await? } else { (0, 0, Vec::new()) };
+    let mut stamp = Batch::new();
+    stamp.push(Op::Put {
+        tree: Tree::Meta,
+        key: SCHEMA_KEY.into(),
+        value: SCHEMA_VERSION.to_string().into_bytes(),
+        expect: Expect::Value(found.to_string().into_bytes()),
+    });
+    match db.commit(stamp).await {
+        Ok(()) => {}
+        // Another instance upgraded it at the same time.
+        Err(StoreError::Conflict { .. }) if version(db).await? >= Some(SCHEMA_VERSION) => {}
+        Err(e) => return Err(e),
+    }
+    for name in &ambiguous {
+        tracing::warn!(
+            name,
+            "users of several tenant accounts have this name and a password: a bare-name \
+             login is refused as ambiguous; they log in as name@account"
+        );
+    }
+    Ok(Migrated::Upgraded { from: found, written, removed, ambiguous })
+}
+
+/// Version 1 → 2: the login records the users call for. Returns how many were written and
+/// removed, and the names several tenants have.
+async fn logins_from_users(db: &Db) -> Result<(usize, usize, Vec<String>), StoreError> {
     let wanted = wanted_logins(db).await?;
     let mut removed = 0;
     let mut stale = Vec::new();
@@ -69,32 +102,12 @@ pub async fn run(db: &Db) -> Result<Migrated, StoreError> {
     for chunk in creates.chunks(BATCH) {
         written += commit_unless_changed(db, chunk.to_vec()).await?;
     }
-    let mut stamp = Batch::new();
-    stamp.push(Op::Put {
-        tree: Tree::Meta,
-        key: SCHEMA_KEY.into(),
-        value: SCHEMA_VERSION.to_string().into_bytes(),
-        expect: Expect::Value(found.to_string().into_bytes()),
-    });
-    match db.commit(stamp).await {
-        Ok(()) => {}
-        // Another instance upgraded it at the same time.
-        Err(StoreError::Conflict { .. }) if version(db).await? >= Some(SCHEMA_VERSION) => {}
-        Err(e) => return Err(e),
-    }
     let ambiguous: Vec<String> = wanted
         .values()
         .filter(|(login, _)| login.accounts.len() > 1)
         .map(|(login, _)| login.name.to_string())
         .collect();
-    for name in &ambiguous {
-        tracing::warn!(
-            name,
-            "users of several tenant accounts have this name and a password: a bare-name \
-             login is refused as ambiguous; they log in as name@account"
-        );
-    }
-    Ok(Migrated::Upgraded { from: found, written, removed, ambiguous })
+    Ok((written, removed, ambiguous))
 }
 
 /// Commits `batches` as one if it can, else each alone, skipping those whose conditions
@@ -201,7 +214,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_version_1_store_gets_its_login_records_and_version_2_once() {
+    async fn a_version_1_store_gets_its_login_records_and_the_current_version_once() {
         let db = Db::new(Arc::new(SledStore::temporary().unwrap()));
         let mut b = Batch::new();
         b.put(&account("acme", AccountKind::Tenant))
@@ -240,6 +253,26 @@ mod tests {
         );
         assert_eq!(version(&db).await.unwrap(), Some(SCHEMA_VERSION));
         assert_eq!(run(&db).await.unwrap(), Migrated::Current, "a second open does nothing");
+    }
+
+    #[tokio::test]
+    async fn a_version_2_store_only_gets_the_new_version() {
+        let db = Db::new(Arc::new(SledStore::temporary().unwrap()));
+        let mut b = Batch::new();
+        b.put(&account("acme", AccountKind::Tenant)).put(&user("acme", "dev1", true));
+        db.commit(b).await.unwrap();
+        stamp(&db, "2").await;
+        let before = db.export().await.unwrap();
+        assert_eq!(
+            run(&db).await.unwrap(),
+            Migrated::Upgraded { from: 2, written: 0, removed: 0, ambiguous: vec![] }
+        );
+        let after = db.export().await.unwrap();
+        let records = |rows: Vec<(Tree, String, Vec<u8>)>| {
+            rows.into_iter().filter(|(tree, _, _)| *tree != Tree::Meta).collect::<Vec<_>>()
+        };
+        assert_eq!(records(after), records(before), "version 2 → 3 changed a record");
+        assert_eq!(version(&db).await.unwrap(), Some(3));
     }
 
     #[tokio::test]

@@ -27,8 +27,10 @@ use crate::model::{
 pub const COUNT_PAGE: usize = 1000;
 
 /// The schema version this build reads and writes. Version 2 added [`Tree::Logins`]; a
-/// version-1 store gets it built when opened ([`migrate::run`]).
-pub const SCHEMA_VERSION: u32 = 2;
+/// version-1 store gets it built when opened ([`migrate::run`]). Version 3 records the creds
+/// issued per user (`creds_issued`) and when revocations may go (`revocations_expire`):
+/// nothing to convert, but a version-2 build must not write the store any more.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Meta key of the schema version (decimal text).
 pub const SCHEMA_KEY: &str = "schema_version";
