@@ -97,6 +97,7 @@ conformance!(
     odd_keys_and_binary_values_round_trip,
     of_two_concurrent_conflicting_batches_exactly_one_wins_whole,
     concurrent_batches_checking_one_parent_both_succeed,
+    pages_and_counts_leave_out_deleted_keys_and_follow_the_cursor,
 );
 
 const T: Tree = Tree::Users;
@@ -254,6 +255,27 @@ async fn scans_return_live_keys_with_the_prefix_in_key_order(f: &Fixture) {
     assert_eq!(keys(s, "acme").await, ["acme", "acme/a", "acme/a/x", "acme/b", "acme0"]);
     assert_eq!(keys(s, "nothing").await, Vec::<String>::new());
     assert!(s.scan(Tree::Roles, "").await.unwrap().is_empty(), "trees do not share keys");
+}
+
+async fn pages_and_counts_leave_out_deleted_keys_and_follow_the_cursor(f: &Fixture) {
+    let s = &f.store;
+    let all = ["acme/a", "acme/b", "acme/c", "acme/d", "acme/e", "acmf", "b"];
+    commit(s, all.iter().map(|k| put(k, k.as_bytes(), Expect::Absent))).await;
+    commit(s, [delete("acme/b", Expect::Present), delete("acme/d", Expect::Present)]).await;
+    let page = |after: Option<&'static str>, limit| async move {
+        let rows = s.scan_page(T, "acme/", after, limit).await.unwrap();
+        rows.into_iter().map(|(k, _)| k).collect::<Vec<_>>()
+    };
+    assert_eq!(page(None, 2).await, ["acme/a", "acme/c"], "a deleted key in the page");
+    assert_eq!(page(Some("acme/c"), 2).await, ["acme/e"]);
+    assert_eq!(page(Some("acme/b"), 1).await, ["acme/c"], "the cursor on a deleted key");
+    assert_eq!(page(Some("acme/e"), 2).await, Vec::<String>::new());
+    assert_eq!(page(None, 0).await, Vec::<String>::new());
+    let first = s.scan_page(T, "acme/", None, 1).await.unwrap();
+    assert_eq!(first, [("acme/a".to_string(), b"acme/a".to_vec())]);
+    assert_eq!(s.count(T, "").await.unwrap(), 5);
+    assert_eq!(s.count(T, "acme/").await.unwrap(), 3);
+    assert_eq!(s.count(Tree::Roles, "").await.unwrap(), 0);
 }
 
 async fn deleted_keys_read_as_absent_and_can_be_created_again(f: &Fixture) {
