@@ -10,6 +10,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt;
+
 use nats_authd::nats_server::NatsServer;
 use nats_authd::store::jetstream::{
     JetStreamOptions, JetStreamStore, JetStreamStoreError, MAX_BATCH_MESSAGES,
@@ -25,6 +27,8 @@ struct Fixture {
     other: Arc<dyn Store>,
     /// The same two handles, typed, on JetStream.
     js: Option<(JetStreamStore, JetStreamStore)>,
+    /// The server's address, on JetStream.
+    addr: Option<String>,
     _server: Option<NatsServer>,
     _dir: Option<TempDir>,
 }
@@ -32,10 +36,21 @@ struct Fixture {
 impl Fixture {
     fn sled() -> Fixture {
         let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
-        Fixture { other: Arc::clone(&store), store, js: None, _server: None, _dir: None }
+        Fixture {
+            other: Arc::clone(&store),
+            store,
+            js: None,
+            addr: None,
+            _server: None,
+            _dir: None,
+        }
     }
 
     async fn jetstream() -> Fixture {
+        Fixture::jetstream_with(JetStreamOptions::default()).await
+    }
+
+    async fn jetstream_with(options: JetStreamOptions) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let port = common::free_port();
         let config = dir.path().join("nats-server.conf");
@@ -58,13 +73,14 @@ impl Fixture {
         .unwrap();
         let open = || async {
             let client = async_nats::connect(format!("nats://{addr}")).await.unwrap();
-            JetStreamStore::open(client, &JetStreamOptions::default()).await.unwrap()
+            JetStreamStore::open(client, &options).await.unwrap()
         };
         let (first, second) = (open().await, open().await);
         Fixture {
             store: Arc::new(first.clone()),
             other: Arc::new(second.clone()),
             js: Some((first, second)),
+            addr: Some(addr),
             _server: Some(server),
             _dir: Some(dir),
         }
@@ -517,4 +533,68 @@ async fn a_batch_larger_than_one_atomic_publish_is_refused_before_anything_is_se
     let just_fits = (0..MAX_BATCH_MESSAGES).map(|i| put(&format!("k{i:04}"), b"v", Expect::Absent));
     commit(&f.store, just_fits).await;
     assert_eq!(keys(&f.store, "").await.len(), MAX_BATCH_MESSAGES);
+}
+
+/// The subjects the store's stream holds for tree `T`, tombstones included.
+async fn subjects_of(f: &Fixture) -> Vec<String> {
+    let client = async_nats::connect(f.addr.as_deref().unwrap()).await.unwrap();
+    let name = f.js.as_ref().unwrap().0.stream_name().to_string();
+    let stream = async_nats::jetstream::new(client).get_stream(name).await.unwrap();
+    let filter = format!("authd.store.{}.>", T.name());
+    let subjects = stream.info_with_subjects(filter).await.unwrap();
+    subjects.map_ok(|(subject, _)| subject).try_collect().await.unwrap()
+}
+
+#[tokio::test]
+async fn tombstones_go_after_their_ttl_and_a_batch_read_before_is_prepared_again() {
+    let options =
+        JetStreamOptions { tombstone_ttl: Duration::from_secs(1), ..JetStreamOptions::default() };
+    let f = Fixture::jetstream_with(options).await;
+    let js = &f.js.as_ref().unwrap().0;
+    commit(&f.store, [put("a", b"1", Expect::Absent), put("b", b"1", Expect::Absent)]).await;
+    commit(&f.store, [delete("a", Expect::Present)]).await;
+    assert_eq!(subjects_of(&f).await.len(), 2, "the tombstone is a subject");
+    // Read while the tombstone is there: its sequence is pinned.
+    let recreate = batch([put("a", b"2", Expect::Absent)]);
+    let stale = js.prepare(&recreate).await.unwrap();
+    let stale_again = js.prepare(&recreate).await.unwrap();
+    let mut waited = 0;
+    while subjects_of(&f).await.len() > 1 {
+        assert!(waited < 50, "the tombstone outlived its TTL by 5 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert_eq!(get(&f.store, "a").await, None);
+    // Published as read, the server refuses it; committed, it is read again and lands.
+    let refused = js.publish_prepared(stale).await.unwrap_err();
+    assert!(matches!(refused, StoreError::Conflict { kind: ConflictKind::Changed, .. }));
+    assert_eq!(get(&f.store, "a").await, None, "nothing of the refused batch is stored");
+    js.commit_prepared(stale_again, &recreate).await.unwrap();
+    assert_eq!(get(&f.store, "a").await.as_deref(), Some(&b"2"[..]));
+    // A real change under a batch is still a conflict.
+    let update = batch([put("b", b"3", Expect::Value(b"1".to_vec()))]);
+    let read = js.prepare(&update).await.unwrap();
+    commit(&f.other, [put("b", b"theirs", Expect::Any)]).await;
+    let err = js.commit_prepared(read, &update).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { kind: ConflictKind::Changed, .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_stream_made_without_message_ttls_gets_them_when_opened() {
+    let f = Fixture::jetstream().await;
+    let client = async_nats::connect(f.addr.as_deref().unwrap()).await.unwrap();
+    let context = async_nats::jetstream::new(client.clone());
+    let name = f.js.as_ref().unwrap().0.stream_name().to_string();
+    let mut config = context.get_stream(&name).await.unwrap().info().await.unwrap().config.clone();
+    context.delete_stream(&name).await.unwrap();
+    // As builds before tombstone TTLs made it.
+    config.allow_message_ttl = false;
+    context.create_stream(config).await.unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(JetStreamStore::open(client, &JetStreamOptions::default()).await.unwrap());
+    let mut stream = context.get_stream(&name).await.unwrap();
+    assert!(stream.info().await.unwrap().config.allow_message_ttl);
+    commit(&store, [put("a", b"1", Expect::Absent)]).await;
+    commit(&store, [delete("a", Expect::Present)]).await;
+    assert_eq!(get(&store, "a").await, None);
 }

@@ -86,7 +86,11 @@ impl StoreChoice {
 
     /// The JetStream store's options.
     pub fn jetstream_options(&self) -> JetStreamOptions {
-        JetStreamOptions { stream: self.stream.clone(), replicas: self.replicas }
+        JetStreamOptions {
+            stream: self.stream.clone(),
+            replicas: self.replicas,
+            ..JetStreamOptions::default()
+        }
     }
 }
 

@@ -8,7 +8,10 @@
 //! spaces and any unicode, none of which may appear raw in one subject token. Hex keeps byte
 //! order (so key order) and turns a key prefix into a token prefix. The leading `k` keeps the
 //! empty key a valid token. A delete is a tombstone message (header [`OP_HEADER`] = `DEL`,
-//! empty payload) that replaces the value; a tombstone reads as absent.
+//! empty payload) that replaces the value; a tombstone reads as absent. A tombstone carries a
+//! `Nats-TTL` ([`TOMBSTONE_TTL`], the stream allows message TTLs), so the server removes it
+//! and its subject: deleted keys (every ended session is one) do not pile up in the stream.
+//! A batch that pinned a tombstone's sequence and meets its removal is prepared again.
 //!
 //! # Costs
 //! - `get`: one direct get (last message by subject).
@@ -43,10 +46,11 @@
 //! Done: the backend, typed conflicts, the conformance suite (`tests/store_conformance.rs`);
 //! `init --store jetstream` selects it and `serve` seeds and runs on it ([`crate::shared`]);
 //! a replicated stream is read through its leader ([`ReadPath`]).
-//! Not done: tombstones are never compacted; batches are limited to the server's 1000
-//! messages ([`JetStreamStoreError::BatchTooLarge`]; sled has no such limit).
+//! Not done: tombstones written by builds before their TTL stay; batches are limited to the
+//! server's 1000 messages ([`JetStreamStoreError::BatchTooLarge`]; sled has no such limit).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use async_nats::HeaderMap;
@@ -71,6 +75,7 @@ const BATCH_SEQUENCE: &str = "Nats-Batch-Sequence";
 const BATCH_COMMIT: &str = "Nats-Batch-Commit";
 const EXPECTED_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
 const EXPECTED_SEQ_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
+const TTL_HEADER: &str = "Nats-TTL";
 /// Direct gets in flight during a scan.
 const SCAN_CONCURRENCY: usize = 16;
 
@@ -81,13 +86,29 @@ pub struct JetStreamOptions {
     pub stream: String,
     /// Copies of the stream in a cluster (1 on a single server).
     pub replicas: usize,
+    /// How long a tombstone stays before the server removes it ([`TOMBSTONE_TTL`]).
+    pub tombstone_ttl: Duration,
 }
 
 impl Default for JetStreamOptions {
     fn default() -> Self {
-        JetStreamOptions { stream: DEFAULT_STREAM.to_string(), replicas: 1 }
+        JetStreamOptions {
+            stream: DEFAULT_STREAM.to_string(),
+            replicas: 1,
+            tombstone_ttl: TOMBSTONE_TTL,
+        }
     }
 }
+
+/// How long a tombstone stays: long enough that a batch read before it went rarely meets its
+/// removal (that batch is then prepared again), short enough that deleted keys do not pile up.
+/// Every callout login's session is a key of its own, so without it the stream gained a
+/// subject per login for good, and every session scan read them all.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
+
+/// Times a batch is prepared again when all that moved under it was a tombstone the server
+/// removed.
+const TOMBSTONE_RETRIES: usize = 3;
 
 /// Most messages one atomic batch may hold (nats-server's limit; more fail with API error
 /// 10199 after every member was sent).
@@ -111,6 +132,8 @@ pub struct JetStreamStore {
     stream: stream::Stream,
     /// Read through the stream leader instead of any replica (see [`ReadPath`]).
     reads: ReadPath,
+    /// `Nats-TTL` of tombstones.
+    tombstone_ttl: String,
 }
 
 /// Where reads go.
@@ -174,10 +197,18 @@ impl JetStreamStore {
             num_replicas: options.replicas,
             allow_direct: true,
             allow_atomic_publish: true,
+            // Tombstones carry a TTL.
+            allow_message_ttl: true,
             ..Default::default()
         };
         let mut stream = context.get_or_create_stream(config).await.map_err(failed)?;
-        let found = &stream.info().await.map_err(failed)?.config;
+        let mut found = stream.info().await.map_err(failed)?.config.clone();
+        if !found.allow_message_ttl {
+            // A stream made by an older build: tombstones it left stay, new ones go.
+            found.allow_message_ttl = true;
+            context.update_stream(&found).await.map_err(failed)?;
+        }
+        let found = &found;
         let unsuitable = |what| {
             StoreError::backend(JetStreamStoreError::Unsuitable {
                 stream: options.stream.clone(),
@@ -194,7 +225,8 @@ impl JetStreamStore {
             return Err(unsuitable("keeps more than one message per subject"));
         }
         let reads = if found.num_replicas > 1 { ReadPath::Leader } else { ReadPath::Direct };
-        Ok(JetStreamStore { context, stream, reads })
+        let tombstone_ttl = format!("{}s", options.tombstone_ttl.as_secs().max(1));
+        Ok(JetStreamStore { context, stream, reads, tombstone_ttl })
     }
 
     /// Where this store's reads go (decided from the stream's replicas).
@@ -341,6 +373,23 @@ impl JetStreamStore {
 }
 
 /// Why the server refused a batch over a pinned sequence.
+/// How a publish went.
+enum Published {
+    Yes,
+    /// Refused: a condition fails now, or a key was written since it was read.
+    No(StoreError),
+    /// Refused only because a tombstone read before has since expired: prepare it again (the
+    /// conflict is what to report if that keeps happening).
+    TombstoneGone(StoreError),
+}
+
+/// What moved under a refused batch.
+enum Moved {
+    Conflict(StoreError),
+    TombstoneGone(StoreError),
+    Nothing,
+}
+
 enum Stale {
     /// A pinned sequence moved (API error 10071).
     Moved,
@@ -483,7 +532,7 @@ impl Store for JetStreamStore {
 
     async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
         let prepared = self.prepare(&batch).await?;
-        self.publish_prepared(prepared).await
+        self.commit_prepared(prepared, &batch).await
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -531,6 +580,7 @@ impl JetStreamStore {
                         Some(v) => v,
                         None => {
                             headers.insert(OP_HEADER, OP_DELETE);
+                            headers.insert(TTL_HEADER, self.tombstone_ttl.as_str());
                             Vec::new()
                         }
                     };
@@ -555,6 +605,30 @@ impl JetStreamStore {
         Ok(Prepared { plans, current, messages })
     }
 
+    /// Publishes `prepared` (made from `batch`) as [`Store::commit`] does: if all that moved
+    /// since the read was a tombstone the server removed, `batch` is prepared and published
+    /// again (a few times at most).
+    ///
+    /// # Errors
+    /// As [`JetStreamStore::publish_prepared`].
+    pub async fn commit_prepared(
+        &self,
+        mut prepared: Prepared,
+        batch: &Batch,
+    ) -> Result<(), StoreError> {
+        let mut tries = 0;
+        loop {
+            match self.try_publish(prepared).await? {
+                Published::Yes => return Ok(()),
+                Published::No(conflict) => return Err(conflict),
+                // Read again: the sequences pinned now are those without the tombstone.
+                Published::TombstoneGone(_) if tries < TOMBSTONE_RETRIES => tries += 1,
+                Published::TombstoneGone(conflict) => return Err(conflict),
+            }
+            prepared = self.prepare(batch).await?;
+        }
+    }
+
     /// Publishes a prepared batch all or none; the server stores nothing if any key it pins
     /// moved since [`JetStreamStore::prepare`] read it.
     ///
@@ -562,15 +636,32 @@ impl JetStreamStore {
     /// [`StoreError::Conflict`] naming a key that moved (with the kind of the condition that
     /// now fails, if one does); backend failures.
     pub async fn publish_prepared(&self, prepared: Prepared) -> Result<(), StoreError> {
+        match self.try_publish(prepared).await? {
+            Published::Yes => Ok(()),
+            Published::No(conflict) | Published::TombstoneGone(conflict) => Err(conflict),
+        }
+    }
+
+    async fn try_publish(&self, prepared: Prepared) -> Result<Published, StoreError> {
         let Prepared { plans, current, messages } = prepared;
         match self.publish(messages).await? {
-            Ok(()) => Ok(()),
-            Err(Stale::Moved) => Err(self.explain_conflict(&plans, &current).await),
+            Ok(()) => Ok(Published::Yes),
+            Err(Stale::Moved) => Ok(match self.moved(&plans, &current).await {
+                Moved::Conflict(conflict) => Published::No(conflict),
+                Moved::TombstoneGone(conflict) => Published::TombstoneGone(conflict),
+                // A re-read that fails, or shows nothing yet: the first key.
+                Moved::Nothing => Published::No(StoreError::Conflict {
+                    tree: plans[0].tree,
+                    key: plans[0].key.clone(),
+                    kind: ConflictKind::Changed,
+                }),
+            }),
             Err(Stale::InFlight) => match self.moved(&plans, &current).await {
                 // The other write landed meanwhile: an ordinary conflict.
-                Some(conflict) => Err(conflict),
+                Moved::Conflict(conflict) => Ok(Published::No(conflict)),
+                Moved::TombstoneGone(conflict) => Ok(Published::TombstoneGone(conflict)),
                 // Still nothing committed: the stream cannot take writes to this key now.
-                None => Err(StoreError::Unavailable(
+                Moved::Nothing => Err(StoreError::Unavailable(
                     "an earlier write to the same record is not committed yet (JetStream has \
                      no quorum for it)"
                         .into(),
@@ -579,33 +670,32 @@ impl JetStreamStore {
         }
     }
 
-    /// The conflict a re-read shows (a failing condition, or a key whose sequence moved), if
-    /// any; a re-read that fails shows none.
-    async fn moved(&self, plans: &[KeyPlan], before: &[Current]) -> Option<StoreError> {
-        let now = self.read_all(plans).await.ok()?;
+    /// What a re-read shows moved since `before`.
+    async fn moved(&self, plans: &[KeyPlan], before: &[Current]) -> Moved {
+        let Ok(now) = self.read_all(plans).await else { return Moved::Nothing };
         for (plan, now) in plans.iter().zip(&now) {
             if let Err(e) = evaluate(plan, now) {
-                return Some(e);
+                return Moved::Conflict(e);
             }
         }
-        plans.iter().zip(before.iter().zip(&now)).find(|(_, (b, n))| b.seq != n.seq).map(
-            |(plan, _)| StoreError::Conflict {
-                tree: plan.tree,
-                key: plan.key.clone(),
-                kind: ConflictKind::Changed,
-            },
-        )
-    }
-
-    /// The conflict to report when the server refused a batch over a moved sequence: the
-    /// condition that fails now if one does (its own kind), else the first key that moved,
-    /// else (a re-read that fails, or shows nothing yet) the first key.
-    async fn explain_conflict(&self, plans: &[KeyPlan], before: &[Current]) -> StoreError {
-        self.moved(plans, before).await.unwrap_or_else(|| StoreError::Conflict {
-            tree: plans[0].tree,
-            key: plans[0].key.clone(),
+        let changed = |plan: &KeyPlan| StoreError::Conflict {
+            tree: plan.tree,
+            key: plan.key.clone(),
             kind: ConflictKind::Changed,
-        })
+        };
+        let mut gone = None;
+        for (plan, (b, n)) in plans.iter().zip(before.iter().zip(&now)) {
+            if b.seq == n.seq {
+                continue;
+            }
+            // The server removed the tombstone read before (its TTL): still absent.
+            if b.value.is_none() && n.value.is_none() && n.seq == 0 {
+                gone.get_or_insert_with(|| changed(plan));
+                continue;
+            }
+            return Moved::Conflict(changed(plan));
+        }
+        gone.map_or(Moved::Nothing, Moved::TombstoneGone)
     }
 }
 
