@@ -706,6 +706,15 @@ pub async fn write_outputs_with_tls(
     ] {
         let account = AccountName::new(account).expect("valid");
         let user = UserName::new(user).expect("valid");
+        // The local seed a JetStream deployment signs from never sees changes made through
+        // the service: re-signing from it could revive an admin deactivated or deleted since.
+        if jetstream
+            && user.as_str() == ADMIN_USER
+            && tokio::fs::try_exists(path).await.unwrap_or(false)
+        {
+            tracing::info!(path = %path.display(), "JetStream store: keeping the existing admin creds");
+            continue;
+        }
         match authority.user_creds(&account, &user, now).await {
             Ok(text) => creds.push((path.clone(), Zeroizing::new(text))),
             // The first admin may be gone once another admin exists (the last one cannot

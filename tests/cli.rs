@@ -159,6 +159,24 @@ fn wrong_master_key_in_the_environment_is_named() {
     );
 }
 
+#[test]
+fn init_on_a_jetstream_store_keeps_the_admin_creds_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = || nats_authd(dir.path()).args(["init", "--store", "jetstream"]).output().unwrap();
+    let out = init();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = dir.path().join("authd/admin.creds");
+    let first = std::fs::read_to_string(&path).unwrap();
+    // A JWT signed a second later would differ (its iat).
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = init();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), first, "re-signed from the seed");
+    std::fs::remove_file(&path).unwrap();
+    assert!(init().status.success());
+    assert!(std::fs::read_to_string(&path).unwrap().contains("NATS USER JWT"), "none written");
+}
+
 fn nats_authd_key() -> String {
     nats_authd::vault::MasterKey::generate().to_text().to_string()
 }

@@ -292,6 +292,29 @@ async fn pages_and_counts_leave_out_deleted_keys_and_follow_the_cursor(f: &Fixtu
     assert_eq!(s.count(T, "").await.unwrap(), 5);
     assert_eq!(s.count(T, "acme/").await.unwrap(), 3);
     assert_eq!(s.count(Tree::Roles, "").await.unwrap(), 0);
+
+    // Pages longer than the reads kept in flight, with deleted keys among them.
+    let many: Vec<String> = (0..60).map(|i| format!("many/{i:02}")).collect();
+    commit(s, many.iter().map(|k| put(k, k.as_bytes(), Expect::Absent))).await;
+    commit(s, many.iter().step_by(3).map(|k| delete(k, Expect::Present))).await;
+    let live: Vec<String> =
+        many.iter().enumerate().filter(|(i, _)| i % 3 != 0).map(|(_, k)| k.clone()).collect();
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let rows = s.scan_page(T, "many/", after.as_deref(), 17).await.unwrap();
+        let full = rows.len() == 17;
+        for (key, value) in rows {
+            assert_eq!(value, key.as_bytes(), "the value of another key");
+            paged.push(key);
+        }
+        if !full {
+            break;
+        }
+        after = paged.last().cloned();
+    }
+    assert_eq!(paged, live, "pages in key order, each key once, no deleted one");
+    assert_eq!(s.count(T, "many/").await.unwrap(), 40);
 }
 
 async fn deleted_keys_read_as_absent_and_can_be_created_again(f: &Fixture) {
@@ -547,30 +570,37 @@ async fn subjects_of(f: &Fixture) -> Vec<String> {
 
 #[tokio::test]
 async fn tombstones_go_after_their_ttl_and_a_batch_read_before_is_prepared_again() {
+    // Long enough for the reads below to happen before it goes, on a slow machine too.
     let options =
-        JetStreamOptions { tombstone_ttl: Duration::from_secs(1), ..JetStreamOptions::default() };
+        JetStreamOptions { tombstone_ttl: Duration::from_secs(3), ..JetStreamOptions::default() };
     let f = Fixture::jetstream_with(options).await;
     let js = &f.js.as_ref().unwrap().0;
     commit(&f.store, [put("a", b"1", Expect::Absent), put("b", b"1", Expect::Absent)]).await;
     commit(&f.store, [delete("a", Expect::Present)]).await;
-    assert_eq!(subjects_of(&f).await.len(), 2, "the tombstone is a subject");
-    // Read while the tombstone is there: its sequence is pinned.
+    // Read while the tombstone is there: its sequence is pinned. The second batch also
+    // writes a key blind, which someone else writes meanwhile (not pinned: no conflict).
     let recreate = batch([put("a", b"2", Expect::Absent)]);
     let stale = js.prepare(&recreate).await.unwrap();
-    let stale_again = js.prepare(&recreate).await.unwrap();
+    let recreate_and_blind =
+        batch([put("a", b"2", Expect::Absent), put("c", b"mine", Expect::Any)]);
+    let stale_again = js.prepare(&recreate_and_blind).await.unwrap();
+    assert_eq!(subjects_of(&f).await.len(), 2, "the tombstone is a subject");
+    commit(&f.other, [put("c", b"theirs", Expect::Any)]).await;
     let mut waited = 0;
-    while subjects_of(&f).await.len() > 1 {
-        assert!(waited < 50, "the tombstone outlived its TTL by 5 s");
+    while subjects_of(&f).await.len() > 2 {
+        assert!(waited < 100, "the tombstone outlived its TTL by 10 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
         waited += 1;
     }
+    assert!(!subjects_of(&f).await.iter().any(|s| s.ends_with(".k61")), "a's subject stayed");
     assert_eq!(get(&f.store, "a").await, None);
     // Published as read, the server refuses it; committed, it is read again and lands.
     let refused = js.publish_prepared(stale).await.unwrap_err();
     assert!(matches!(refused, StoreError::Conflict { kind: ConflictKind::Changed, .. }));
     assert_eq!(get(&f.store, "a").await, None, "nothing of the refused batch is stored");
-    js.commit_prepared(stale_again, &recreate).await.unwrap();
+    js.commit_prepared(stale_again, &recreate_and_blind).await.unwrap();
     assert_eq!(get(&f.store, "a").await.as_deref(), Some(&b"2"[..]));
+    assert_eq!(get(&f.store, "c").await.as_deref(), Some(&b"mine"[..]));
     // A real change under a batch is still a conflict.
     let update = batch([put("b", b"3", Expect::Value(b"1".to_vec()))]);
     let read = js.prepare(&update).await.unwrap();

@@ -177,6 +177,14 @@ struct KeyPlan {
     ops: Vec<(Option<Option<Vec<u8>>>, Expect)>,
 }
 
+impl KeyPlan {
+    /// Whether its message carries the sequence it was read at. Blind writes are not pinned:
+    /// last writer wins, as with sled.
+    fn pinned(&self) -> bool {
+        self.ops.iter().any(|(_, e)| *e != Expect::Any)
+    }
+}
+
 impl JetStreamStore {
     /// Opens the store's stream through `client`, creating it when missing.
     ///
@@ -203,12 +211,6 @@ impl JetStreamStore {
         };
         let mut stream = context.get_or_create_stream(config).await.map_err(failed)?;
         let mut found = stream.info().await.map_err(failed)?.config.clone();
-        if !found.allow_message_ttl {
-            // A stream made by an older build: tombstones it left stay, new ones go.
-            found.allow_message_ttl = true;
-            context.update_stream(&found).await.map_err(failed)?;
-        }
-        let found = &found;
         let unsuitable = |what| {
             StoreError::backend(JetStreamStoreError::Unsuitable {
                 stream: options.stream.clone(),
@@ -223,6 +225,12 @@ impl JetStreamStore {
         }
         if found.max_messages_per_subject != 1 {
             return Err(unsuitable("keeps more than one message per subject"));
+        }
+        // Only once the stream is known to be a store: the server cannot turn TTLs off again.
+        if !found.allow_message_ttl {
+            // A stream made by an older build: tombstones it left stay, new ones go.
+            found.allow_message_ttl = true;
+            context.update_stream(&found).await.map_err(failed)?;
         }
         let reads = if found.num_replicas > 1 { ReadPath::Leader } else { ReadPath::Direct };
         let tombstone_ttl = format!("{}s", options.tombstone_ttl.as_secs().max(1));
@@ -296,8 +304,10 @@ impl JetStreamStore {
             .try_collect()
             .await
             .map_err(failed)?;
-        // Byte order of keys, which is also the order of their hex tokens.
+        // Byte order of keys, which is also the order of their hex tokens. A long listing
+        // comes in pages by offset, so a key created between two pages can show twice.
         subjects.sort();
+        subjects.dedup();
         Ok(subjects)
     }
 
@@ -570,8 +580,7 @@ impl JetStreamStore {
         let mut messages = Vec::new();
         for (plan, now) in plans.iter().zip(&current) {
             let written = evaluate(plan, now)?;
-            // Blind writes are not pinned: last writer wins, as with sled.
-            let pinned = plan.ops.iter().any(|(_, e)| *e != Expect::Any);
+            let pinned = plan.pinned();
             let subject = subject(plan.tree, &plan.key);
             match written {
                 Some(value) => {
@@ -685,7 +694,8 @@ impl JetStreamStore {
         };
         let mut gone = None;
         for (plan, (b, n)) in plans.iter().zip(before.iter().zip(&now)) {
-            if b.seq == n.seq {
+            // A key written blind was not pinned: its moving refused nothing.
+            if b.seq == n.seq || !plan.pinned() {
                 continue;
             }
             // The server removed the tombstone read before (its TTL): still absent.

@@ -40,6 +40,17 @@ pub enum Migrated {
 /// # Errors
 /// Backend failures, or a version that is not a number.
 pub async fn run(db: &Db) -> Result<Migrated, StoreError> {
+    let mut tries = 0;
+    loop {
+        match upgrade(db).await {
+            // An older build stamped its own (lower) version meanwhile: upgrade from that.
+            Err(StoreError::Conflict { .. }) if tries < 3 => tries += 1,
+            done => return done,
+        }
+    }
+}
+
+async fn upgrade(db: &Db) -> Result<Migrated, StoreError> {
     let Some(found) = version(db).await? else { return Ok(Migrated::Current) };
     if found >= SCHEMA_VERSION {
         return Ok(Migrated::Current);
