@@ -382,7 +382,6 @@ impl JetStreamStore {
     }
 }
 
-/// Why the server refused a batch over a pinned sequence.
 /// How a publish went.
 enum Published {
     Yes,
@@ -400,6 +399,7 @@ enum Moved {
     Nothing,
 }
 
+/// Why the server refused a batch over a pinned sequence.
 enum Stale {
     /// A pinned sequence moved (API error 10071).
     Moved,
