@@ -7,7 +7,7 @@
 //! scripts/ensure-nats-server      # once; or set NATS_SERVER_BIN
 //! cargo run --release --example load -- [--seq 200] [--conc 50] [--conc-total 400] \
 //!     [--rounds 3] [--storm 300,1000] [--mgmt 100] [--kicks 5] [--store sled|jetstream] \
-//!     [--xkey true|false]
+//!     [--xkey true|false] [--auth-timeout SECS]
 //! ```
 //!
 //! The concurrent table also gives CPU per connect, from `/proc` schedstat: the service's
@@ -60,16 +60,20 @@ struct Args {
     store: Backend,
     /// Whether callout traffic is sealed with AUTH's xkey (`init`'s default; `--no-xkey`).
     xkey: bool,
+    /// nats-server's auth timeout in seconds (the callout's time-out), put in `local.conf`;
+    /// `None`: the server's default (2 s).
+    auth_timeout: Option<f64>,
 }
 
 const USAGE: &str = "\
 usage: load [--seq N] [--conc N] [--conc-total N] [--rounds N] [--storm N,N,...] [--mgmt N]
-            [--kicks N] [--store sled|jetstream] [--xkey true|false]
+            [--kicks N] [--store sled|jetstream] [--xkey true|false] [--auth-timeout SECS]
 
 Starts nats-server and nats-authd on loopback and prints each callout figure beside its
 direct-creds baseline. Defaults: --seq 200 --conc 50 --conc-total 400 --rounds 3
---storm 300,1000 --mgmt 100 --kicks 5 --store sled --xkey true. An empty --storm skips the
-storms. LOAD_THREADS=1 adds CPU by thread name; LOAD_LOG=<filter> shows the service's log.";
+--storm 300,1000 --mgmt 100 --kicks 5 --store sled --xkey true, the server's own auth
+timeout (2 s; --auth-timeout writes `authorization { timeout }` into local.conf). An empty
+--storm skips the storms. LOAD_THREADS=1 adds CPU by thread name; LOAD_LOG=<filter> shows the service's log.";
 
 fn args() -> Result<Args> {
     let mut a = Args {
@@ -82,6 +86,7 @@ fn args() -> Result<Args> {
         kicks: 5,
         store: Backend::Sled,
         xkey: true,
+        auth_timeout: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -99,6 +104,10 @@ fn args() -> Result<Args> {
             "--mgmt" => a.mgmt = n()?,
             "--kicks" => a.kicks = n()?,
             "--xkey" => a.xkey = value.parse().with_context(|| format!("--xkey {value}"))?,
+            "--auth-timeout" => {
+                let secs: f64 = value.parse().with_context(|| format!("--auth-timeout {value}"))?;
+                a.auth_timeout = Some(secs)
+            }
             "--store" => {
                 a.store = <Backend as clap::ValueEnum>::from_str(&value, true)
                     .map_err(|e| anyhow!("--store {value}: {e}"))?
@@ -329,7 +338,17 @@ async fn main() -> Result<()> {
     )
     .await?;
     let (authority, store) = (outcome.authority, outcome.store);
-    println!("store: {store}; callout sealed with an xkey: {}", args.xkey);
+    if let Some(secs) = args.auth_timeout {
+        let local = layout.out_dir.join("local.conf");
+        let mut text = std::fs::read_to_string(&local)?;
+        text.push_str(&format!("\nauthorization {{ timeout: {secs} }}\n"));
+        std::fs::write(&local, text)?;
+    }
+    println!(
+        "store: {store}; callout sealed with an xkey: {}; auth timeout: {}",
+        args.xkey,
+        args.auth_timeout.map_or("the server's (2 s)".to_string(), |s| format!("{s} s"))
+    );
     let mut stack = Stack { _dir: dir, layout, settings, bin: nats_server_bin()?, server: None };
     stack.start_server().await?;
     let url = stack.url();
@@ -349,64 +368,73 @@ async fn main() -> Result<()> {
         stop.clone().cancelled_owned(),
     ));
 
-    let admin_creds = std::fs::read_to_string(stack.layout.admin_creds())?;
-    let admin_nats = ConnectOptions::with_credentials(&admin_creds)?.connect(&url).await?;
-    let admin = AdminClient::new(admin_nats.clone(), API_PREFIX, Duration::from_secs(10));
-    let t = Instant::now();
-    while admin.call("status", &json!({})).await.is_err() {
-        anyhow::ensure!(t.elapsed() < Duration::from_secs(15), "the service never answered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    admin.call("account.create", &json!({ "name": "acme" })).await?;
-    admin
-        .call(
-            "role.create",
-            &json!({ "account": "acme", "name": "all",
-            "publish": {"allow": [">"]}, "subscribe": {"allow": [">"]} }),
-        )
-        .await?;
-    for (name, password) in [("p", Some(PASSWORD)), ("t", None), ("d", None), ("k", Some(PASSWORD))]
-    {
-        let mut body = json!({ "account": "acme", "name": name, "role": "all" });
-        if let Some(pw) = password {
-            body["password"] = json!(pw);
+    // Whatever happens in the runs, the service's runtime is shut down before it is dropped
+    // (dropping it here would panic and hide the error).
+    let runs = async {
+        let admin_creds = std::fs::read_to_string(stack.layout.admin_creds())?;
+        let admin_nats = ConnectOptions::with_credentials(&admin_creds)?.connect(&url).await?;
+        let admin = AdminClient::new(admin_nats.clone(), API_PREFIX, Duration::from_secs(10));
+        let t = Instant::now();
+        while admin.call("status", &json!({})).await.is_err() {
+            anyhow::ensure!(t.elapsed() < Duration::from_secs(15), "the service never answered");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        admin.call("user.create", &body).await?;
-    }
-    let token = admin
-        .call("token.create", &json!({ "account": "acme", "user": "t", "description": "load" }))
-        .await?["token"]
-        .as_str()
-        .context("token")?
-        .to_string();
-    let creds = admin.call("user.creds", &json!({ "account": "acme", "name": "d" })).await?
-        ["creds"]
-        .as_str()
-        .context("creds")?
-        .to_string();
-    let sentinel = Arc::new(std::fs::read_to_string(stack.layout.sentinel_creds())?);
-    let modes = [
-        Mode::Token { sentinel: sentinel.clone(), token },
-        Mode::Password { sentinel: sentinel.clone(), user: "p".into() },
-        Mode::Creds { creds: Arc::new(creds) },
-    ];
-    // Warm up: the first password login runs argon2, then the cache answers.
-    for mode in &modes {
-        mode.connect(&url).await?.drain().await?;
-    }
+        admin.call("account.create", &json!({ "name": "acme" })).await?;
+        admin
+            .call(
+                "role.create",
+                &json!({ "account": "acme", "name": "all",
+                "publish": {"allow": [">"]}, "subscribe": {"allow": [">"]} }),
+            )
+            .await?;
+        for (name, password) in
+            [("p", Some(PASSWORD)), ("t", None), ("d", None), ("k", Some(PASSWORD))]
+        {
+            let mut body = json!({ "account": "acme", "name": name, "role": "all" });
+            if let Some(pw) = password {
+                body["password"] = json!(pw);
+            }
+            admin.call("user.create", &body).await?;
+        }
+        let token = admin
+            .call("token.create", &json!({ "account": "acme", "user": "t", "description": "load" }))
+            .await?["token"]
+            .as_str()
+            .context("token")?
+            .to_string();
+        let creds = admin.call("user.creds", &json!({ "account": "acme", "name": "d" })).await?
+            ["creds"]
+            .as_str()
+            .context("creds")?
+            .to_string();
+        let sentinel = Arc::new(std::fs::read_to_string(stack.layout.sentinel_creds())?);
+        let modes = [
+            Mode::Token { sentinel: sentinel.clone(), token },
+            Mode::Password { sentinel: sentinel.clone(), user: "p".into() },
+            Mode::Creds { creds: Arc::new(creds) },
+        ];
+        // Warm up: the first password login runs argon2, then the cache answers.
+        for mode in &modes {
+            mode.connect(&url).await?.drain().await?;
+        }
 
-    sequential(&modes, &url, args.seq).await?;
-    let server_pid = stack.server.as_ref().and_then(NatsServer::pid);
-    concurrent(&modes, &url, args.conc, args.conc_total, args.rounds, server_pid).await?;
-    management(&admin, &admin_nats, args.mgmt).await?;
-    kicks(&admin, &modes[0], &sentinel, &url, args.kicks).await?;
-    for &n in &args.storms {
-        storm(&mut stack, &restored, &modes[0], &modes[2], n).await?;
+        sequential(&modes, &url, args.seq).await?;
+        let server_pid = stack.server.as_ref().and_then(NatsServer::pid);
+        concurrent(&modes, &url, args.conc, args.conc_total, args.rounds, server_pid).await?;
+        management(&admin, &admin_nats, args.mgmt).await?;
+        kicks(&admin, &modes[0], &sentinel, &url, args.kicks).await?;
+        for &n in &args.storms {
+            storm(&mut stack, &restored, &modes[0], &modes[2], n).await?;
+        }
+        anyhow::Ok(())
     }
+    .await;
 
     stop.cancel();
-    service.await??;
+    let served = service.await;
     service_rt.shutdown_background();
+    runs?;
+    served??;
     if let Some(server) = stack.server.take() {
         server.stop(Duration::from_secs(5)).await;
     }
