@@ -21,7 +21,7 @@ use nats_authd::callout::REQUEST_AUDIENCE;
 use nats_authd::claims::{
     self, AuthorizationRequest, AuthorizationResponse, Claims, ServerId, Validation,
 };
-use nats_authd::model::{self, AccountName, UserName};
+use nats_authd::model::{self, AccountName, AccountRecord, UserName};
 use nats_authd::names::{AUTH_ACCOUNT, SERVICE_USER};
 use nats_authd::password::PasswordHasher;
 use nats_authd::policy;
@@ -215,6 +215,18 @@ fn main() -> anyhow::Result<()> {
         black_box(
             rt.block_on(authority.user(&auth, &UserName::new(SERVICE_USER).unwrap())).unwrap(),
         );
+    });
+    // What a callout login decoded (twice) when every removed user stayed revoked for good.
+    let mut revoked = account.clone();
+    for _ in 0..1000 {
+        revoked.revocations.insert(KeyPair::new_user().public_key(), now);
+    }
+    let (plain, long) = (serde_json::to_vec(&account)?, serde_json::to_vec(&revoked)?);
+    bench.run("account decode, no revocations", 50, || {
+        black_box(serde_json::from_slice::<AccountRecord>(&plain).unwrap());
+    });
+    bench.run("account decode, 1,000 revocations", 50, || {
+        black_box(serde_json::from_slice::<AccountRecord>(&long).unwrap());
     });
     if bench.rows.is_empty() {
         println!("(no benchmark matches the filter)");
