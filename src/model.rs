@@ -217,8 +217,9 @@ impl AccountRecord {
     }
 
     /// Revokes the JWTs issued for `key` (up to [`REVOCATION_SLACK_SECS`] after `now`), as
-    /// long as one of them may still be valid, and drops the revocations no JWT needs any more. Returns whether anything
-    /// changed (the account's JWT must then be written and pushed).
+    /// long as one of them may still be valid, and drops the revocations no JWT needs any
+    /// more. Returns whether anything changed (the account's JWT must then be written and
+    /// pushed).
     ///
     /// Only creds JWTs carry a user's own key (callout JWTs are for the connection's key),
     /// so a key no creds were issued for needs no revocation, and one whose creds have all
