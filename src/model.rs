@@ -216,10 +216,9 @@ impl AccountRecord {
         &self.identity.public
     }
 
-    /// Revokes the JWTs issued for `key` (up to [`REVOCATION_SLACK_SECS`] after `now`), as
-    /// long as one of them may still be valid, and drops the revocations no JWT needs any
-    /// more. Returns whether anything changed (the account's JWT must then be written and
-    /// pushed).
+    /// Revokes every JWT for `key` (dated [`REVOKED_AHEAD_SECS`] ahead), as long as one of
+    /// them may still be valid, and drops the revocations no JWT needs any more. Returns
+    /// whether anything changed (the account's JWT must then be written and pushed).
     ///
     /// Only creds JWTs carry a user's own key (callout JWTs are for the connection's key),
     /// so a key no creds were issued for needs no revocation, and one whose creds have all
@@ -234,11 +233,12 @@ impl AccountRecord {
             CredsIssued::Expiring(exp) => Some(exp),
             CredsIssued::Lasting => None,
         };
-        // Dated ahead: every JWT for the key signed before this revocation commits is covered,
-        // even one whose request came later (or from a host whose clock is ahead). The key is
-        // never used again (reactivating or regenerating makes a new one), so nothing signed
-        // later is lost.
-        let at = now + REVOCATION_SLACK_SECS;
+        // The server refuses a JWT issued at or before the revocation's date. A revoked key is
+        // never used again (reactivating or regenerating makes a new one), so the date is far
+        // ahead: JWTs signed while this revocation commits (from a request that came later, or
+        // a host whose clock is ahead), or later from a copy of the records that missed the
+        // change (a JetStream deployment's local seed), are refused too.
+        let at = now + REVOKED_AHEAD_SECS;
         let was = self.revocations.get(key).copied();
         if was.is_none_or(|was| was < at) {
             self.revocations.insert(key.to_string(), at);
@@ -415,9 +415,12 @@ impl UserRecord {
 }
 
 /// How long a revocation outlives the last creds it covers, for clocks that differ between
-/// the hosts of nats-authd and of the servers that check the expiry; also how far ahead a
-/// revocation is dated.
+/// the hosts of nats-authd and of the servers that check the expiry.
 pub const REVOCATION_SLACK_SECS: i64 = 300;
+
+/// How far ahead of its making a revocation is dated (100 years): it covers every JWT ever
+/// signed for the key (see [`AccountRecord::revoke`]).
+pub const REVOKED_AHEAD_SECS: i64 = 100 * 365 * 24 * 3600;
 
 /// What creds JWTs were handed out for a user's current key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -790,8 +793,8 @@ mod tests {
         assert!(account.revoke("UOLD", None, 1000));
         let keys = |a: &AccountRecord| a.revocations.keys().cloned().collect::<Vec<_>>();
         assert_eq!(keys(&account), ["UHOUR", "ULAST", "UOLD", "USKEW"]);
-        // Dated ahead by the slack; a later revocation of the same key never moves it back.
-        let ahead = 1000 + REVOCATION_SLACK_SECS;
+        // Dated far ahead; a later revocation of the same key never moves it back.
+        let ahead = 1000 + REVOKED_AHEAD_SECS;
         assert!(account.revocations.values().all(|at| *at == ahead));
         assert!(!account.revoke("UHOUR", Some(CredsIssued::Expiring(4600)), 1000), "no change");
         assert!(!account.revoke("ULAST", Some(CredsIssued::Lasting), 900), "moved back");

@@ -281,6 +281,30 @@ async fn reactivating_a_user_does_not_revive_creds_issued_before_its_deactivatio
 }
 
 #[tokio::test]
+async fn a_revoked_key_stays_revoked_for_creds_signed_after_the_revocation() {
+    let stack = Stack::start().await;
+    let _service = stack.serve();
+    let admin = stack.admin().await;
+    admin.call("account.create", &json!({ "name": "acme" })).await.unwrap();
+    admin.call("user.create", &json!({ "account": "acme", "name": "dev1" })).await.unwrap();
+    drained(&admin).await;
+    creds(&admin, "acme", "dev1").await;
+    let stale = stack.authority().user(&account("acme"), &user("dev1")).await.unwrap();
+    admin
+        .call("user.update", &json!({ "account": "acme", "name": "dev1", "active": false }))
+        .await
+        .unwrap();
+    drained(&admin).await;
+    // Signed from a copy of the records that missed the deactivation (a JetStream
+    // deployment's local seed), an hour after it.
+    let acme = stack.authority().account(&account("acme")).await.unwrap();
+    let late = stack.authority().creds_of(&acme, &stale, now() + 3600).await.unwrap();
+    let refused =
+        async_nats::ConnectOptions::with_credentials(&late).unwrap().connect(stack.url()).await;
+    assert!(refused.is_err(), "creds signed after the revocation work");
+}
+
+#[tokio::test]
 async fn a_refused_request_counts_as_an_error_in_srv_stats_and_keeps_its_body() {
     let stack = Stack::start().await;
     let _service = stack.serve();
