@@ -707,7 +707,8 @@ pub async fn write_outputs_with_tls(
         let account = AccountName::new(account).expect("valid");
         let user = UserName::new(user).expect("valid");
         // The local seed a JetStream deployment signs from never sees changes made through
-        // the service: re-signing from it could revive an admin deactivated or deleted since.
+        // the service (a deactivation, a new key): creds signed from it may be for a revoked
+        // key, so a file already there is kept rather than replaced.
         if jetstream
             && user.as_str() == ADMIN_USER
             && tokio::fs::try_exists(path).await.unwrap_or(false)
@@ -722,8 +723,8 @@ pub async fn write_outputs_with_tls(
             Err(AuthorityError::NoSuchUser(_)) if user.as_str() == ADMIN_USER => {
                 tracing::warn!(path = %path.display(), "the first admin was deleted; not writing its creds");
             }
-            // Deactivated since (another admin is active): fresh creds would postdate the
-            // revocation of its key and work again.
+            // Deactivated since (another admin is active): its key is revoked, and no creds
+            // are signed for an inactive user.
             Err(AuthorityError::Inactive(_)) if user.as_str() == ADMIN_USER => {
                 tracing::warn!(path = %path.display(), "the first admin is deactivated; not writing its creds");
             }
