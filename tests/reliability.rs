@@ -10,6 +10,7 @@ use futures::future::join_all;
 use nats_authd::api::account::{CreateAccount, UpdateAccount};
 use nats_authd::api::role::{CreateRole, RoleRef};
 use nats_authd::api::user::{CreateUser, Password, UpdateUser, UserRef};
+use nats_authd::client::AdminClient;
 use nats_authd::manage::{ManageError, Manager, Noun};
 use nats_authd::model::{
     now, AccountName, RoleName, RoleRecord, UserName, UserRecord, REVOCATION_SLACK_SECS,
@@ -257,21 +258,29 @@ async fn a_login_right_after_an_acknowledged_account_create_succeeds() {
     assert_eq!(common::account_of(&client).await, created["public_key"].as_str().unwrap());
 }
 
+/// acme with user dev1 (pushed), and creds fetched for dev1.
+async fn acme_dev1_with_creds(admin: &AdminClient) -> String {
+    admin.call("account.create", &json!({ "name": "acme" })).await.unwrap();
+    admin.call("user.create", &json!({ "account": "acme", "name": "dev1" })).await.unwrap();
+    drained(admin).await;
+    creds(admin, "acme", "dev1").await
+}
+
+/// Deactivates or reactivates acme's dev1 and waits for the push.
+async fn set_dev1_active(admin: &AdminClient, active: bool) {
+    let update = json!({ "account": "acme", "name": "dev1", "active": active });
+    admin.call("user.update", &update).await.unwrap();
+    drained(admin).await;
+}
+
 #[tokio::test]
 async fn reactivating_a_user_does_not_revive_creds_issued_before_its_deactivation() {
     let stack = Stack::start().await;
     let _service = stack.serve();
     let admin = stack.admin().await;
-    admin.call("account.create", &json!({ "name": "acme" })).await.unwrap();
-    admin.call("user.create", &json!({ "account": "acme", "name": "dev1" })).await.unwrap();
-    drained(&admin).await;
-    let old = creds(&admin, "acme", "dev1").await;
+    let old = acme_dev1_with_creds(&admin).await;
     for active in [false, true] {
-        admin
-            .call("user.update", &json!({ "account": "acme", "name": "dev1", "active": active }))
-            .await
-            .unwrap();
-        drained(&admin).await;
+        set_dev1_active(&admin, active).await;
     }
     let refused =
         async_nats::ConnectOptions::with_credentials(&old).unwrap().connect(stack.url()).await;
@@ -285,16 +294,9 @@ async fn a_revoked_key_stays_revoked_for_creds_signed_after_the_revocation() {
     let stack = Stack::start().await;
     let _service = stack.serve();
     let admin = stack.admin().await;
-    admin.call("account.create", &json!({ "name": "acme" })).await.unwrap();
-    admin.call("user.create", &json!({ "account": "acme", "name": "dev1" })).await.unwrap();
-    drained(&admin).await;
-    creds(&admin, "acme", "dev1").await;
+    acme_dev1_with_creds(&admin).await;
     let stale = stack.authority().user(&account("acme"), &user("dev1")).await.unwrap();
-    admin
-        .call("user.update", &json!({ "account": "acme", "name": "dev1", "active": false }))
-        .await
-        .unwrap();
-    drained(&admin).await;
+    set_dev1_active(&admin, false).await;
     // Signed from a copy of the records that missed the deactivation (a JetStream
     // deployment's local seed), an hour after it.
     let acme = stack.authority().account(&account("acme")).await.unwrap();
